@@ -1,0 +1,76 @@
+# pyksm: every install step lives here (apt-get, venv, pip), so a fresh
+# Debian 12 machine needs nothing done by hand.  `make help` lists targets.
+
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYKSM := $(VENV)/bin/pyksm
+PYTEST := $(VENV)/bin/pytest
+# Debian's python3 so that --system-site-packages sees Debian's bcc
+# (python3-bpfcc lives in /usr/lib/python3/dist-packages).
+SYSTEM_PYTHON ?= /usr/bin/python3
+
+# Debian packages: kernel source and build tools, QEMU, bcc, selftest deps.
+APT_PACKAGES := linux-source-6.12 build-essential flex bison bc libelf-dev \
+	libssl-dev dwarves cpio xz-utils zstd kmod rsync util-linux \
+	qemu-system-x86 python3 python3-venv python3-pip python3-bpfcc \
+	bpfcc-tools libnuma-dev
+
+.PHONY: help setup apt venv lint unit vm vm-debug test demo bench kernel clean
+
+help:
+	@echo "make setup     install Debian packages and the virtual environment (idempotent)"
+	@echo "make demo      build (cached) and boot the test kernel, print what it found"
+	@echo "make test      setup, lint, unit tests, VM tests on the test kernel"
+	@echo "make vm-debug  VM tests on the debug (KASAN, lockdep, KFENCE) kernel"
+	@echo "make bench     benchmarks (JSON in bench-results/)"
+
+setup: apt venv
+
+# Only calls apt-get when a package is missing, so a warm machine stays fast.
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
+	done); \
+	if [ -n "$$missing" ]; then \
+		echo "apt-get install:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(SYSTEM_PYTHON) -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+lint: venv
+	$(VENV)/bin/ruff check pyksm tests benchmarks
+	$(VENV)/bin/ruff format --check pyksm tests benchmarks
+	$(VENV)/bin/mypy
+
+unit: venv
+	$(PYTEST) -q tests/unit
+
+kernel: setup
+	$(PYKSM) kernel build
+
+vm: setup
+	$(PYKSM) kernel build
+	$(PYTEST) -q -m vm tests/vm
+
+vm-debug: setup
+	$(PYKSM) kernel build --debug
+	PYKSM_TEST_VARIANT=debug $(PYTEST) -q -m vm tests/vm
+
+test: setup lint unit vm
+
+demo: setup
+	$(PYKSM) demo
+
+bench: setup
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

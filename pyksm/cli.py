@@ -1,0 +1,264 @@
+"""The ``pyksm`` command.
+
+pyksm kernel build [--debug] [--vanilla] [--jobs N]
+pyksm vm run [--kernel VARIANT|PATH] [--memory 2G] [--cpus 2] [--numa] [--timeout S] -- CMD...
+pyksm vm scan-log CONSOLE_LOG
+pyksm demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from pyksm import __version__
+from pyksm.errors import PyksmError
+from pyksm.lab import build as kbuild
+from pyksm.lab import console as kconsole
+from pyksm.lab import vm
+
+err = Console(stderr=True)
+out = Console()
+
+EXAMPLES = """examples:
+  pyksm kernel build                 # patched test kernel (cached)
+  pyksm kernel build --debug         # KASAN, KFENCE, lockdep, DEBUG_VM
+  pyksm kernel build --vanilla       # the same config without the KSM++ series
+  pyksm vm run -- uname -r           # boot the patched test kernel, run a command
+  pyksm vm run --kernel debug --numa -- ./selftest
+  pyksm vm scan-log pyksm-out/console.log
+"""
+
+
+def resolve_kernel(spec: str, console: Console) -> Path:
+    """VARIANT (test, debug, vanilla, vanilla-debug) or a path to a bzImage."""
+    path = Path(spec)
+    if "/" in spec or path.exists():
+        if not path.is_file():
+            raise PyksmError(f"kernel image {spec} not found")
+        return path
+    variants = {
+        "test": kbuild.BuildRequest(),
+        "patched": kbuild.BuildRequest(),
+        "debug": kbuild.BuildRequest(variant="debug"),
+        "vanilla": kbuild.BuildRequest(vanilla=True),
+        "vanilla-debug": kbuild.BuildRequest(variant="debug", vanilla=True),
+    }
+    if spec not in variants:
+        raise PyksmError(
+            f"unknown kernel {spec!r}: give a bzImage path or one of {', '.join(variants)}"
+        )
+    return kbuild.build(variants[spec], console).bzimage
+
+
+def cmd_kernel_build(args: argparse.Namespace) -> int:
+    req = kbuild.BuildRequest(
+        variant="debug" if args.debug else "test",
+        vanilla=args.vanilla,
+        jobs=args.jobs or kbuild.BuildRequest().jobs,
+    )
+    result = kbuild.build(req, err)
+    if args.json:
+        print(json.dumps({**result.__dict__, "path": str(result.path)}, indent=2))
+    else:
+        out.print(f"{result.bzimage}")
+    return 0
+
+
+def cmd_vm_run(args: argparse.Namespace) -> int:
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise PyksmError("no command given: pyksm vm run [OPTIONS] -- CMD ...")
+    bzimage = resolve_kernel(args.kernel, err)
+    req = vm.VmRequest(
+        bzimage=bzimage,
+        command=command,
+        memory=args.memory,
+        cpus=args.cpus,
+        numa=args.numa,
+        timeout=args.timeout,
+        outdir=Path(args.outdir).resolve(),
+        append=args.append or [],
+    )
+    result = vm.run(req, show_console=args.console)
+    return report_vm_result(result)
+
+
+def report_vm_result(result: vm.VmResult) -> int:
+    for rep in result.reports:
+        err.print(f"[bold red]kernel {rep.kind} report[/] (console.log line {rep.line}):")
+        err.print(rep.text, markup=False, highlight=False)
+    if result.timed_out:
+        err.print(f"[bold red]timeout[/] after {result.seconds:.0f} s; console tail:")
+        err.print(vm.console_tail(result.console_log), markup=False, highlight=False)
+    status = "[green]ok[/]" if result.ok else f"[red]exit {result.exit_code}[/]"
+    err.print(
+        f"vm: {status} (command exit {result.command_exit}, {result.accel}, "
+        f"{result.seconds:.1f} s, console {result.console_log})"
+    )
+    return result.exit_code
+
+
+def cmd_vm_scan_log(args: argparse.Namespace) -> int:
+    try:
+        text = Path(args.log).read_text(errors="replace")
+    except OSError as e:
+        raise PyksmError(f"cannot read {args.log}: {e.strerror}") from None
+    reports = kconsole.scan(text)
+    for rep in reports:
+        out.print(f"[bold]{rep.kind}[/] line {rep.line}: {rep.headline}", highlight=False)
+    out.print(f"{len(reports)} kernel report(s)")
+    return 1 if reports else 0
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def cmd_ksm_show(args: argparse.Namespace) -> int:
+    from pyksm.kernel import ksm
+
+    k = ksm.Ksm()
+    if not k.available():
+        raise PyksmError("/sys/kernel/mm/ksm is missing: this kernel has no KSM (CONFIG_KSM)")
+    state: dict[str, object] = dict(k.state())
+    if args.pid:
+        state = {"pid": args.pid, **ksm.process_stat(args.pid)}
+    if args.json:
+        print(json.dumps(state, indent=2))
+        return 0
+    from rich.table import Table
+
+    table = Table(title=f"KSM state of pid {args.pid}" if args.pid else "/sys/kernel/mm/ksm")
+    table.add_column("name")
+    table.add_column("value", justify="right")
+    table.add_column("since")
+    for name, value in state.items():
+        knob = ksm.KNOBS.get(name)
+        table.add_row(name, str(value), knob.since if knob else "")
+    out.print(table)
+    return 0
+
+
+def cmd_ksm_set(args: argparse.Namespace) -> int:
+    from pyksm.kernel import ksm
+
+    k = ksm.Ksm()
+    for item in args.assignments:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise PyksmError(f"expected KNOB=VALUE, got {item!r}")
+        k.write(name, value)
+        err.print(f"ksm/{name} = {k.read(name)}")
+    return 0
+
+
+def cmd_hint(args: argparse.Namespace) -> int:
+    from pyksm.kernel import hints, wire
+
+    if args.text:
+        hints.send_text([f"{args.pid} {args.start:#x} {args.len}"])
+        err.print(f"sent text hint pid {args.pid} {args.start:#x}+{args.len}")
+        return 0
+    with hints.HintWriter() as w:
+        ok = w.send([wire.Hint(args.pid, args.start, args.len)])
+    if not ok:
+        reason = ", ".join(w.rejected) or "rejected"
+        raise PyksmError(f"the kernel rejected the hint: {reason}")
+    err.print(f"sent hint pid {args.pid} {args.start:#x}+{args.len}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pyksm import demo
+
+    return demo.run(Path(args.outdir).resolve(), out, err)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pyksm",
+        description="KSM++: I/O hints for Linux KSM — lab, probes, analysis, reports.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"pyksm {__version__}")
+    sub = p.add_subparsers(dest="group", required=True)
+
+    kernel = sub.add_parser("kernel", help="build test kernels").add_subparsers(
+        dest="action", required=True
+    )
+    b = kernel.add_parser("build", help="build (or fetch from cache) a test kernel")
+    b.add_argument("--debug", action="store_true", help="KASAN, KFENCE, lockdep, DEBUG_VM")
+    b.add_argument("--vanilla", action="store_true", help="without the KSM++ patch series")
+    b.add_argument("--jobs", "-j", type=int, default=0, help="make -j (default: all cores)")
+    b.add_argument("--json", action="store_true", help="print the build record as JSON")
+    b.set_defaults(func=cmd_kernel_build)
+
+    vmp = sub.add_parser("vm", help="boot test kernels").add_subparsers(
+        dest="action", required=True
+    )
+    r = vmp.add_parser("run", help="boot a kernel with virtme-ng and run CMD inside")
+    r.add_argument("--kernel", "-k", default="test", help="VARIANT or bzImage path")
+    r.add_argument("--memory", "-m", default="2G")
+    r.add_argument("--cpus", "-c", type=int, default=2)
+    r.add_argument("--numa", action="store_true", help="two emulated NUMA nodes")
+    r.add_argument("--timeout", "-t", type=float, default=900.0, help="seconds")
+    r.add_argument("--outdir", "-o", default="pyksm-out", help="shared output directory")
+    r.add_argument("--append", "-a", action="append", help="extra kernel command line")
+    r.add_argument("--console", action="store_true", help="also show the kernel console")
+    r.add_argument("command", nargs=argparse.REMAINDER)
+    r.set_defaults(func=cmd_vm_run)
+    s = vmp.add_parser("scan-log", help="list kernel bug reports in a saved console log")
+    s.add_argument("log")
+    s.set_defaults(func=cmd_vm_scan_log)
+
+    kp = sub.add_parser("ksm", help="KSM knobs and counters").add_subparsers(
+        dest="action", required=True
+    )
+    ks = kp.add_parser("show", help="print KSM's sysfs state (or a process's)")
+    ks.add_argument("--pid", "-p", type=int, default=0)
+    ks.add_argument("--json", action="store_true")
+    ks.set_defaults(func=cmd_ksm_show)
+    kset = kp.add_parser("set", help="write KSM knobs, e.g. pages_to_scan=100 run=1")
+    kset.add_argument("assignments", nargs="+", metavar="KNOB=VALUE")
+    kset.set_defaults(func=cmd_ksm_set)
+
+    h = sub.add_parser("hint", help="send one hint to the KSM++ kernel")
+    h.add_argument("pid", type=int)
+    h.add_argument("start", type=_int, help="virtual address (0x... accepted)")
+    h.add_argument("len", type=_int, help="bytes")
+    h.add_argument("--text", action="store_true", help="use the text interface ksm/hints")
+    h.set_defaults(func=cmd_hint)
+
+    d = sub.add_parser("demo", help="build and boot the test kernel; show what it has")
+    d.add_argument("--outdir", "-o", default="pyksm-out")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except PyksmError as e:
+        err.print(f"[bold red]pyksm: error:[/] {e}", highlight=False)
+        if e.hint:
+            err.print(f"  fix: {e.hint}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        err.print("pyksm: interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""Typed access to KSM's sysfs interface and per-process KSM state.
+
+Every knob and counter is listed with the kernel that provides it, and
+presence is probed (``Ksm.has``), never guessed from a version number.
+
+- /sys/kernel/mm/ksm/*           global knobs and counters (mm/ksm.c)
+- /proc/PID/ksm_stat             per-process counters (6.1+; fields grew later)
+- /proc/PID/ksm_merging_pages    pages of PID merged by KSM (6.1+)
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyksm.errors import PyksmError
+
+SYSFS = Path("/sys/kernel/mm/ksm")
+
+
+@dataclass(frozen=True)
+class Knob:
+    name: str
+    kind: str  # "int", "bool", "str" (e.g. "1:1", "scan-time")
+    writable: bool
+    since: str
+    doc: str
+
+
+_K = Knob
+KNOBS: dict[str, Knob] = {
+    k.name: k
+    for k in (
+        _K("run", "int", True, "2.6.32", "0 stop, 1 run, 2 unmerge all and stop"),
+        _K("pages_to_scan", "int", True, "2.6.32", "pages per ksmd batch"),
+        _K("sleep_millisecs", "int", True, "2.6.32", "ksmd sleep between batches"),
+        _K("merge_across_nodes", "bool", True, "3.9", "merge pages of different NUMA nodes"),
+        _K("max_page_sharing", "int", True, "4.13", "max sharers of one KSM page"),
+        _K("use_zero_pages", "bool", True, "4.0", "merge empty pages with the zero page"),
+        _K("stable_node_chains_prune_millisecs", "int", True, "4.13", "stable chain pruning"),
+        _K("smart_scan", "bool", True, "6.7", "skip pages that failed to merge"),
+        _K("advisor_mode", "str", True, "6.8", "none or scan-time"),
+        _K("advisor_max_cpu", "int", True, "6.8", "advisor CPU ceiling (%)"),
+        _K("advisor_min_pages_to_scan", "int", True, "6.8", "advisor lower bound"),
+        _K("advisor_max_pages_to_scan", "int", True, "6.8", "advisor upper bound"),
+        _K("advisor_target_scan_time", "int", True, "6.8", "advisor target (s)"),
+        _K("pages_shared", "int", False, "2.6.32", "KSM pages in use"),
+        _K("pages_sharing", "int", False, "2.6.32", "sites sharing them (memory saved)"),
+        _K("pages_unshared", "int", False, "2.6.32", "unique pages checked repeatedly"),
+        _K("pages_volatile", "int", False, "2.6.32", "pages changing too fast to merge"),
+        _K("pages_skipped", "int", False, "6.7", "pages smart_scan skipped"),
+        _K("pages_scanned", "int", False, "6.8", "pages scanned (all time)"),
+        _K("full_scans", "int", False, "2.6.32", "completed full scans"),
+        _K("stable_node_chains", "int", False, "4.13", "stable chains"),
+        _K("stable_node_dups", "int", False, "4.13", "stable dups"),
+        _K("ksm_zero_pages", "int", False, "6.10", "pages merged with the zero page"),
+        _K("general_profit", "int", False, "6.7", "bytes saved minus metadata"),
+        # KSM++ hint series (kernel-patches/), CONFIG_KSM_HINTS
+        _K("hint_capacity", "int", True, "KSM++", "hint stack records (0 = hints off)"),
+        _K("hint_interleave", "str", True, "KSM++", "H:L hint to linear steps per batch"),
+        _K("hint_max_age_ms", "int", True, "KSM++", "hints older than this are dropped"),
+        _K("hint_skip_volatility", "bool", True, "KSM++", "hinted pages skip the volatility gate"),
+        _K("hints_received", "int", False, "KSM++", "records accepted"),
+        _K("hints_invalid", "int", False, "KSM++", "records rejected"),
+        _K("hints_pending", "int", False, "KSM++", "records in the stack now"),
+        _K("hints_dropped_overflow", "int", False, "KSM++", "overwritten by newer hints"),
+        _K("hints_dropped_age", "int", False, "KSM++", "expired unprocessed"),
+        _K("hints_dropped_stale", "int", False, "KSM++", "target mm gone or not under KSM"),
+        _K("hints_dropped_flush", "int", False, "KSM++", "flushed (run=2, capacity change)"),
+        _K("hint_pages_scanned", "int", False, "KSM++", "pages ksmd visited through hints"),
+        _K("hint_pages_merged", "int", False, "KSM++", "hinted visits that merged"),
+    )
+}
+HINT_KNOBS = tuple(n for n, k in KNOBS.items() if k.since == "KSM++")
+
+
+class Ksm:
+    """KSM's sysfs directory (``root`` lets tests point elsewhere)."""
+
+    def __init__(self, root: Path = SYSFS) -> None:
+        self.root = root
+
+    def available(self) -> bool:
+        return self.root.is_dir()
+
+    def has(self, name: str) -> bool:
+        return (self.root / name).exists()
+
+    @property
+    def hints_supported(self) -> bool:
+        return self.has("hint_capacity")
+
+    def read_raw(self, name: str) -> str:
+        try:
+            return (self.root / name).read_text().strip()
+        except FileNotFoundError:
+            raise PyksmError(
+                f"this kernel has no {self.root / name}"
+                + (" (KSM++ hints need the patched kernel)" if name in HINT_KNOBS else "")
+            ) from None
+
+    def read(self, name: str) -> int | str:
+        raw = self.read_raw(name)
+        knob = KNOBS.get(name)
+        if knob and knob.kind in ("int", "bool"):
+            return int(raw)
+        return raw
+
+    def read_int(self, name: str) -> int:
+        value = self.read(name)
+        if not isinstance(value, int):
+            raise PyksmError(f"{self.root / name} is not a number: {value!r}")
+        return value
+
+    def write(self, name: str, value: int | str | bool) -> None:
+        knob = KNOBS.get(name)
+        if knob is not None and not knob.writable:
+            raise PyksmError(f"ksm/{name} is a read-only counter")
+        text = str(int(value)) if isinstance(value, bool) else str(value)
+        try:
+            (self.root / name).write_text(text)
+        except FileNotFoundError:
+            raise PyksmError(f"this kernel has no {self.root / name}") from None
+        except OSError as e:
+            raise PyksmError(
+                f"writing {text!r} to {self.root / name}: {os.strerror(e.errno or errno.EIO)}"
+            ) from None
+
+    def state(self) -> dict[str, int | str]:
+        """Every knob and counter present on this kernel."""
+        out: dict[str, int | str] = {}
+        for path in sorted(self.root.iterdir()):
+            if path.is_file():
+                try:
+                    out[path.name] = self.read(path.name)
+                except (PyksmError, ValueError, OSError):
+                    continue
+        return out
+
+
+def process_stat(pid: int) -> dict[str, int | str]:
+    """/proc/PID/ksm_stat as a dict, plus ksm_merging_pages."""
+    proc = Path("/proc") / str(pid)
+    out: dict[str, int | str] = {}
+    try:
+        for line in (proc / "ksm_stat").read_text().splitlines():
+            key, _, val = line.partition(" ")
+            val = val.strip()
+            out[key] = int(val) if val.lstrip("-").isdigit() else val
+        out["ksm_merging_pages"] = int((proc / "ksm_merging_pages").read_text())
+    except FileNotFoundError:
+        raise PyksmError(f"no process {pid} (or no KSM per-process stats)") from None
+    return out

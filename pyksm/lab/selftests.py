@@ -1,0 +1,107 @@
+"""The upstream KSM selftests (tools/testing/selftests/mm), run inside the VM.
+
+The cases follow upstream's run_vmtests.sh "ksm" category. ``run_in_guest``
+runs them in the booted kernel and writes ``selftests.json``; the host reads
+it back with ``load``. Exit status follows kselftest: 0 pass, 4 skip.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+KSFT_PASS, KSFT_FAIL, KSFT_SKIP = 0, 1, 4
+
+# (name, binary, args); -N needs two NUMA nodes (boot with --numa).
+CASES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("functional", "ksm_functional_tests", ()),
+    ("merge -M", "ksm_tests", ("-M", "-p", "10")),
+    ("unmerge -U", "ksm_tests", ("-U",)),
+    ("zero pages -Z z0", "ksm_tests", ("-Z", "-p", "10", "-z", "0")),
+    ("zero pages -Z z1", "ksm_tests", ("-Z", "-p", "10", "-z", "1")),
+    ("merge time -P", "ksm_tests", ("-P", "-s", "100")),
+    ("huge pages -H", "ksm_tests", ("-H", "-s", "100")),
+    ("numa -N m1", "ksm_tests", ("-N", "-m", "1")),
+    ("numa -N m0", "ksm_tests", ("-N", "-m", "0")),
+)
+
+
+@dataclass
+class CaseResult:
+    name: str
+    argv: list[str]
+    exit_code: int
+    seconds: float
+    output: str
+    tap_pass: int = 0
+    tap_fail: int = 0
+    tap_skip: int = 0
+
+    @property
+    def status(self) -> str:
+        if self.exit_code == KSFT_PASS and self.tap_fail == 0:
+            return "pass"
+        if self.exit_code == KSFT_SKIP:
+            return "skip"
+        return "fail"
+
+
+_TAP = re.compile(r"^(not ok|ok) \d+(?: -)? ?(.*?)(?:\s+#\s*(SKIP|TODO)\b.*)?$")
+
+
+def tap_counts(output: str) -> tuple[int, int, int]:
+    """(pass, fail, skip) of top-level TAP result lines."""
+    p = f = s = 0
+    for line in output.splitlines():
+        m = _TAP.match(line)
+        if not m:
+            continue
+        if m.group(3) == "SKIP":
+            s += 1
+        elif m.group(1) == "ok":
+            p += 1
+        else:
+            f += 1
+    return p, f, s
+
+
+def run_in_guest(
+    bindir: Path, out: Path, only: list[str] | None = None, timeout: float = 600
+) -> list[CaseResult]:
+    results = []
+    for name, binary, args in CASES:
+        if only and name not in only:
+            continue
+        argv = [str(bindir / binary), *args]
+        t0 = time.monotonic()
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+            code, text = proc.returncode, proc.stdout + proc.stderr
+        except subprocess.TimeoutExpired as e:
+            code, text = -1, f"{e.output or ''}\nTIMEOUT after {timeout} s"
+        res = CaseResult(name, argv, code, round(time.monotonic() - t0, 2), text[-20000:])
+        res.tap_pass, res.tap_fail, res.tap_skip = tap_counts(text)
+        print(f"{res.status:4} {name} ({res.seconds} s, exit {code})", flush=True)
+        results.append(res)
+    out.write_text(json.dumps([asdict(r) for r in results], indent=1))
+    return results
+
+
+def load(path: Path) -> list[CaseResult]:
+    return [CaseResult(**d) for d in json.loads(path.read_text())]
+
+
+def main() -> int:
+    bindir, out = Path(sys.argv[1]), Path(sys.argv[2])
+    only = sys.argv[3:] or None
+    results = run_in_guest(bindir, out, only)
+    return 0 if all(r.status != "fail" for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""How `pyksm vm run` asks virtme-ng for a VM (pure argv assembly)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pyksm.lab import vm
+
+
+def test_argv_has_console_shares_and_command(tmp_path: Path) -> None:
+    req = vm.VmRequest(
+        bzimage=tmp_path / "bzImage",
+        command=["sh", "-c", "echo 'a b'"],
+        memory="1G",
+        cpus=2,
+        numa=True,
+        outdir=tmp_path / "out",
+    )
+    argv = vm.build_argv(req, kvm=False)
+    assert "--disable-kvm" in argv and "--verbose" in argv
+    assert argv[argv.index("--memory") + 1] == "1G"
+    assert f"--rwdir={(tmp_path / 'out').resolve()}" in argv
+    appended = [argv[i + 1] for i, a in enumerate(argv) if a == "--append"]
+    assert "numa=fake=2" in appended
+    script = argv[argv.index("--exec") + 1]
+    assert script.endswith("sh -c 'echo '\"'\"'a b'\"'\"'' 2>&1")
+
+
+def test_kvm_argv_does_not_disable_kvm(tmp_path: Path) -> None:
+    req = vm.VmRequest(bzimage=tmp_path / "bzImage", command=["true"], outdir=tmp_path)
+    assert "--disable-kvm" not in vm.build_argv(req, kvm=True)

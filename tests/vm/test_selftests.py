@@ -1,0 +1,47 @@
+"""Upstream KSM selftests pass on the test kernel (one boot, results per case)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pyksm.lab import build as kbuild
+from pyksm.lab import selftests, vm
+from tests.vm.conftest import _boot
+
+CASE_NAMES = [c[0] for c in selftests.CASES]
+
+
+@pytest.fixture(scope="module")
+def results(
+    kernel: kbuild.KernelBuild, python: str, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, selftests.CaseResult]:
+    out = tmp_path_factory.mktemp("selftests")
+    res: vm.VmResult = _boot(
+        kernel,
+        out,
+        [
+            python,
+            "-m",
+            "pyksm.lab.selftests",
+            str(kernel.path / "selftests"),
+            str(out / "selftests.json"),
+        ],
+        numa=True,
+        memory="2G",
+    )
+    assert (out / "selftests.json").exists(), res.output_log.read_text()[-3000:]
+    loaded = selftests.load(out / "selftests.json")
+    for r in loaded:
+        print(
+            f"{r.status:4} {r.name:18} {r.seconds:6.1f} s  tap pass={r.tap_pass} "
+            f"fail={r.tap_fail} skip={r.tap_skip}"
+        )
+    return {r.name: r for r in loaded}
+
+
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_upstream_ksm_selftest_passes(results: dict[str, selftests.CaseResult], name: str) -> None:
+    r = results[name]
+    assert r.status == "pass", f"{r.argv} exit {r.exit_code}:\n{r.output[-4000:]}"
+    if name == "functional":
+        assert r.tap_pass >= 5 and r.tap_fail == 0
