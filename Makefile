@@ -10,11 +10,13 @@ PYTEST := $(VENV)/bin/pytest
 # (python3-bpfcc lives in /usr/lib/python3/dist-packages).
 SYSTEM_PYTHON ?= /usr/bin/python3
 
-# Debian packages: kernel source and build tools, QEMU, bcc, selftest deps.
+# Debian packages: kernel source and build tools, QEMU, bcc (+ Debian's 6.1
+# headers, for bcc on a host kernel without kheaders), selftest deps, udev
+# (virtme-ng's script I/O ports), xxhsum (hash benchmark), busybox (QEMU guests).
 APT_PACKAGES := linux-source-6.12 build-essential flex bison bc libelf-dev \
 	libssl-dev dwarves cpio xz-utils zstd kmod rsync util-linux \
 	qemu-system-x86 python3 python3-venv python3-pip python3-bpfcc \
-	bpfcc-tools libnuma-dev
+	bpfcc-tools libnuma-dev udev linux-headers-amd64 xxhash busybox-static
 
 .PHONY: help setup apt venv lint unit vm vm-debug test demo bench kernel clean
 

@@ -21,8 +21,8 @@ from pyksm.lab import build as kbuild
 from pyksm.lab import console as kconsole
 from pyksm.lab import vm
 
-err = Console(stderr=True)
-out = Console()
+err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 EXAMPLES = """examples:
   pyksm kernel build                 # patched test kernel (cached)
@@ -60,6 +60,7 @@ def cmd_kernel_build(args: argparse.Namespace) -> int:
         variant="debug" if args.debug else "test",
         vanilla=args.vanilla,
         jobs=args.jobs or kbuild.BuildRequest().jobs,
+        extra_fragments=tuple(Path(f).resolve() for f in args.fragment or ()),
     )
     result = kbuild.build(req, err)
     if args.json:
@@ -202,6 +203,13 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--vanilla", action="store_true", help="without the KSM++ patch series")
     b.add_argument("--jobs", "-j", type=int, default=0, help="make -j (default: all cores)")
     b.add_argument("--json", action="store_true", help="print the build record as JSON")
+    b.add_argument(
+        "--fragment",
+        "-f",
+        action="append",
+        metavar="FILE",
+        help="extra kconfig fragment (own object tree), e.g. to add KCSAN",
+    )
     b.set_defaults(func=cmd_kernel_build)
 
     vmp = sub.add_parser("vm", help="boot test kernels").add_subparsers(
@@ -239,6 +247,13 @@ def parser() -> argparse.ArgumentParser:
     h.add_argument("len", type=_int, help="bytes")
     h.add_argument("--text", action="store_true", help="use the text interface ksm/hints")
     h.set_defaults(func=cmd_hint)
+
+    # Subcommands owned by other stages of the pipeline.
+    from pyksm.analysis import cli as analysis_cli
+    from pyksm.collect import cli as collect_cli
+
+    collect_cli.register(sub)
+    analysis_cli.register(sub)
 
     d = sub.add_parser("demo", help="build and boot the test kernel; show what it has")
     d.add_argument("--outdir", "-o", default="pyksm-out")

@@ -43,6 +43,14 @@ class BuildRequest:
     vanilla: bool = False
     jobs: int = field(default_factory=lambda: os.cpu_count() or 2)
     patches_dir: Path = field(default_factory=lambda: repo_root() / "kernel-patches")
+    extra_fragments: tuple[Path, ...] = ()
+
+    def fragments(self) -> list[Path]:
+        base = kconfig.fragments_for(self.patches_dir / "config", self.variant, not self.vanilla)
+        for f in self.extra_fragments:
+            if not f.is_file():
+                raise PyksmError(f"config fragment {f} not found")
+        return [*base, *self.extra_fragments]
 
     @property
     def flavor(self) -> str:
@@ -50,7 +58,12 @@ class BuildRequest:
 
     @property
     def name(self) -> str:
-        return f"{self.flavor}-{self.variant}"
+        """Object-tree name; builds with extra fragments get their own tree."""
+        name = f"{self.flavor}-{self.variant}"
+        if self.extra_fragments:
+            h = hashlib.sha256(b"".join(f.read_bytes() for f in self.extra_fragments))
+            name += "-custom-" + h.hexdigest()[:8]
+        return name
 
 
 @dataclass
@@ -115,7 +128,7 @@ def build_key(req: BuildRequest, series: patches.Series) -> str:
         f"{st.st_size}:{int(st.st_mtime)}" if st else "no-tarball",
         "" if req.vanilla else series.digest,
     ]
-    for p in kconfig.fragments_for(req.patches_dir / "config", req.variant, not req.vanilla):
+    for p in req.fragments():
         parts.append(p.name)
         parts.append(hashlib.sha256(p.read_bytes()).hexdigest())
     h.update("\0".join(parts).encode())
@@ -197,9 +210,28 @@ class _Runner:
         return "\n".join(lines[-n:])
 
 
+def configure(run: _Runner, make: list[str], tree: Path, obj: Path, fragments: list[Path]) -> None:
+    """tinyconfig + fragments + olddefconfig, then prove nothing was dropped."""
+    run.run([*make, "tinyconfig"])
+    merge = tree / "scripts/kconfig/merge_config.sh"
+    run.run(
+        ["sh", str(merge), "-m", "-O", str(obj), str(obj / ".config"), *map(str, fragments)],
+        cwd=tree,
+    )
+    run.run([*make, "olddefconfig"])
+    requests = [r for f in fragments for r in kconfig.parse_fragment(f)]
+    final = kconfig.parse_config((obj / ".config").read_text())
+    problems = kconfig.dropped(requests, final)
+    if problems:
+        raise PyksmError(
+            "kconfig dropped a requested option: " + "; ".join(problems),
+            hint="fix its dependencies in the fragment (make menuconfig shows them)",
+        )
+
+
 def build(req: BuildRequest, console: Console | None = None) -> KernelBuild:
     """Build (or fetch from the cache) the kernel and selftests for ``req``."""
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, soft_wrap=True)
     hit = cached(req)
     if hit:
         console.print(f"[green]cached[/] {hit.name} {hit.release} → {hit.path}")
@@ -223,38 +255,16 @@ def _build_locked(req: BuildRequest, root: Path, console: Console) -> KernelBuil
     run.stage("source", lambda: src.append(source.unpack(root, series.target_version)))
     pristine = src[0]
     tree = pristine.path
-    if not req.vanilla and not series.empty:
+    if not req.vanilla:
+        # Even an empty series builds in the patched copy, so that adding a
+        # patch later rebuilds incrementally in the same object tree.
         tree = root / "src" / f"{pristine.path.name}-patched"
         run.stage("patches", lambda: patches.apply_series(pristine.path, tree, series))
     obj = root / "obj" / req.name
     obj.mkdir(parents=True, exist_ok=True)
     make = ["make", "-C", str(tree), f"O={obj}", f"ARCH={ARCH}", f"-j{req.jobs}"]
-    fragments = kconfig.fragments_for(req.patches_dir / "config", req.variant, not req.vanilla)
-
-    def configure() -> None:
-        run.run([*make, "tinyconfig"])
-        run.run(
-            [
-                str(tree / "scripts/kconfig/merge_config.sh"),
-                "-m",
-                "-O",
-                str(obj),
-                str(obj / ".config"),
-                *map(str, fragments),
-            ],
-            cwd=tree,
-        )
-        run.run([*make, "olddefconfig"])
-        requests = [r for f in fragments for r in kconfig.parse_fragment(f)]
-        final = kconfig.parse_config((obj / ".config").read_text())
-        problems = kconfig.dropped(requests, final)
-        if problems:
-            raise PyksmError(
-                "kconfig silently dropped requested options:\n  " + "\n  ".join(problems),
-                hint="fix the dependencies in kernel-patches/config/*.config",
-            )
-
-    run.stage("config", configure)
+    fragments = req.fragments()
+    run.stage("config", lambda: configure(run, make, tree, obj, fragments))
     run.stage("bzImage", lambda: run.run([*make, "bzImage"]))
     wanted = [t for t in SELFTESTS if (tree / "tools/testing/selftests/mm" / f"{t}.c").exists()]
     st_out = obj / "selftests-mm"

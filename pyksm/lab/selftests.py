@@ -28,6 +28,8 @@ CASES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("huge pages -H", "ksm_tests", ("-H", "-s", "100")),
     ("numa -N m1", "ksm_tests", ("-N", "-m", "1")),
     ("numa -N m0", "ksm_tests", ("-N", "-m", "0")),
+    # The KSM++ series' own kselftest (patched kernels only).
+    ("hints", "ksm_hints_tests", ()),
 )
 
 
@@ -77,6 +79,8 @@ def run_in_guest(
     for name, binary, args in CASES:
         if only and name not in only:
             continue
+        if not (bindir / binary).exists():
+            continue  # e.g. ksm_hints_tests on a vanilla build
         argv = [str(bindir / binary), *args]
         t0 = time.monotonic()
         try:

@@ -1,0 +1,1 @@
+"""Collect read events from the probes: targets, live mode, hint-trace files."""

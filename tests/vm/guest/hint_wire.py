@@ -1,0 +1,55 @@
+"""Guest side of test_hints.py: pyksm's record layout and writer against the
+real kernel interface, and pyksm.kernel.ksm against the real sysfs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from mergeable import PAGE, Region  # the script's own directory is on sys.path
+
+from pyksm.kernel import hints, ksm, wire
+
+k = ksm.Ksm()
+out: dict[str, object] = {"hints_supported": k.hints_supported}
+state = k.state()
+out["missing_knobs"] = [n for n in ksm.HINT_KNOBS if n not in state]
+out["capacity"] = state.get("hint_capacity")
+
+region = Region(64)
+for i in range(64):
+    region.fill(i, bytes([i % 7]) * PAGE)
+
+before = k.read_int("hints_received")
+with hints.HintWriter() as w:
+    ok = w.send(
+        [
+            wire.Hint(os.getpid(), region.addr, region.size),
+            wire.Hint(os.getpid(), region.addr + PAGE, 3 * PAGE),
+        ]
+    )
+    out["raw_accepted"] = ok
+    out["raw_received_delta"] = k.read_int("hints_received") - before
+
+    # A process not under KSM, and one that has exited: rejected, counted.
+    sleeper = subprocess.Popen(["sleep", "30"])
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    inv0 = k.read_int("hints_invalid")
+    bad = [wire.Hint(sleeper.pid, 0x400000, PAGE), wire.Hint(gone.pid, 0x400000, PAGE)]
+    # A batch mixing good and bad records: the writer bisects, the good go in.
+    rec0 = k.read_int("hints_received")
+    good = wire.Hint(os.getpid(), region.addr, PAGE)
+    out["mixed_accepted"] = w.send([good, *bad, good])
+    out["mixed_received_delta"] = k.read_int("hints_received") - rec0
+    out["rejected"] = dict(w.rejected)
+    out["invalid_delta_at_least"] = k.read_int("hints_invalid") - inv0
+    sleeper.kill()
+
+t0 = k.read_int("hints_received")
+hints.send_text([f"{os.getpid()} {region.addr:#x} {2 * PAGE}"])
+out["text_received_delta"] = k.read_int("hints_received") - t0
+Path(sys.argv[1]).write_text(json.dumps(out))

@@ -1,0 +1,42 @@
+"""KSM++ on the patched kernel: KUnit suites, pyksm's wire format and writer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pyksm.lab import ktap
+from tests.vm.conftest import Boot
+
+GUEST = Path(__file__).parent / "guest"
+
+
+def test_kunit_suites_pass_at_boot(boot: Boot) -> None:
+    result = boot(["true"])
+    suites = ktap.parse(result.console_log.read_text(errors="replace"))
+    ksm_suites = {n: s for n, s in suites.items() if "ksm" in n}
+    assert ksm_suites, f"no KSM KUnit suite ran at boot; see {result.console_log}"
+    for name, s in ksm_suites.items():
+        print(
+            f"kunit {name}: {len(s.passed)} passed, {len(s.failed)} failed, "
+            f"{len(s.skipped)} skipped"
+        )
+        assert s.ok is True, f"{name}: failed cases {s.failed}"
+        assert not s.failed
+        assert s.passed
+
+
+def test_python_wire_format_and_writer_against_the_kernel(
+    boot: Boot, python: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "wire.json"
+    result = boot([python, str(GUEST / "hint_wire.py"), str(out)])
+    assert result.command_exit == 0, result.output_log.read_text()[-3000:]
+    r = json.loads(out.read_text())
+    assert r["hints_supported"]
+    assert r["missing_knobs"] == []
+    assert r["raw_accepted"] == 2 and r["raw_received_delta"] == 2
+    assert r["mixed_accepted"] == 2 and r["mixed_received_delta"] == 2
+    assert r["rejected"] == {"EOPNOTSUPP": 1, "ESRCH": 1}
+    assert r["invalid_delta_at_least"] >= 2
+    assert r["text_received_delta"] == 1
