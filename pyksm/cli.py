@@ -166,6 +166,15 @@ def cmd_ksm_set(args: argparse.Namespace) -> int:
 def cmd_hint(args: argparse.Namespace) -> int:
     from pyksm.kernel import hints, wire
 
+    if args.replay:
+        from pyksm.collect import replay
+
+        stats = replay.replay(Path(args.replay), speed=args.speed)
+        print(json.dumps(stats, indent=2))
+        return 0
+    if args.pid is None or args.start is None or args.len is None:
+        raise PyksmError("pyksm hint needs PID START LEN (or --replay FILE)")
+
     if args.text:
         hints.send_text([f"{args.pid} {args.start:#x} {args.len}"])
         err.print(f"sent text hint pid {args.pid} {args.start:#x}+{args.len}")
@@ -242,10 +251,12 @@ def parser() -> argparse.ArgumentParser:
     kset.set_defaults(func=cmd_ksm_set)
 
     h = sub.add_parser("hint", help="send one hint to the KSM++ kernel")
-    h.add_argument("pid", type=int)
-    h.add_argument("start", type=_int, help="virtual address (0x... accepted)")
-    h.add_argument("len", type=_int, help="bytes")
+    h.add_argument("pid", type=int, nargs="?")
+    h.add_argument("start", type=_int, nargs="?", help="virtual address (0x... accepted)")
+    h.add_argument("len", type=_int, nargs="?", help="bytes")
     h.add_argument("--text", action="store_true", help="use the text interface ksm/hints")
+    h.add_argument("--replay", metavar="FILE", help="send the hints of a recorded trace")
+    h.add_argument("--speed", type=float, default=1.0, help="replay speed (0: no pauses)")
     h.set_defaults(func=cmd_hint)
 
     # Subcommands owned by other stages of the pipeline.

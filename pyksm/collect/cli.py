@@ -1,9 +1,184 @@
-"""Command-line subcommands of pyksm.collect (registered by pyksm.cli)."""
+"""Command-line subcommands of pyksm.collect (registered by pyksm.cli).
+
+pyksm collect [-p PID] [--cgroup PATH] [--qemu] [--qmp SOCKET] [-d SECONDS]
+              [--record FILE] [--json] [--ebpf] [--safe --allow PID|COMM
+              --trust-group NAME=PID,...] [interval [count]]
+pyksm trace show FILE     (summary of a recorded hint trace)
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from pyksm.errors import PyksmError
+
+EXAMPLES = """examples:
+  pyksm collect --qemu                    # hint every QEMU's disk reads (KSM++ kernel)
+  pyksm collect -p 1234 -d 60 --json      # one process for a minute, JSON statistics
+  pyksm collect --qemu --record q.trace   # record only: any kernel, no hints sent
+  pyksm collect --qmp /run/vm1.qmp 5      # the QEMU behind a QMP socket; stats every 5 s
+  pyksm collect --cgroup machine.slice --safe --trust-group a=101,102 --allow 101 --allow 102
+  pyksm collect --ebpf                    # print the BPF program and exit
+  pyksm hint --replay q.trace --speed 2   # replay a recording at twice its speed
+  pyksm trace show q.trace
+"""
+
+
+def _trust_group(text: str) -> tuple[str, list[int]]:
+    name, sep, pids = text.partition("=")
+    try:
+        members = [int(p) for p in pids.split(",") if p]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=PID,PID..., got {text!r}") from None
+    if not sep or not name or not members:
+        raise argparse.ArgumentTypeError(f"expected NAME=PID,PID..., got {text!r}")
+    return name, members
+
+
+def _policy(args: argparse.Namespace) -> Any:
+    from pyksm.control.trust import TrustPolicy
+
+    groups = {pid: name for name, pids in args.trust_group or () for pid in pids}
+    if not args.safe:
+        if groups or args.allow:
+            raise PyksmError("--allow and --trust-group only apply with --safe")
+        return TrustPolicy()
+    allow = args.allow or []
+    tgids = frozenset(int(a) for a in allow if a.isdigit())
+    comms = frozenset(a for a in allow if not a.isdigit())
+    if not tgids and not comms:
+        raise PyksmError("--safe needs at least one --allow PID|COMM")
+    return TrustPolicy(safe=True, allow_tgids=tgids, allow_comms=comms, groups=groups)
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    err = Console(stderr=True, soft_wrap=True)
+    if args.ebpf:
+        from pyksm.probes import features, loader
+
+        popts = loader.ProbeOptions(min_bytes=args.min_bytes)
+        text, cflags = loader.program_text(popts, features.probe())
+        print(f"// cflags: {' '.join(cflags)}\n{text}")
+        return 0
+    from pyksm.collect.session import CollectOptions, run
+    from pyksm.collect.targets import TargetSpec
+
+    opts = CollectOptions(
+        targets=TargetSpec(
+            pids=tuple(args.pid or ()), cgroups=tuple(args.cgroup or ()), qemu=args.qemu
+        ),
+        record=Path(args.record) if args.record else None,
+        duration=args.duration,
+        interval=args.interval,
+        count=args.count,
+        min_bytes=args.min_bytes,
+        qmp_sockets=tuple(args.qmp or ()),
+        policy=_policy(args),
+        filter_memory=not args.no_memory_filter,
+    )
+
+    def report(s: dict[str, Any]) -> None:
+        if args.json:
+            print(json.dumps(s, sort_keys=True), flush=True)
+        else:
+            err.print(
+                f"{s['seconds']:8.1f}s events {s['events']:>9} read {s['bytes_read'] >> 20:>7} MiB "
+                f"hinted {s['hinted_pages']:>9} pages sent {s['hints_sent']:>8} "
+                f"rejected {sum(s['hints_rejected'].values()):>6} cpu {s['cpu_percent']:5.1f}%",
+                highlight=False,
+            )
+
+    if not (opts.targets.pids or opts.targets.cgroups or opts.targets.qemu or opts.qmp_sockets):
+        raise PyksmError("no targets: give -p PID, --cgroup PATH, --qemu or --qmp SOCKET")
+    stats = run(opts, report, ready=lambda msg: err.print(f"collect: {msg}", highlight=False))
+    if args.json:
+        print(json.dumps(stats, indent=2, sort_keys=True))
+    else:
+        report(stats)
+        where = f"; trace in {stats['record']}" if stats["record"] else ""
+        err.print(
+            f"collect: {stats['mode']} mode, {len(stats['targets_seen'])} target(s), "
+            f"{stats['events']} reads, {stats['hinted_pages']} pages hinted{where}",
+            highlight=False,
+        )
+    return 0
+
+
+def cmd_trace_show(args: argparse.Namespace) -> int:
+    from pyksm.collect import tracefile
+
+    info = tracefile.inspect(Path(args.file))
+    probes: Counter[str] = Counter()
+    tgids: Counter[int] = Counter()
+    nbytes = 0
+    first = last = None
+    for e in tracefile.read_trace(Path(args.file)):
+        probes[tracefile.probe_name(e.probe)] += 1
+        tgids[e.tgid] += e.length
+        nbytes += e.length
+        first = e.ts_ns if first is None else first
+        last = e.ts_ns
+    summary = {
+        "file": str(info.path),
+        "version": info.version,
+        "records": info.records,
+        "bytes": nbytes,
+        "seconds": round(((last or 0) - (first or 0)) / 1e9, 3),
+        "by_probe": dict(probes),
+        "bytes_by_tgid": {str(k): v for k, v in tgids.items()},
+    }
+    print(json.dumps(summary, indent=2))
+    return 0
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add this package's subcommands to the top-level parser."""
+    c = sub.add_parser(
+        "collect",
+        help="trace targets' disk reads and hint them to KSM++ (or record them)",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    c.add_argument("-p", "--pid", type=int, action="append", help="target process (repeatable)")
+    c.add_argument("--cgroup", action="append", help="cgroup v2 path (repeatable)")
+    c.add_argument(
+        "--qemu", action="store_true", help="every qemu-system-* process, also later ones"
+    )
+    c.add_argument("--qmp", action="append", metavar="SOCKET", help="a QEMU's QMP socket")
+    c.add_argument("-d", "--duration", type=float, help="stop after SECONDS")
+    c.add_argument(
+        "--record", metavar="FILE", help="append probe events to a hint trace; send no hints"
+    )
+    c.add_argument("-j", "--json", action="store_true", help="statistics as JSON")
+    c.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
+    c.add_argument("--min-bytes", type=int, default=512, help="ignore shorter reads (default 512)")
+    c.add_argument(
+        "--no-memory-filter",
+        action="store_true",
+        help="hint reads outside MADV_MERGEABLE memory too (the kernel rejects them)",
+    )
+    c.add_argument("--safe", action="store_true", help="hint only --allow'ed targets")
+    c.add_argument("--allow", action="append", metavar="PID|COMM", help="safe mode allowlist")
+    c.add_argument(
+        "--trust-group",
+        type=_trust_group,
+        action="append",
+        metavar="NAME=PID,...",
+        help="safe mode: one group's processes are hinted at a time",
+    )
+    c.add_argument("interval", nargs="?", type=float, help="print statistics every INTERVAL s")
+    c.add_argument("count", nargs="?", type=int, help="stop after COUNT intervals")
+    c.set_defaults(func=cmd_collect)
+
+    t = sub.add_parser("trace", help="hint trace files").add_subparsers(
+        dest="action", required=True
+    )
+    s = t.add_parser("show", help="summarise a recorded hint trace")
+    s.add_argument("file")
+    s.set_defaults(func=cmd_trace_show)

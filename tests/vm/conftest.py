@@ -19,6 +19,20 @@ from pyksm.lab import vm
 
 REPO = Path(__file__).resolve().parents[2]
 Boot = Callable[..., vm.VmResult]
+# Lines for the end-of-run summary (selftest and KUnit counts, fuzz totals).
+SUMMARY: list[str] = []
+
+
+def summarize(line: str) -> None:
+    """Show ``line`` in the "pyksm VM summary" section at the end of the run."""
+    SUMMARY.append(line)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if SUMMARY:
+        terminalreporter.section("pyksm VM summary")
+        for line in SUMMARY:
+            terminalreporter.write_line(line)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

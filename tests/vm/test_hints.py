@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from pyksm.lab import ktap
-from tests.vm.conftest import Boot
+from tests.vm.conftest import Boot, summarize
 
 GUEST = Path(__file__).parent / "guest"
 
@@ -17,7 +17,7 @@ def test_kunit_suites_pass_at_boot(boot: Boot) -> None:
     ksm_suites = {n: s for n, s in suites.items() if "ksm" in n}
     assert ksm_suites, f"no KSM KUnit suite ran at boot; see {result.console_log}"
     for name, s in ksm_suites.items():
-        print(
+        summarize(
             f"kunit {name}: {len(s.passed)} passed, {len(s.failed)} failed, "
             f"{len(s.skipped)} skipped"
         )

@@ -6,7 +6,7 @@ import pytest
 
 from pyksm.lab import build as kbuild
 from pyksm.lab import selftests, vm
-from tests.vm.conftest import _boot
+from tests.vm.conftest import _boot, summarize
 
 CASE_NAMES = [c[0] for c in selftests.CASES]
 
@@ -32,7 +32,7 @@ def results(
     assert (out / "selftests.json").exists(), res.output_log.read_text()[-3000:]
     loaded = selftests.load(out / "selftests.json")
     for r in loaded:
-        print(
+        summarize(
             f"{r.status:4} {r.name:18} {r.seconds:6.1f} s  tap pass={r.tap_pass} "
             f"fail={r.tap_fail} skip={r.tap_skip}"
         )
@@ -41,6 +41,7 @@ def results(
 
 @pytest.mark.parametrize("name", CASE_NAMES)
 def test_upstream_ksm_selftest_passes(results: dict[str, selftests.CaseResult], name: str) -> None:
+    assert name in results, f"{name}: its binary was not built (is the KSM++ series applied?)"
     r = results[name]
     assert r.status == "pass", f"{r.argv} exit {r.exit_code}:\n{r.output[-4000:]}"
     if name == "functional":

@@ -1,0 +1,221 @@
+"""One collector run: probes -> (trace file) -> controller -> kernel hint buffer.
+
+Two modes share the loop:
+
+- live (default): hints go to debugfs ``ksm/hints_raw``; needs the KSM++ kernel
+  and refuses to start elsewhere;
+- record (``record=PATH``): raw probe events are appended to a hint trace
+  (pyksm.collect.tracefile); works on any kernel with syscall tracepoints.
+  The controller still runs, without sending, so the statistics say how
+  much would have been hinted and how much landed outside target memory.
+
+The loop drains the ring buffer every ``drain_s`` (never per event),
+re-resolves targets every ``refresh_s`` (new QEMUs join, exited ones leave)
+and flushes the trace on every drain and on SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from pyksm.collect import qmp
+from pyksm.collect.targets import MemoryMaps, TargetSpec
+from pyksm.collect.tracefile import TraceWriter
+from pyksm.control.controller import Controller
+from pyksm.control.ratecap import PageBudget
+from pyksm.control.trust import TrustPolicy
+from pyksm.errors import PyksmError
+from pyksm.kernel.hints import HintWriter
+from pyksm.kernel.ksm import Ksm
+from pyksm.probes.loader import PROBE_NAMES, ProbeOptions, ReadProbes
+
+__all__ = ["CollectOptions", "run"]
+
+
+@dataclass
+class CollectOptions:
+    targets: TargetSpec
+    record: Path | None = None
+    duration: float | None = None
+    interval: float | None = None
+    count: int | None = None
+    min_bytes: int = 512
+    qmp_sockets: tuple[str, ...] = ()
+    policy: TrustPolicy = field(default_factory=TrustPolicy)
+    filter_memory: bool = True
+    rate_cap: bool = True
+    drain_s: float = 0.05
+    refresh_s: float = 1.0
+
+
+class _Stop(Exception):
+    pass
+
+
+def _on_term(_sig: int, _frame: FrameType | None) -> None:
+    raise _Stop
+
+
+def _live_writer() -> tuple[HintWriter, PageBudget]:
+    k = Ksm()
+    if not k.hints_supported:
+        raise PyksmError(
+            "live mode needs the KSM++ kernel (no /sys/kernel/mm/ksm/hint_capacity here)",
+            hint="record instead: pyksm collect --record FILE ...; or boot it: pyksm vm run",
+        )
+    if k.read_int("hint_capacity") == 0:
+        raise PyksmError(
+            "KSM++ hints are off (ksm/hint_capacity = 0)",
+            hint="pyksm ksm set hint_capacity=4096",
+        )
+    return HintWriter(), PageBudget.from_ksm(k)
+
+
+def run(
+    opts: CollectOptions,
+    report: Callable[[dict[str, Any]], None],
+    ready: Callable[[str], None] = lambda _msg: None,
+) -> dict[str, Any]:
+    """Collect until the duration ends or SIGINT/SIGTERM; return the statistics.
+
+    ``report`` gets a statistics snapshot every ``interval``; ``ready`` one
+    line once the probes are attached and the targets are set.
+    """
+    ram_sizes: dict[int, int] = {}
+    for sock in opts.qmp_sockets:
+        q = qmp.query(sock)
+        ram_sizes[q.pid] = q.ram_bytes
+        opts.targets.pids = (*opts.targets.pids, q.pid)
+    opts.targets.check()
+    writer: HintWriter | None = None
+    budget: PageBudget | None = None
+    if opts.record is None:
+        writer, budget = _live_writer()
+    probes = ReadProbes(ProbeOptions(min_bytes=opts.min_bytes))
+    trace = TraceWriter(opts.record) if opts.record is not None else None
+    memory = MemoryMaps(ram_sizes=ram_sizes)
+    ctl = Controller(
+        memory=(lambda tgid: memory.spans(tgid)) if opts.filter_memory else None,
+        policy=opts.policy,
+        budget=budget if opts.rate_cap else None,
+    )
+    stats: dict[str, Any] = {
+        "mode": "record" if trace else "live",
+        "record": str(opts.record) if opts.record else None,
+        "headers": probes.headers,
+        "features": probes.features.describe(),
+        "targets_seen": [],
+        "targets_exited": [],
+    }
+    current: dict[int, int] = {}
+    seen: set[int] = set()
+
+    def refresh() -> None:
+        tgids = opts.targets.resolve()
+        tgids = {t for t in tgids if opts.policy.allowed(t)}
+        for gone in set(current) - tgids:
+            stats["targets_exited"].append(gone)
+            ctl.forget(gone)
+            memory.forget(gone)
+        current.clear()
+        current.update({t: 0 for t in tgids})
+        probes.set_targets(current)
+        seen.update(tgids)
+
+    old_term = signal.signal(signal.SIGTERM, _on_term)
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.monotonic()
+    next_refresh = t0
+    next_report = t0 + opts.interval if opts.interval else None
+    reports = 0
+    interrupted = False
+
+    def step() -> None:
+        events = probes.drain()
+        if trace is not None:
+            trace.add(events)
+            trace.flush()
+        hints = ctl.process(events, time.monotonic_ns())
+        if writer is not None and hints:
+            writer.send(hints)
+
+    refresh()
+    next_refresh = t0 + opts.refresh_s
+    ready(
+        f"attached ({stats['mode']} mode): {len(current)} target(s) now; "
+        f"{probes.features.describe()}; headers {probes.headers}"
+    )
+    try:
+        while True:
+            now = time.monotonic()
+            if now >= next_refresh:
+                refresh()
+                next_refresh = now + opts.refresh_s
+            step()
+            if next_report is not None and now >= next_report:
+                report(_snapshot(stats, ctl, writer, trace, probes, t0, cpu0))
+                reports += 1
+                next_report += opts.interval or 0
+                if opts.count and reports >= opts.count:
+                    break
+            if opts.duration is not None and now - t0 >= opts.duration:
+                break
+            time.sleep(opts.drain_s)
+    except (KeyboardInterrupt, _Stop):
+        interrupted = True
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        try:
+            step()
+        finally:
+            if trace is not None:
+                trace.close()
+            if writer is not None:
+                writer.close()
+    stats["targets_seen"] = sorted(seen)
+    stats["interrupted"] = interrupted
+    out = _snapshot(stats, ctl, writer, trace, probes, t0, cpu0)
+    probes.close()
+    return out
+
+
+def _snapshot(
+    stats: dict[str, Any],
+    ctl: Controller,
+    writer: HintWriter | None,
+    trace: TraceWriter | None,
+    probes: ReadProbes,
+    t0: float,
+    cpu0: resource.struct_rusage,
+) -> dict[str, Any]:
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
+    wall = time.monotonic() - t0
+    used = cpu.ru_utime + cpu.ru_stime - cpu0.ru_utime - cpu0.ru_stime
+    return {
+        **stats,
+        "seconds": round(wall, 3),
+        "cpu_seconds": round(used, 3),
+        "cpu_percent": round(100 * used / wall, 2) if wall > 0 else 0.0,
+        **ctl.stats.as_dict(),
+        "events_by_probe": {PROBE_NAMES.get(p, str(p)): n for p, n in ctl.stats.by_probe.items()},
+        "dedup_dropped": ctl.recent.dropped,
+        "rate_dropped_pages": ctl.budget.dropped_pages if ctl.budget else 0,
+        "policy_refused": ctl.policy.refused,
+        "records_written": trace.written if trace else 0,
+        "hints_sent": writer.sent if writer else 0,
+        "hint_writes": writer.writes if writer else 0,
+        "hints_rejected": dict(writer.rejected) if writer else {},
+        "bpf": probes.stats(),
+    }
+
+
+def dumps(stats: dict[str, Any]) -> str:
+    return json.dumps(stats, indent=2, sort_keys=True)

@@ -1,0 +1,89 @@
+"""Scanner simulator on tiny memories with hand-computed answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from pyksm.analysis.hinttrace import HintTrace
+from pyksm.analysis.simulator import ScanParams, SimInput, simulate, sweep
+from pyksm.errors import PyksmError
+from tests.unit.analysis_memory import BASE, series
+
+ONE_PER_SECOND = ScanParams(pages_to_scan=1, sleep_ms=1000.0, start=0.0)
+
+
+def test_linear_scan_needs_two_rounds() -> None:
+    # sites A A B C. Round 1 (t=0..3) only records checksums; t=4 ends the round;
+    # t=5 puts site 0 in the unstable tree; t=6 merges site 1 with it.
+    inp = SimInput.from_series(series([[1, 1, 2, 3]] * 3, [0.0, 5.5, 6.5]))
+    r = simulate(inp, ONE_PER_SECOND)
+    assert r.pages_sharing.tolist() == [0, 0, 1]
+    assert r.pages_shared.tolist() == [0, 0, 1]
+    assert r.counters["volatile"] == 4
+
+
+def test_hints_merge_in_the_second_batch() -> None:
+    # the hint covers sites 0-1: t=0 hint step puts site 0 in the unstable tree
+    # (volatility skipped), t=1 hint step merges site 1.
+    inp = SimInput.from_series(
+        series([[1, 1, 2, 3]] * 3, [0.0, 1.5, 2.5]),
+        HintTrace.from_records([(0.0, 100, BASE, 8192)]),
+    )
+    p = ScanParams(pages_to_scan=2, sleep_ms=1000.0, start=0.0, hint_capacity=4)
+    r = simulate(inp, p)
+    assert r.pages_sharing.tolist() == [0, 1, 1]
+    assert r.counters["hint_visits"] == 2
+    plain = simulate(inp, ScanParams(pages_to_scan=2, sleep_ms=1000.0, start=0.0))
+    assert plain.pages_sharing.tolist() == [0, 0, 0]
+
+
+def test_copy_on_write_break_is_seen_at_the_next_visit() -> None:
+    # merged at t=4; site 1 changes at t=10 and is visited at t=10
+    s = series([[1, 1], [1, 1], [1, 2], [1, 2]], [0.0, 4.5, 10.0, 10.5])
+    r = simulate(SimInput.from_series(s), ONE_PER_SECOND)
+    assert r.pages_sharing.tolist() == [0, 1, 1, 0]
+    assert r.pages_shared.tolist() == [0, 1, 1, 1]
+
+
+def test_max_page_sharing_chains() -> None:
+    s = series([[1] * 5, [1] * 5], [0.0, 10.0])
+    r = simulate(SimInput.from_series(s), ScanParams(max_page_sharing=2, start=0.0))
+    assert (r.pages_shared[-1], r.pages_sharing[-1]) == (3, 2)
+    r = simulate(SimInput.from_series(s), ScanParams(start=0.0))
+    assert (r.pages_shared[-1], r.pages_sharing[-1]) == (1, 4)
+
+
+def test_orders_and_smart_scan_agree_on_static_memory() -> None:
+    ids = [i // 2 + 1 if i < 40 else i + 1000 for i in range(400)]  # 20 pairs, 360 unique
+    s = series([ids, ids], [0.0, 30.0])
+    inp = SimInput.from_series(s)
+    base = ScanParams(pages_to_scan=50, sleep_ms=100.0)
+    results = [
+        simulate(inp, base),
+        simulate(inp, ScanParams(pages_to_scan=50, sleep_ms=100.0, order="random", seed=3)),
+        simulate(inp, ScanParams(pages_to_scan=50, sleep_ms=100.0, smart_scan=True)),
+    ]
+    assert [r.pages_sharing[-1] for r in results] == [20, 20, 20]
+    assert results[2].counters["skipped"] > 0
+
+
+def test_hint_aging_and_overflow() -> None:
+    s = series([[1, 1, 2, 3]] * 2, [0.0, 3.0])
+    hints = HintTrace.from_records([(0.0, 100, BASE, 4096)] * 3)
+    inp = SimInput.from_series(s, hints)
+    aged = simulate(
+        inp, ScanParams(start=2.0, hint_capacity=8, hint_max_age_ms=500.0, sleep_ms=1000.0)
+    )
+    assert aged.counters["hints_dropped_age"] == 3 and aged.counters["hint_visits"] == 0
+    full = simulate(inp, ScanParams(start=0.0, hint_capacity=1, sleep_ms=1000.0))
+    assert full.counters["hints_dropped_overflow"] == 2
+
+
+def test_sweep_and_bad_parameters() -> None:
+    inp = SimInput.from_series(series([[1, 1, 2]] * 2, [0.0, 5.0]))
+    out = sweep(inp, ScanParams(), {"pages_to_scan": [1, 10], "hint_capacity": [0, 4, 8]})
+    assert len(out) == 6 and out[-1].params.hint_capacity == 8
+    with pytest.raises(PyksmError, match="unknown simulator parameter"):
+        sweep(inp, ScanParams(), {"speed": [1]})
+    with pytest.raises(PyksmError, match="scan order"):
+        simulate(inp, ScanParams(order="zigzag"))

@@ -1,0 +1,89 @@
+"""Target discovery and hintable memory, on a fake /proc."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pyksm.collect.targets import MemoryMaps, TargetSpec, mergeable_spans
+from pyksm.errors import PyksmError
+from pyksm.probes.headers import prepare_merged_tree
+
+SMAPS = """\
+7f0000000000-7f0040000000 rw-p 00000000 00:00 0
+Size:            1048576 kB
+VmFlags: rd wr mr mw me ac sd mg
+7f0100000000-7f0140001000 rwxp 00000000 00:00 0
+VmFlags: rd wr ex mr mw me ac sd
+7f0200000000-7f0200100000 rw-p 00000000 00:00 0
+VmFlags: rd wr mr mw me ac mg
+7f0300000000-7f0300001000 r--p 00000000 08:01 1234 /usr/bin/qemu
+VmFlags: rd mr mw me mg
+"""
+
+
+def test_mergeable_spans_pick_rw_mg_mappings_and_exact_ram_size() -> None:
+    assert mergeable_spans(SMAPS) == [
+        (0x7F0000000000, 0x7F0040000000),
+        (0x7F0200000000, 0x7F0200100000),
+    ]
+    assert mergeable_spans(SMAPS, size=1 << 30) == [(0x7F0000000000, 0x7F0040000000)]
+
+
+def _fake_proc(root: Path) -> Path:
+    proc = root / "proc"
+    for pid, comm in ((10, "qemu-system-x86"), (11, "bash"), (12, "qemu-system-aar")):
+        (proc / str(pid)).mkdir(parents=True)
+        (proc / str(pid) / "comm").write_text(comm + "\n")
+        (proc / str(pid) / "smaps").write_text(SMAPS)
+    return proc
+
+
+def test_resolve_pids_cgroups_and_qemu(tmp_path: Path) -> None:
+    proc = _fake_proc(tmp_path)
+    cg = tmp_path / "cg"
+    (cg / "vm.slice" / "a").mkdir(parents=True)
+    (cg / "vm.slice" / "cgroup.procs").write_text("11\n")
+    (cg / "vm.slice" / "a" / "cgroup.procs").write_text("77\n78\n")
+    spec = TargetSpec(pids=(11,), cgroups=("vm.slice",), qemu=True, proc=proc, cgroup_root=cg)
+    spec.check()
+    assert spec.resolve() == {10, 11, 12, 77, 78}
+    (proc / "13").mkdir()
+    (proc / "13" / "comm").write_text("qemu-system-x86\n")
+    assert 13 in spec.resolve()  # a QEMU that started later
+
+
+def test_bad_targets_are_one_line_errors(tmp_path: Path) -> None:
+    proc = _fake_proc(tmp_path)
+    with pytest.raises(PyksmError, match="no targets"):
+        TargetSpec(proc=proc).check()
+    with pytest.raises(PyksmError, match="no process 99"):
+        TargetSpec(pids=(99,), proc=proc).check()
+    with pytest.raises(PyksmError, match="no cgroup"):
+        TargetSpec(cgroups=("nope",), proc=proc, cgroup_root=tmp_path).check()
+
+
+def test_memory_maps_cache_and_refresh(tmp_path: Path) -> None:
+    proc = _fake_proc(tmp_path)
+    mm = MemoryMaps(refresh_ns=100, proc=proc, ram_sizes={10: 1 << 30})
+    assert mm.spans(10, 0) == [(0x7F0000000000, 0x7F0040000000)]
+    (proc / "10" / "smaps").write_text("")
+    assert mm.spans(10, 50) != []  # cached
+    assert mm.spans(10, 200) == []  # refreshed
+    assert mm.spans(999, 0) == []  # gone: nothing hintable
+
+
+def test_header_tree_is_merged_from_common_and_arch(tmp_path: Path) -> None:
+    common = tmp_path / "linux-headers-6.1.0-9-common"
+    arch = tmp_path / "linux-headers-6.1.0-9-amd64"
+    (common / "include" / "linux").mkdir(parents=True)
+    (common / "include" / "linux" / "a.h").write_text("common a\n")
+    (common / "include" / "linux" / "b.h").write_text("common b\n")
+    (arch / "include" / "linux").mkdir(parents=True)
+    (arch / "include" / "linux" / "b.h").write_text("arch b\n")
+    tree = prepare_merged_tree(common, arch, tmp_path / "out")
+    assert (tree / "include" / "linux" / "a.h").read_text() == "common a\n"
+    assert (tree / "include" / "linux" / "b.h").read_text() == "arch b\n"
+    assert (tree / "include" / "linux" / "a.h").is_symlink()
+    assert prepare_merged_tree(common, arch, tmp_path / "out") == tree  # cached
