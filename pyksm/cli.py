@@ -188,6 +188,33 @@ def cmd_hint(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_experiment_run(args: argparse.Namespace) -> int:
+    from pyksm.experiment import host
+    from pyksm.report import dataset, render
+
+    path = host.run(
+        args.scenario,
+        args.modes.split(","),
+        args.duration,
+        args.scan_rate,
+        Path(args.outdir).resolve(),
+        err,
+    )
+    render.terminal_summary([dataset.load(path)], out)
+    err.print(f"results: {path}  (pyksm report {path})")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pyksm.report import dataset, render
+
+    exps = dataset.find([Path(p) for p in args.results])
+    render.terminal_summary(exps, out)
+    index = render.write(exps, Path(args.out))
+    err.print(f"report: {index} (PNGs and metrics.json beside it)")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from pyksm import demo
 
@@ -265,6 +292,26 @@ def parser() -> argparse.ArgumentParser:
 
     collect_cli.register(sub)
     analysis_cli.register(sub)
+    from pyksm.lab import vagrant_cli
+
+    vagrant_cli.register(sub)
+
+    from pyksm.experiment import runner, scenarios
+
+    ep = sub.add_parser("experiment", help="KSM vs KSM++ on built-in workloads").add_subparsers(
+        dest="action", required=True
+    )
+    er = ep.add_parser("run", help="boot the test kernel and run a scenario once per mode")
+    er.add_argument("scenario", choices=sorted(scenarios.SCENARIOS))
+    er.add_argument("--modes", default="ksm,ksm++", help=f"comma list of {', '.join(runner.MODES)}")
+    er.add_argument("--duration", type=float, default=None, help="seconds per mode")
+    er.add_argument("--scan-rate", default="100:20", help="PAGES:MILLISECONDS (default 100:20)")
+    er.add_argument("--outdir", "-o", default="pyksm-results")
+    er.set_defaults(func=cmd_experiment_run)
+    rp = sub.add_parser("report", help="merge report (HTML, PNG, summary) from results")
+    rp.add_argument("results", nargs="+", help="results directories")
+    rp.add_argument("--out", "-o", default="pyksm-report")
+    rp.set_defaults(func=cmd_report)
 
     d = sub.add_parser("demo", help="build and boot the test kernel; show what it has")
     d.add_argument("--outdir", "-o", default="pyksm-out")

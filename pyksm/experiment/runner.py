@@ -1,0 +1,285 @@
+"""Run one scenario inside the (patched) test kernel, once per mode, sampling
+every second. ``python -m pyksm.experiment.runner SCENARIO OUTDIR [options]``.
+
+Modes (same seeded workload each time, KSM fully unmerged in between):
+  ksm            linear KSM, smart_scan on (6.12's default), hints off
+  ksm++          KSM++: the collector hints the guests' reads, smart_scan on
+  ksm-nosmart    linear KSM, smart_scan off
+  ksm++-nosmart  KSM++ with smart_scan off
+  ksm-advisor    linear KSM with the scan-time advisor
+  ksm++-advisor  KSM++ with the scan-time advisor
+
+Per mode it writes OUTDIR/SCENARIO/MODE/samples.jsonl (one JSON per second)
+and summary.json; OUTDIR/SCENARIO/config.json holds the full configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO
+
+from pyksm import __version__
+from pyksm.errors import PyksmError
+from pyksm.experiment import scenarios
+from pyksm.experiment.guest import make_image
+from pyksm.experiment.oracle_ledger import LedgerOracle
+from pyksm.kernel import ksm
+
+MODES = ("ksm", "ksm++", "ksm-nosmart", "ksm++-nosmart", "ksm-advisor", "ksm++-advisor")
+COUNTERS = (
+    "pages_shared",
+    "pages_sharing",
+    "pages_unshared",
+    "pages_volatile",
+    "pages_skipped",
+    "pages_scanned",
+    "full_scans",
+    "ksm_zero_pages",
+    "general_profit",
+    "pages_to_scan",
+    "hints_received",
+    "hints_invalid",
+    "hints_pending",
+    "hints_dropped_overflow",
+    "hints_dropped_age",
+    "hints_dropped_stale",
+    "hints_dropped_flush",
+    "hint_pages_scanned",
+    "hint_pages_merged",
+)
+
+
+@dataclass(frozen=True)
+class ModeConfig:
+    name: str
+    hints: bool
+    smart_scan: bool
+    advisor: bool
+
+
+def mode_config(name: str) -> ModeConfig:
+    if name not in MODES:
+        raise PyksmError(f"unknown mode {name!r} (choose from {', '.join(MODES)})")
+    return ModeConfig(name, name.startswith("ksm++"), "nosmart" not in name, "advisor" in name)
+
+
+def ksmd_ticks() -> int:
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if (p / "comm").read_text().strip() == "ksmd":
+                    f = (p / "stat").read_text().rsplit(")", 1)[1].split()
+                    return int(f[11]) + int(f[12])
+            except OSError:
+                continue
+    raise PyksmError("no ksmd thread: is CONFIG_KSM set?")
+
+
+def collector_argv(pids: list[int], trace: Path) -> list[str]:
+    """The hint collector for the guests (pyksm collect, live mode)."""
+    argv = [sys.executable, "-m", "pyksm.cli", "collect"]
+    for pid in pids:
+        argv += ["-p", str(pid)]
+    return [*argv, "--record", str(trace), "--json"]
+
+
+def _reset(k: ksm.Ksm, cfg: ModeConfig, pages: int, sleep_ms: int) -> None:
+    k.write("run", 2)
+    deadline = time.monotonic() + 120
+    while k.read_int("pages_shared") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    k.write("pages_to_scan", pages)
+    k.write("sleep_millisecs", sleep_ms)
+    if k.has("smart_scan"):
+        k.write("smart_scan", cfg.smart_scan)
+    if k.has("advisor_mode"):
+        k.write("advisor_mode", "scan-time" if cfg.advisor else "none")
+    if k.has("hint_capacity"):
+        k.write("hint_capacity", 4096 if cfg.hints else 0)
+    elif cfg.hints:
+        raise PyksmError("mode ksm++ needs the patched kernel (no ksm/hint_capacity)")
+
+
+def run_mode(
+    scenario: scenarios.Scenario,
+    cfg: ModeConfig,
+    out: Path,
+    duration: float,
+    pages: int,
+    sleep_ms: int,
+    image: Path,
+) -> dict[str, object]:
+    k = ksm.Ksm()
+    _reset(k, cfg, pages, sleep_ms)
+    out.mkdir(parents=True, exist_ok=True)
+    shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path("/tmp")
+    ledgers = [shm / f"pyksm-ledger-{cfg.name}-{i}.bin" for i in range(len(scenario.guests))]
+    guests: list[subprocess.Popen[str]] = []
+    info = []
+    for i, spec in enumerate(scenario.guests):
+        g = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pyksm.experiment.guest",
+                "--spec",
+                json.dumps(asdict(spec)),
+                "--index",
+                str(i),
+                "--image",
+                str(image),
+                "--ledger",
+                str(ledgers[i]),
+                "--seed",
+                str(scenario.seed),
+                "--duration",
+                str(duration),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        guests.append(g)
+    for g in guests:
+        assert g.stdout is not None
+        line = g.stdout.readline()
+        if not line:
+            raise PyksmError(f"guest process {g.pid} died while booting")
+        info.append(json.loads(line))
+    k.write("run", 1)
+    collector = None
+    if cfg.hints:
+        log = (out / "collector.log").open("w")
+        collector = subprocess.Popen(
+            collector_argv([g.pid for g in guests], out / "hints.trace"),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        time.sleep(3)  # let the probes attach before the guests start reading
+        if collector.poll() is not None:
+            raise PyksmError(f"the collector exited at start; see {out / 'collector.log'}")
+    oracle = LedgerOracle(ledgers)
+    for g in guests:
+        _say(g.stdin, "go")
+    t0 = time.monotonic()
+    ticks0 = ksmd_ticks()
+    samples = (out / "samples.jsonl").open("w")
+    next_t = t0
+    try:
+        while (now := time.monotonic()) - t0 <= duration:
+            state = {c: k.read_int(c) for c in COUNTERS if k.has(c)}
+            o = oracle.sample(now - t0)
+            row = {
+                "t": round(now - t0, 3),
+                **state,
+                "ksmd_ticks": ksmd_ticks() - ticks0,
+                "oracle": o.opportunities,
+                "oracle_file": o.file,
+                "oracle_anon": o.anon,
+                "present": o.present,
+                "merging": {str(g.pid): _merging(g.pid) for g in guests},
+            }
+            samples.write(json.dumps(row) + "\n")
+            samples.flush()
+            if int(now - t0) % 10 == 0:
+                print(
+                    f"  {cfg.name:>14} t={now - t0:5.0f} s  pages_sharing={state['pages_sharing']:7d}"
+                    f"  oracle={o.opportunities:7d}  hinted merges={state.get('hint_pages_merged', 0)}",
+                    flush=True,
+                )
+            next_t += 1.0
+            time.sleep(max(0.0, next_t - time.monotonic()))
+    finally:
+        samples.close()
+        if collector:
+            collector.send_signal(signal.SIGINT)
+            try:
+                collector.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                collector.kill()
+        stats = []
+        for g in guests:
+            _say(g.stdin, "")
+            assert g.stdout is not None
+            stats.append(g.stdout.readline().strip())
+            g.wait(timeout=60)
+        for p in ledgers:
+            p.unlink(missing_ok=True)
+    summary = {
+        "mode": cfg.name,
+        "config": asdict(cfg),
+        "guests": info,
+        "guest_stats": [json.loads(s) if s else None for s in stats],
+        "lifetimes": oracle.histogram(time.monotonic() - t0),
+        "clk_tck": os.sysconf("SC_CLK_TCK"),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _say(pipe: IO[str] | None, text: str) -> None:
+    if pipe is None:
+        return
+    try:
+        pipe.write(text + "\n")
+        pipe.flush()
+    except BrokenPipeError:
+        pass
+
+
+def _merging(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/ksm_merging_pages").read_text())
+    except (OSError, ValueError):
+        return 0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("scenario", choices=sorted(scenarios.SCENARIOS))
+    p.add_argument("outdir", type=Path)
+    p.add_argument("--modes", default="ksm,ksm++")
+    p.add_argument("--duration", type=float, default=None)
+    p.add_argument("--scan-rate", default="100:20", help="PAGES:MILLISECONDS")
+    a = p.parse_args()
+    sc = scenarios.get(a.scenario)
+    duration = a.duration or sc.duration_s
+    pages, _, ms = a.scan_rate.partition(":")
+    modes = [mode_config(m) for m in a.modes.split(",")]
+    base = a.outdir / sc.name
+    base.mkdir(parents=True, exist_ok=True)
+    image = Path("/tmp") / f"pyksm-image-{sc.image_mib}.img"
+    make_image(image, sc.image_mib)
+    k = ksm.Ksm()
+    config = {
+        "scenario": sc.to_dict(),
+        "modes": [m.name for m in modes],
+        "duration_s": duration,
+        "pages_to_scan": int(pages),
+        "sleep_millisecs": int(ms),
+        "pyksm": __version__,
+        "kernel": platform.release(),
+        "ksm_knobs_before": k.state(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    (base / "config.json").write_text(json.dumps(config, indent=1))
+    for m in modes:
+        print(f"running {sc.name} / {m.name} for {duration:.0f} s", flush=True)
+        run_mode(sc, m, base / m.name, duration, int(pages), int(ms), image)
+    (base / "complete").write_text("ok\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Built-in scenarios, shaped like the seed's experiments (two guests of
+512 MiB, most of their memory not duplicate; 100 pages / 20 ms).
+
+Every guest is a QEMU-like process (see ``guest.py``): its RAM is one
+MADV_MERGEABLE anonymous mapping; most of it holds unique content (guest
+kernel, programs, data); a page-cache part is filled from a shared disk image
+with preadv() into guest pages, as QEMU's aio=threads does; a heap part is
+rewritten at a set rate (anonymous churn). Workloads are fixed per scenario
+and seed and never tuned per mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from pyksm.errors import PyksmError
+
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class GuestSpec:
+    name: str
+    ram_mib: int = 512
+    cache_mib: int = 192  # guest page cache (LRU of disk blocks)
+    heap_mib: int = 64  # anonymous memory rewritten at churn_pages_s
+    churn_pages_s: int = 200
+    # I/O pattern: "sequential" (kernel-build: a file list in a fixed order,
+    # with local reordering), "random" (apache: files drawn at random),
+    # "none" (no I/O).
+    io: str = "sequential"
+    read_mib_s: float = 4.0
+    files: str = "tree"  # which file set of the image the guest reads
+    order_seed: int = 1
+    # Anonymous duplicates (no-io): pages of this many MiB of heap are written
+    # with content shared across guests (same seed), at churn_pages_s.
+    shared_heap_mib: int = 0
+    start_delay_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    guests: tuple[GuestSpec, ...]
+    image_mib: int = 384
+    duration_s: float = 180.0
+    seed: int = 42
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _two(io: str, **kw: object) -> tuple[GuestSpec, GuestSpec]:
+    a = GuestSpec(name="guest-a", io=io, order_seed=1, **kw)  # type: ignore[arg-type]
+    b = GuestSpec(name="guest-b", io=io, order_seed=2, start_delay_s=3.0, **kw)  # type: ignore[arg-type]
+    return a, b
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario(
+            "kernel-build",
+            "Two guests read the same source-tree files in a similar order (guest-b 3 s "
+            "behind, local reordering), 4 MiB/s each, 192 MiB page cache, plus heap churn.",
+            _two("sequential"),
+        ),
+        Scenario(
+            "apache",
+            "Two guests serve the same files in different random orders; the file set "
+            "(384 MiB) is larger than their caches (128 MiB), so opportunities are short-lived.",
+            _two("random", cache_mib=128, read_mib_s=6.0),
+        ),
+        Scenario(
+            "mixed",
+            "One kernel-build guest and one apache guest reading different file sets.",
+            (
+                GuestSpec(name="guest-a", io="sequential", files="tree"),
+                GuestSpec(
+                    name="guest-b",
+                    io="random",
+                    files="www",
+                    cache_mib=128,
+                    read_mib_s=6.0,
+                    order_seed=2,
+                ),
+            ),
+        ),
+        Scenario(
+            "no-io",
+            "No disk I/O: both guests write the same anonymous content into 64 MiB of "
+            "heap at 400 pages/s (anonymous duplicates only; no hints are possible).",
+            _two("none", heap_mib=96, shared_heap_mib=64, churn_pages_s=400),
+        ),
+    )
+}
+
+
+def get(name: str) -> Scenario:
+    try:
+        return SCENARIOS[name]
+    except KeyError:
+        raise PyksmError(
+            f"unknown scenario {name!r} (choose from {', '.join(SCENARIOS)})"
+        ) from None

@@ -1,0 +1,1 @@
+"""Merge reports: metrics per mode, plots over time, one self-contained HTML."""

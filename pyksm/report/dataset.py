@@ -1,0 +1,114 @@
+"""Load an experiment's results directory (written by pyksm.experiment.runner)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pyksm.errors import PyksmError
+
+
+@dataclass
+class ModeRun:
+    scenario: str
+    mode: str
+    t: np.ndarray
+    pages_sharing: np.ndarray
+    oracle: np.ndarray
+    oracle_file: np.ndarray
+    ksmd_ticks: np.ndarray
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any] = field(default_factory=dict)
+    complete: bool = True
+
+    def last(self, key: str) -> int:
+        return int(self.rows[-1].get(key, 0)) if self.rows else 0
+
+    def first(self, key: str) -> int:
+        return int(self.rows[0].get(key, 0)) if self.rows else 0
+
+
+@dataclass
+class Experiment:
+    path: Path
+    scenario: str
+    config: dict[str, Any]
+    runs: dict[str, ModeRun]
+    complete: bool
+
+
+def load_mode(scenario: str, mode_dir: Path) -> ModeRun:
+    samples = mode_dir / "samples.jsonl"
+    rows: list[dict[str, Any]] = []
+    try:
+        with samples.open() as fh:
+            for lineno, line in enumerate(fh, 1):
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    # A run cut short leaves a torn last line: keep what is whole.
+                    if fh.readline():
+                        raise PyksmError(f"{samples}:{lineno}: not a JSON sample") from None
+    except FileNotFoundError:
+        raise PyksmError(f"{samples} missing: not a pyksm results directory") from None
+    if not rows:
+        raise PyksmError(f"{samples} holds no samples")
+    summary_path = mode_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+
+    def col(key: str) -> np.ndarray:
+        return np.array([r.get(key, 0) for r in rows], dtype=float)
+
+    return ModeRun(
+        scenario=scenario,
+        mode=mode_dir.name,
+        t=col("t"),
+        pages_sharing=col("pages_sharing"),
+        oracle=col("oracle"),
+        oracle_file=col("oracle_file"),
+        ksmd_ticks=col("ksmd_ticks"),
+        rows=rows,
+        summary=summary,
+        complete=bool(summary),
+    )
+
+
+def load(path: Path) -> Experiment:
+    """``path`` is OUTDIR/SCENARIO (holding config.json and one dir per mode)."""
+    cfg_path = path / "config.json"
+    if not cfg_path.exists():
+        raise PyksmError(f"{path} has no config.json: not a pyksm experiment directory")
+    try:
+        config = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as e:
+        raise PyksmError(f"{cfg_path}: not JSON ({e.msg})") from None
+    scenario = str(config.get("scenario", {}).get("name", path.name))
+    runs = {}
+    for mode in config.get("modes", []):
+        d = path / mode
+        if (d / "samples.jsonl").exists():
+            runs[mode] = load_mode(scenario, d)
+    if not runs:
+        raise PyksmError(f"{path}: no mode has samples yet")
+    complete = (path / "complete").exists() and all(r.complete for r in runs.values())
+    return Experiment(path, scenario, config, runs, complete)
+
+
+def find(paths: list[Path]) -> list[Experiment]:
+    """Experiments under each path (a scenario dir, or an outdir holding several)."""
+    found = []
+    for p in paths:
+        if (p / "config.json").exists():
+            found.append(load(p))
+        elif p.is_dir():
+            subs = sorted(d for d in p.iterdir() if (d / "config.json").exists())
+            if not subs:
+                raise PyksmError(f"{p}: no experiment results found")
+            found.extend(load(d) for d in subs)
+        else:
+            raise PyksmError(f"{p}: no such results directory")
+    return found

@@ -1,0 +1,72 @@
+"""The figures people compare: captured sharing, time to 50/90 % of the
+oracle, ksmd CPU, hint statistics.
+
+- captured sharing = ∫ pages_sharing dt / ∫ oracle dt (trapezoids over the
+  1 s samples): the share of all possible sharing over time that KSM got.
+- t50 / t90: first time pages_sharing reached 50 % / 90 % of the oracle at
+  that moment (the oracle being non-zero); None if never.
+- ksmd CPU: ksmd's utime+stime over the run, as % of one CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pyksm.report.dataset import ModeRun
+
+
+@dataclass
+class ModeMetrics:
+    mode: str
+    captured: float
+    t50: float | None
+    t90: float | None
+    mean_sharing: float
+    mean_oracle: float
+    peak_oracle: float
+    ksmd_cpu_pct: float
+    pages_scanned: int
+    hints_received: int
+    hint_pages_scanned: int
+    hint_pages_merged: int
+    hints_dropped: int
+
+
+def _integral(y: np.ndarray, t: np.ndarray) -> float:
+    if len(t) < 2:
+        return 0.0
+    return float(np.sum((y[1:] + y[:-1]) * np.diff(t)) / 2)
+
+
+def time_to_fraction(run: ModeRun, frac: float) -> float | None:
+    ok = (run.oracle > 0) & (run.pages_sharing >= frac * run.oracle)
+    idx = np.flatnonzero(ok)
+    return float(run.t[idx[0]]) if idx.size else None
+
+
+def compute(run: ModeRun) -> ModeMetrics:
+    oracle_area = _integral(run.oracle, run.t)
+    duration = float(run.t[-1] - run.t[0]) if len(run.t) > 1 else 0.0
+    clk = float(run.summary.get("clk_tck", 100))
+    cpu = (run.ksmd_ticks[-1] / clk / duration * 100) if duration else 0.0
+    dropped = sum(
+        run.last(k) - run.first(k)
+        for k in ("hints_dropped_overflow", "hints_dropped_age", "hints_dropped_stale")
+    )
+    return ModeMetrics(
+        mode=run.mode,
+        captured=_integral(run.pages_sharing, run.t) / oracle_area if oracle_area else 0.0,
+        t50=time_to_fraction(run, 0.5),
+        t90=time_to_fraction(run, 0.9),
+        mean_sharing=float(run.pages_sharing.mean()),
+        mean_oracle=float(run.oracle.mean()),
+        peak_oracle=float(run.oracle.max()),
+        ksmd_cpu_pct=cpu,
+        pages_scanned=run.last("pages_scanned") - run.first("pages_scanned"),
+        hints_received=run.last("hints_received") - run.first("hints_received"),
+        hint_pages_scanned=run.last("hint_pages_scanned") - run.first("hint_pages_scanned"),
+        hint_pages_merged=run.last("hint_pages_merged") - run.first("hint_pages_merged"),
+        hints_dropped=dropped,
+    )

@@ -1,0 +1,119 @@
+"""Report metrics on constructed samples, and the results loader's errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pyksm.errors import PyksmError
+from pyksm.report import dataset, metrics, render
+
+
+def write_run(
+    base: Path,
+    mode: str,
+    sharing: list[int],
+    oracle: list[int],
+    ticks: list[int],
+    torn: bool = False,
+) -> None:
+    d = base / mode
+    d.mkdir(parents=True)
+    with (d / "samples.jsonl").open("w") as fh:
+        for t, (s, o, k) in enumerate(zip(sharing, oracle, ticks, strict=True)):
+            fh.write(
+                json.dumps(
+                    {
+                        "t": float(t),
+                        "pages_sharing": s,
+                        "oracle": o,
+                        "ksmd_ticks": k,
+                        "hints_received": 10 * t,
+                    }
+                )
+                + "\n"
+            )
+        if torn:
+            fh.write('{"t": 99, "pages_sha')
+    (d / "summary.json").write_text(
+        json.dumps(
+            {
+                "clk_tck": 100,
+                "lifetimes": {
+                    "edges_s": [0, 1, 30, float("inf")],
+                    "ended": [1, 2, 3],
+                    "open_at_end": [0, 1, 0],
+                },
+            }
+        )
+    )
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    base = tmp_path / "kernel-build"
+    base.mkdir()
+    (base / "config.json").write_text(
+        json.dumps(
+            {
+                "scenario": {"name": "kernel-build", "description": "d"},
+                "modes": ["ksm", "ksm++"],
+                "pages_to_scan": 100,
+                "sleep_millisecs": 20,
+            }
+        )
+    )
+    write_run(base, "ksm", [0, 0, 10, 20, 40], [0, 100, 100, 100, 100], [0, 10, 20, 30, 40])
+    write_run(
+        base,
+        "ksm++",
+        [0, 50, 90, 100, 100],
+        [0, 100, 100, 100, 100],
+        [0, 10, 20, 30, 41],
+        torn=True,
+    )
+    (base / "complete").write_text("ok\n")
+    return base
+
+
+def test_captured_sharing_and_times(results: Path) -> None:
+    exp = dataset.load(results)
+    ksm = metrics.compute(exp.runs["ksm"])
+    plus = metrics.compute(exp.runs["ksm++"])
+    # trapezoids: ksm (0+0+10+20+40 halves...) = 0+5+15+30 = 50; oracle = 50+100+100+100 = 350
+    assert ksm.captured == pytest.approx(50 / 350)
+    assert plus.captured == pytest.approx((25 + 70 + 95 + 100) / 350)
+    assert ksm.t50 is None and ksm.t90 is None
+    assert plus.t50 == 1.0 and plus.t90 == 2.0
+    assert ksm.ksmd_cpu_pct == pytest.approx(40 / 100 / 4 * 100)
+    assert plus.hints_received == 40
+
+
+def test_torn_last_line_is_kept_out_but_earlier_samples_stay(results: Path) -> None:
+    run = dataset.load(results).runs["ksm++"]
+    assert np.array_equal(run.t, [0, 1, 2, 3, 4])
+
+
+def test_report_writes_html_with_embedded_pngs(results: Path, tmp_path: Path) -> None:
+    index = render.write([dataset.load(results)], tmp_path / "report")
+    text = index.read_text()
+    assert text.count("data:image/png;base64,") == 2
+    assert "kernel-build" in text and "PARTIAL" not in text
+    assert (tmp_path / "report" / "kernel-build-merges.png").stat().st_size > 1000
+
+
+def test_partial_results_are_marked(results: Path, tmp_path: Path) -> None:
+    (results / "complete").unlink()
+    exp = dataset.load(results)
+    assert not exp.complete
+    assert "PARTIAL" in render.write([exp], tmp_path / "r").read_text()
+
+
+def test_not_a_results_dir(tmp_path: Path) -> None:
+    with pytest.raises(PyksmError, match=r"no config\.json"):
+        dataset.load(tmp_path)
+    with pytest.raises(PyksmError, match="no experiment results"):
+        dataset.find([tmp_path])
