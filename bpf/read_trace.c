@@ -16,8 +16,10 @@
  * and pipe chatter) are skipped. Events go through a ring buffer without
  * wakeups; user space drains it on its own clock, never per event.
  *
- * Defines set by the loader: MIN_BYTES, MAX_IOV, RINGBUF_PAGES,
- * MAX_IOCBS, ALL_TGIDS (trace every process: benchmarks and discovery).
+ * Defines set by the loader: MIN_BYTES, MAX_IOV, RINGBUF_PAGES, MAX_IOCBS,
+ * MAX_AIO_IOV, ALL_TGIDS (trace every process), and WITH_<SYSCALL> for each
+ * syscall to attach: every attached syscall costs every process on the
+ * machine a tracepoint hit, so only the ones the targets use are attached.
  */
 #include <uapi/linux/ptrace.h>
 #include <linux/uio.h>
@@ -137,6 +139,7 @@ static __always_inline int on_exit(long ret)
 	return 0;
 }
 
+#ifdef WITH_READ
 TRACEPOINT_PROBE(syscalls, sys_enter_read)
 {
 	return on_enter((u64)args->buf, args->count, PROBE_READ, 0);
@@ -145,6 +148,8 @@ TRACEPOINT_PROBE(syscalls, sys_exit_read)
 {
 	return on_exit(args->ret);
 }
+#endif
+#ifdef WITH_PREAD64
 TRACEPOINT_PROBE(syscalls, sys_enter_pread64)
 {
 	return on_enter((u64)args->buf, args->count, PROBE_PREAD64, 0);
@@ -153,6 +158,8 @@ TRACEPOINT_PROBE(syscalls, sys_exit_pread64)
 {
 	return on_exit(args->ret);
 }
+#endif
+#ifdef WITH_READV
 TRACEPOINT_PROBE(syscalls, sys_enter_readv)
 {
 	return on_enter((u64)args->vec, args->vlen, PROBE_READV, 1);
@@ -161,6 +168,8 @@ TRACEPOINT_PROBE(syscalls, sys_exit_readv)
 {
 	return on_exit(args->ret);
 }
+#endif
+#ifdef WITH_PREADV
 TRACEPOINT_PROBE(syscalls, sys_enter_preadv)
 {
 	return on_enter((u64)args->vec, args->vlen, PROBE_PREADV, 1);
@@ -169,6 +178,8 @@ TRACEPOINT_PROBE(syscalls, sys_exit_preadv)
 {
 	return on_exit(args->ret);
 }
+#endif
+#ifdef WITH_PREADV2
 TRACEPOINT_PROBE(syscalls, sys_enter_preadv2)
 {
 	return on_enter((u64)args->vec, args->vlen, PROBE_PREADV2, 1);
@@ -177,6 +188,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_preadv2)
 {
 	return on_exit(args->ret);
 }
+#endif
 
 #ifdef WITH_IO_SUBMIT
 /* QEMU aio=native: PREAD/PREADV iocbs, emitted at submission (requested bytes). */

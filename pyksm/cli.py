@@ -21,8 +21,9 @@ from pyksm.lab import build as kbuild
 from pyksm.lab import console as kconsole
 from pyksm.lab import vm
 
-err = Console(stderr=True, soft_wrap=True)
-out = Console(soft_wrap=True)
+# Logs and CI are not terminals: give tables room instead of 80 columns.
+err = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 
 EXAMPLES = """examples:
   pyksm kernel build                 # patched test kernel (cached)
@@ -218,7 +219,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from pyksm import demo
 
-    return demo.run(Path(args.outdir).resolve(), out, err)
+    return demo.run(Path(args.outdir).resolve(), out, err, args.duration)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -313,8 +314,9 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", "-o", default="pyksm-report")
     rp.set_defaults(func=cmd_report)
 
-    d = sub.add_parser("demo", help="build and boot the test kernel; show what it has")
-    d.add_argument("--outdir", "-o", default="pyksm-out")
+    d = sub.add_parser("demo", help="KSM vs KSM++ on kernel-build, report in ./pyksm-report")
+    d.add_argument("--outdir", "-o", default="pyksm-results")
+    d.add_argument("--duration", type=float, default=None, help="seconds per mode")
     d.set_defaults(func=cmd_demo)
     return p
 

@@ -39,6 +39,21 @@ def _trust_group(text: str) -> tuple[str, list[int]]:
     return name, members
 
 
+# QEMU reads guest disks with these (aio=threads: pread64/preadv; aio=native:
+# io_submit); its read() calls are eventfd chatter. Every attached syscall
+# costs every process on the machine, so --qemu attaches only these.
+QEMU_SYSCALLS = ("pread64", "preadv", "preadv2", "io_submit")
+
+
+def _syscalls(args: argparse.Namespace) -> tuple[str, ...]:
+    from pyksm.probes.features import READ_SYSCALLS
+
+    if args.syscalls:
+        return tuple(s.strip() for s in args.syscalls.split(",") if s.strip())
+    only_qemu = (args.qemu or args.qmp) and not (args.pid or args.cgroup)
+    return QEMU_SYSCALLS if only_qemu else READ_SYSCALLS
+
+
 def _policy(args: argparse.Namespace) -> Any:
     from pyksm.control.trust import TrustPolicy
 
@@ -62,7 +77,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     if args.ebpf:
         from pyksm.probes import features, loader
 
-        popts = loader.ProbeOptions(min_bytes=args.min_bytes)
+        popts = loader.ProbeOptions(min_bytes=args.min_bytes, syscalls=_syscalls(args))
         text, cflags = loader.program_text(popts, features.probe())
         print(f"// cflags: {' '.join(cflags)}\n{text}")
         return 0
@@ -78,6 +93,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
         interval=args.interval,
         count=args.count,
         min_bytes=args.min_bytes,
+        syscalls=_syscalls(args),
         qmp_sockets=tuple(args.qmp or ()),
         policy=_policy(args),
         filter_memory=not args.no_memory_filter,
@@ -158,6 +174,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c.add_argument("-j", "--json", action="store_true", help="statistics as JSON")
     c.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
     c.add_argument("--min-bytes", type=int, default=512, help="ignore shorter reads (default 512)")
+    c.add_argument(
+        "--syscalls",
+        metavar="LIST",
+        help="read syscalls to attach, comma-separated (default: all; with only "
+        "--qemu/--qmp targets: " + ",".join(QEMU_SYSCALLS) + ")",
+    )
     c.add_argument(
         "--no-memory-filter",
         action="store_true",

@@ -35,6 +35,7 @@ from pyksm.control.trust import TrustPolicy
 from pyksm.errors import PyksmError
 from pyksm.kernel.hints import HintWriter
 from pyksm.kernel.ksm import Ksm
+from pyksm.probes.features import READ_SYSCALLS
 from pyksm.probes.loader import PROBE_NAMES, ProbeOptions, ReadProbes
 
 __all__ = ["CollectOptions", "run"]
@@ -48,6 +49,7 @@ class CollectOptions:
     interval: float | None = None
     count: int | None = None
     min_bytes: int = 512
+    syscalls: tuple[str, ...] = READ_SYSCALLS
     qmp_sockets: tuple[str, ...] = ()
     policy: TrustPolicy = field(default_factory=TrustPolicy)
     filter_memory: bool = True
@@ -99,7 +101,7 @@ def run(
     budget: PageBudget | None = None
     if opts.record is None:
         writer, budget = _live_writer()
-    probes = ReadProbes(ProbeOptions(min_bytes=opts.min_bytes))
+    probes = ReadProbes(ProbeOptions(min_bytes=opts.min_bytes, syscalls=opts.syscalls))
     trace = TraceWriter(opts.record) if opts.record is not None else None
     memory = MemoryMaps(ram_sizes=ram_sizes)
     ctl = Controller(
@@ -112,6 +114,7 @@ def run(
         "record": str(opts.record) if opts.record else None,
         "headers": probes.headers,
         "features": probes.features.describe(),
+        "syscalls": list(probes.syscalls),
         "targets_seen": [],
         "targets_exited": [],
     }
@@ -150,8 +153,8 @@ def run(
     refresh()
     next_refresh = t0 + opts.refresh_s
     ready(
-        f"attached ({stats['mode']} mode): {len(current)} target(s) now; "
-        f"{probes.features.describe()}; headers {probes.headers}"
+        f"attached ({stats['mode']} mode): {len(current)} target(s) now; tracing "
+        f"{', '.join(probes.syscalls)}; headers {probes.headers}"
     )
     try:
         while True:

@@ -88,3 +88,53 @@ def test_record_mode_traces_exact_ranges_and_survives_sigint(tmp_path: Path) -> 
     assert sorted(seen) == sorted(want)
     assert stats["outside_bytes"] == 0  # all inside the MADV_MERGEABLE region
     assert stats["bpf"]["ringbuf_full"] == 0
+
+
+@pytest.mark.host_bcc
+def test_kill_9_of_the_collector_leaves_a_readable_trace(tmp_path: Path) -> None:
+    reason = _bcc_usable()
+    if reason:
+        pytest.skip(reason)
+    data = tmp_path / "data.bin"
+    data.write_bytes(os.urandom(64 * 4096))
+    loop = (
+        "import mmap, os, sys, time\n"
+        "fd = os.open(sys.argv[1], os.O_RDONLY)\n"
+        "m = mmap.mmap(-1, 64 * 4096, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)\n"
+        "mv = memoryview(m)\n"
+        "while True:\n"
+        "    for p in range(64):\n"
+        "        os.preadv(fd, [mv[p * 4096 : (p + 1) * 4096]], p * 4096)\n"
+        "    time.sleep(0.001)\n"
+    )
+    target = subprocess.Popen([sys.executable, "-c", loop, str(data)])
+    trace = tmp_path / "k.trace"
+    collector = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pyksm.cli",
+            "collect",
+            "-p",
+            str(target.pid),
+            "--record",
+            str(trace),
+        ],
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while (not trace.exists() or trace.stat().st_size < 24 + 32 * 1000) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
+        collector.kill()
+        collector.wait()
+    finally:
+        target.kill()
+        target.wait()
+        if collector.poll() is None:
+            collector.kill()
+    records = list(tracefile.read_trace(trace))
+    assert len(records) >= 1000
+    assert {r.tgid for r in records} == {target.pid}

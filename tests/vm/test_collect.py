@@ -40,5 +40,6 @@ def test_live_collect_hints_exact_reads_and_they_merge(
     # record mode: every read recorded exactly; SIGTERM flushed the trace.
     assert r["record_exit"] == 0 and r["record_stats"]["interrupted"]
     assert r["record_stats"]["records_written"] == len(r["record_expected"])
+    assert r["record_exact"]  # every (syscall, address, length) as the reader made it
     assert r["replay_exit"] == 0, r["replay_stats"]
     assert r["replay_received_delta"] == len(r["record_expected"])

@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from pyksm.collect import tracefile
 from pyksm.kernel import hints, ksm
 
 HERE = Path(__file__).parent
@@ -108,6 +109,12 @@ stdout2, _ = collector2.communicate(timeout=60)
 res["record_exit"] = collector2.returncode
 res["record_stats"] = json.loads(stdout2) if stdout2.strip() else None
 res["record_expected"] = json.loads(expected2.read_text())["expected"]
+seen = sorted(
+    ("preadv" if (n := tracefile.probe_name(e.probe)) == "preadv2" else n, e.start, e.length)
+    for e in tracefile.read_trace(trace)
+    if e.tgid == reader2.pid
+)
+res["record_exact"] = seen == sorted(tuple(x) for x in res["record_expected"])
 rec1 = k.read_int("hints_received")
 rp = subprocess.run(
     [PY, "-m", "pyksm.cli", "hint", "--replay", str(trace), "--speed", "0"],

@@ -1,0 +1,225 @@
+"""Collector overhead and reach, same-run ratios (record mode on this machine).
+
+- a real QEMU guest (TCG, virtio-blk, aio=threads) reading its 256 MiB disk
+  with dd: where the traced reads land (inside guest RAM, coverage of the
+  bytes read) and the guest's disk throughput with / without the collector;
+- a 4 KiB read() loop (dd bs=4k of a cached file) of a process that is NOT
+  a target, with / without the collector attached;
+- the collector's own CPU while a target issues 10 k reads/s.
+
+Untraced runs come before and after the traced ones; medians are compared.
+Costs are CPU seconds of the reader (dd; QEMU for the guest), so load from
+other work on the machine does not swamp them; ratios are untraced / traced
+CPU per run, i.e. throughput at equal CPU. The guest kernel is the test kernel (``PYKSM_GUEST_KERNEL=bzImage`` skips the
+build-cache lookup, which waits while another build holds the lock).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from benchmarks.qemu_guest import Collector, Guest, coverage, guest_ram, make_disk
+from pyksm.lab import build as kbuild
+
+RUNS = 2  # per condition and cycle
+CYCLES = 3
+# untraced; traced with what --qemu attaches; traced with every read syscall (-p default)
+CONDITIONS: tuple[tuple[str, list[str] | None], ...] = (
+    ("untraced", None),
+    ("qemu_syscalls", ["--syscalls", "pread64,preadv,preadv2,io_submit"]),
+    ("all_syscalls", []),
+)
+LOOP_MIB = 1024  # 262144 reads of 4 KiB per run
+GUEST_MIB = 256
+DISK_MIB = 256
+PACED_TARGET = r"""
+import mmap, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY)
+rate, secs = float(sys.argv[2]), float(sys.argv[3])
+pages = 16384
+m = mmap.mmap(-1, pages * 4096, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+m.madvise(mmap.MADV_MERGEABLE)
+mv = memoryview(m)
+while not os.path.exists(sys.argv[4]):
+    time.sleep(0.01)
+t0 = time.monotonic(); n = 0
+while True:
+    now = time.monotonic() - t0
+    if now >= secs:
+        break
+    due = int(now * rate)
+    while n < due:
+        p = n % pages
+        os.preadv(fd, [mv[p * 4096:(p + 1) * 4096]], (n % 1024) * 4096)
+        n += 1
+    time.sleep(0.002)
+print(n)
+"""
+
+
+def _bzimage(console: Console) -> Path:
+    env = os.environ.get("PYKSM_GUEST_KERNEL")
+    return Path(env) if env else kbuild.build(kbuild.BuildRequest(), console).bzimage
+
+
+def _dd4k(path: Path) -> float:
+    """CPU seconds (user + system) of one dd bs=4k over ``path``.
+
+    CPU time, not wall time: the tracepoint cost lands in the reader's own
+    system time, and CPU time is not inflated by other load on the machine.
+    """
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(["dd", f"if={path}", "of=/dev/null", "bs=4k"], capture_output=True, check=True)
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime
+
+
+def _cpu_of(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _guest_dd(guest: Guest) -> float:
+    """QEMU's CPU seconds for one guest dd of the whole disk (see _dd4k)."""
+    c0 = _cpu_of(guest.pid)
+    guest.command("dd")
+    return _cpu_of(guest.pid) - c0
+
+
+def _phase(guest: Guest, cached: Path) -> tuple[list[float], list[float]]:
+    return [_guest_dd(guest) for _ in range(RUNS)], [_dd4k(cached) for _ in range(RUNS)]
+
+
+def _ratio(samples: dict[str, list[float]], what: str, cond: str, pick: Any) -> float:
+    return float(pick(samples[f"{what}_untraced_s"]) / pick(samples[f"{what}_{cond}_s"]))
+
+
+def run(console: Console) -> dict[str, Any]:
+    bz = _bzimage(console)
+    with tempfile.TemporaryDirectory(prefix="collect-bench-") as tmpdir:
+        tmp = Path(tmpdir)
+        disk = make_disk(tmp / "disk.raw", DISK_MIB)
+        cached = make_disk(tmp / "cached.raw", LOOP_MIB)
+        _dd4k(cached)  # into the page cache
+        guest = Guest(bz, disk, memory_mib=GUEST_MIB)
+        samples: dict[str, list[float]] = {}
+        try:
+            guest.command("dd")  # warm the host page cache
+            trace = tmp / "qemu.trace"
+            # Conditions interleaved in cycles, so load from elsewhere hits all alike.
+            for cycle in range(CYCLES):
+                console.print(f"collect_bench: cycle {cycle + 1}/{CYCLES}")
+                for cond, args in CONDITIONS:
+                    col = None
+                    if args is not None:
+                        out_trace = trace if cond == "qemu_syscalls" else tmp / "other.trace"
+                        col = Collector(
+                            ["-p", str(guest.pid), *args, "--record", str(out_trace)],
+                            tmp / f"{cond}.log",
+                        )
+                    g, loop = _phase(guest, cached)
+                    samples.setdefault(f"guest_dd_{cond}_s", []).extend(g)
+                    samples.setdefault(f"read4k_{cond}_s", []).extend(loop)
+                    if col is not None:
+                        if cond == "qemu_syscalls" and cycle == 0:
+                            ram = guest_ram(guest.pid, GUEST_MIB)
+                        stats = col.stop()
+                        if cond == "qemu_syscalls":
+                            stats1 = stats
+        finally:
+            guest.close()
+        runs_traced = len(samples["guest_dd_qemu_syscalls_s"])
+        cov = coverage(trace, guest.pid, ram, runs_traced * (DISK_MIB << 20))
+        # collector CPU while a target issues 10 k reads/s
+        ready = tmp / "ready"
+        target = subprocess.Popen(
+            [sys.executable, "-c", PACED_TARGET, str(cached), "10000", "10", str(ready)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        col3 = Collector(
+            ["-p", str(target.pid), "--record", str(tmp / "paced.trace")], tmp / "c3.log"
+        )
+        ready.touch()
+        out, _ = target.communicate(timeout=120)
+        stats3 = col3.stop()
+    med, best = statistics.median, min
+    mib_s = DISK_MIB / med(samples["guest_dd_untraced_s"])
+    reads = int(out.strip() or 0)
+    rate = stats3["events"] / max(stats3["seconds"], 1e-9)
+    ratios = {
+        f"{what}_{cond}_{name}": _ratio(samples, what, cond, pick)
+        for what in ("guest_dd", "read4k")
+        for cond in ("qemu_syscalls", "all_syscalls")
+        for name, pick in (("median", med), ("best", best))
+    }
+    g_ratio = ratios["guest_dd_qemu_syscalls_median"]
+    l_ratio = ratios["read4k_qemu_syscalls_median"]
+    return {
+        "guest": {"memory_mib": GUEST_MIB, "disk_mib": DISK_MIB, "cycles": CYCLES, "runs": RUNS},
+        "samples": samples,
+        "ratios": ratios,
+        "coverage": cov,
+        "collector_guest": {k: stats1[k] for k in ("events", "cpu_percent", "bpf")},
+        "collector_paced": {
+            k: stats3[k] for k in ("events", "seconds", "cpu_percent", "hinted_pages", "bpf")
+        },
+        "paced_target_reads": reads,
+        "metrics": [
+            {
+                "name": "QEMU guest dd MiB per QEMU CPU-s, traced (--qemu syscalls) / untraced",
+                "value": mib_s * g_ratio,
+                "unit": "MiB/CPU-s",
+                "baseline": mib_s,
+                "ratio": g_ratio,
+                "goal": ">= 0.97",
+                "met": g_ratio >= 0.97,
+            },
+            {
+                "name": "non-target 4 KiB read() loop, traced (--qemu syscalls) / untraced",
+                "value": LOOP_MIB / med(samples["read4k_qemu_syscalls_s"]),
+                "unit": "MiB/CPU-s",
+                "baseline": LOOP_MIB / med(samples["read4k_untraced_s"]),
+                "ratio": l_ratio,
+                "goal": ">= 0.9",
+                "met": l_ratio >= 0.9,
+            },
+            {
+                "name": "non-target 4 KiB read() loop, read() traced too (-p default)",
+                "value": LOOP_MIB / med(samples["read4k_all_syscalls_s"]),
+                "unit": "MiB/CPU-s",
+                "baseline": LOOP_MIB / med(samples["read4k_untraced_s"]),
+                "ratio": ratios["read4k_all_syscalls_median"],
+                "goal": "informational",
+            },
+            {
+                "name": "traced bytes inside guest RAM",
+                "value": 100 * cov["inside_fraction"],
+                "unit": "%",
+                "goal": ">= 99 %",
+                "met": cov["inside_fraction"] >= 0.99,
+            },
+            {
+                "name": "guest disk bytes covered by in-RAM traced bytes",
+                "value": 100 * cov["coverage"],
+                "unit": "%",
+                "goal": ">= 95 %",
+                "met": cov["coverage"] >= 0.95,
+            },
+            {
+                "name": f"collector CPU at {rate:.0f} reads/s (record mode)",
+                "value": stats3["cpu_percent"],
+                "unit": "% of a core",
+                "goal": "informational (10 k/s target)",
+            },
+        ],
+    }
