@@ -176,11 +176,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         hint_capacity=args.hint_capacity,
         interleave=_convert("interleave", args.interleave),
         hint_max_age_ms=args.hint_max_age_ms,
-        start=args.start,
+        start=args.start if args.start is not None else series.meta.get("ksm_start"),
     )
     inp = simulator.SimInput.from_series(series, hints)
+    rate = simulator.observed_rate(series) if args.observed_rate else None
     grid = _parse_sweep(args.sweep or [])
-    results = simulator.sweep(inp, base, grid) if grid else [simulator.simulate(inp, base)]
+    results = (
+        simulator.sweep(inp, base, grid, rate=rate)
+        if grid
+        else [simulator.simulate(inp, base, rate=rate)]
+    )
     possible = []
     for i in range(series.count):
         sl = series.span(i)
@@ -191,7 +196,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     for r in results:
         d = r.summary()
         d["pages_sharing"] = r.pages_sharing.tolist()
-        if kernel and all(v is not None for v in kernel):
+        if kernel and all(v is not None for v in kernel) and any(kernel):
             d["error_vs_kernel"] = simulator.error_against(r.pages_sharing, np.array(kernel))
         docs.append(d)
     doc = {"times": series.times.tolist(), "possible": possible, "kernel": kernel, "runs": docs}
@@ -267,7 +272,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     m.add_argument("--hint-capacity", type=int, default=0, help="0: plain KSM")
     m.add_argument("--interleave", default="1:1", help="H:L hint to linear steps")
     m.add_argument("--hint-max-age-ms", type=float, default=30000.0)
-    m.add_argument("--start", type=float, default=None, help="ksmd start (s, series clock)")
+    m.add_argument(
+        "--start",
+        type=float,
+        default=None,
+        help="ksmd start (s, series clock; default: meta ksm_start or the first snapshot)",
+    )
+    m.add_argument(
+        "--observed-rate",
+        action="store_true",
+        help="scan as many pages per interval as the kernel did (ksm/pages_scanned)",
+    )
     m.add_argument("--sweep", action="append", metavar="NAME=V1,V2", help="sweep a parameter")
     m.add_argument("--json", action="store_true")
     m.add_argument("-o", "--output", help="write the JSON result here")

@@ -18,8 +18,8 @@ What can fail: input whose length is not a multiple of the page size raises
 
 from __future__ import annotations
 
+import mmap
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numba
@@ -197,51 +197,43 @@ def hash_bytes(page: bytes) -> int:
     return int(h[0])
 
 
-def hash_file(path: Path, chunk_mib: int = 16) -> tuple[U64, npt.NDArray[np.bool_]]:
-    """Hash a file page by page: reads of the next chunk overlap hashing of this one.
+def hash_file(path: Path) -> tuple[U64, npt.NDArray[np.bool_]]:
+    """Hash a file page by page, through a populated read-only mapping, on all cores.
 
     A trailing partial page is zero-padded (as the page cache holds it).
     """
     try:
-        size = path.stat().st_size
         fd = os.open(path, os.O_RDONLY)
     except OSError as e:
         raise PyksmError(f"cannot read {path}: {e.strerror}") from None
-    npages = (size + PAGE_SIZE - 1) // PAGE_SIZE
-    out = np.empty(npages, dtype=np.uint64)
-    zero = np.empty(npages, dtype=np.uint8)
-    chunk_pages = chunk_mib * 256
-    bufs = [np.zeros(chunk_pages * LANES, dtype=np.uint64) for _ in range(2)]
     try:
-
-        def read_into(buf: U64, first: int) -> int:
-            view = buf.view(np.uint8).data
-            want = min(chunk_pages, npages - first) * PAGE_SIZE
-            got = 0
-            while got < want:
-                n = os.preadv(fd, [view[got:want]], first * PAGE_SIZE + got)
-                if n == 0:
-                    view[got:want] = b"\0" * (want - got)
-                    break
-                got += n
-            return want // PAGE_SIZE
-
-        first = 0
-        count = read_into(bufs[0], 0) if npages else 0
-        i = 0
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            while first < npages:
-                nxt = first + count
-                pending = pool.submit(read_into, bufs[1 - i], nxt) if nxt < npages else None
-                _hash_range(
-                    bufs[i][: count * LANES], 0, count, KEYS, out[first:nxt], zero[first:nxt]
-                )
-                first = nxt
-                count = pending.result() if pending is not None else 0
-                i = 1 - i
+        size = os.fstat(fd).st_size
+        whole = size // PAGE_SIZE
+        hashes: list[U64] = []
+        zeros: list[npt.NDArray[np.bool_]] = []
+        if whole:
+            # MAP_POPULATE: the kernel maps every page in one go (no fault per 64 KiB)
+            flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+            with mmap.mmap(fd, whole * PAGE_SIZE, flags=flags, prot=mmap.PROT_READ) as m:
+                arr = np.frombuffer(m, dtype=np.uint64)
+                h, z = hash_pages(arr, parallel=True)
+                del arr
+            hashes.append(h)
+            zeros.append(z)
+        if size % PAGE_SIZE:
+            tail = bytearray(PAGE_SIZE)
+            data = os.pread(fd, size % PAGE_SIZE, whole * PAGE_SIZE)
+            tail[: len(data)] = data
+            h, z = hash_pages(tail)
+            hashes.append(h)
+            zeros.append(z)
+    except OSError as e:
+        raise PyksmError(f"cannot read {path}: {e.strerror}") from None
     finally:
         os.close(fd)
-    return out, zero.view(np.bool_)
+    if not hashes:
+        return np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.bool_)
+    return np.concatenate(hashes), np.concatenate(zeros)
 
 
 def _zero_hash() -> int:

@@ -164,6 +164,7 @@ def _run(
     hint_lo: npt.NDArray[np.int64],
     hint_hi: npt.NDArray[np.int64],
     seed: int,
+    rate: npt.NDArray[np.float64],
     out_sharing: npt.NDArray[np.int64],
     out_shared: npt.NDArray[np.int64],
     counters: npt.NDArray[np.int64],
@@ -205,6 +206,7 @@ def _run(
         out_shared[sample] = 0
         sample += 1
     end = times[T - 1]
+    carry = 0.0
     while sample < T:
         while t + 1 < T and times[t + 1] <= tau:
             t += 1
@@ -220,6 +222,10 @@ def _run(
                 st_top = (st_top + 1) % cap
                 next_hint += 1
         budget = pages_to_scan
+        if rate.size and rate[t] >= 0:
+            carry += rate[t] * dt
+            budget = int(carry)
+            carry -= budget
         while budget > 0:
             s = -1
             hinted = False
@@ -368,9 +374,34 @@ def _run(
         sample += 1
 
 
-def simulate(inp: SimInput, params: ScanParams) -> SimResult:
-    """Run one scanner configuration over the input."""
+def observed_rate(series: SnapshotSeries) -> npt.NDArray[np.float64]:
+    """Pages ksmd scanned per second in each snapshot interval (6.8+ ``pages_scanned``).
+
+    Driving the simulator with it (``simulate(..., rate=...)``) separates the
+    scan-policy model from how much CPU ksmd actually got (e.g. under TCG).
+    """
+    scanned = [k.get("pages_scanned") for k in series.ksm]
+    if len(scanned) != series.count or any(v is None for v in scanned) or series.count < 2:
+        raise PyksmError(
+            "the snapshots lack ksm/pages_scanned per snapshot (Linux 6.8+ and pyksm snapshot)"
+        )
+    s = np.asarray(scanned, dtype=np.float64)
+    dt = np.diff(series.times)
+    r = np.diff(s) / np.where(dt > 0, dt, 1.0)
+    return np.append(r, r[-1])
+
+
+def simulate(
+    inp: SimInput, params: ScanParams, rate: npt.NDArray[np.float64] | None = None
+) -> SimResult:
+    """Run one scanner configuration over the input.
+
+    ``rate``: pages scanned per second during each snapshot interval (length T),
+    replacing pages_to_scan / sleep_ms (see :func:`observed_rate`).
+    """
     params.check()
+    if rate is not None and len(rate) != inp.times.size:
+        raise PyksmError(f"rate has {len(rate)} values for {inp.times.size} snapshots")
     T = inp.times.size
     sharing = np.zeros(T, dtype=np.int64)
     shared = np.zeros(T, dtype=np.int64)
@@ -396,6 +427,7 @@ def simulate(inp: SimInput, params: ScanParams) -> SimResult:
         inp.hint_lo,
         inp.hint_hi,
         int(params.seed),
+        np.empty(0) if rate is None else np.asarray(rate, dtype=np.float64),
         sharing,
         shared,
         counters,
@@ -409,14 +441,19 @@ def simulate(inp: SimInput, params: ScanParams) -> SimResult:
     )
 
 
-def sweep(inp: SimInput, base: ScanParams, grid: dict[str, list[Any]]) -> list[SimResult]:
+def sweep(
+    inp: SimInput,
+    base: ScanParams,
+    grid: dict[str, list[Any]],
+    rate: npt.NDArray[np.float64] | None = None,
+) -> list[SimResult]:
     """Every combination of the grid's values (ScanParams field -> values)."""
     names = list(grid)
     unknown = [n for n in names if n not in ScanParams.__dataclass_fields__]
     if unknown:
         raise PyksmError(f"unknown simulator parameter(s): {', '.join(unknown)}")
     return [
-        simulate(inp, replace(base, **dict(zip(names, combo, strict=True))))
+        simulate(inp, replace(base, **dict(zip(names, combo, strict=True))), rate=rate)
         for combo in itertools.product(*(grid[n] for n in names))
     ]
 

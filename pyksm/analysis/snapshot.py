@@ -18,7 +18,9 @@ the read may hash to a mix of old and new content.
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import mmap
 import os
 import re
 import time
@@ -150,9 +152,68 @@ def _read_region(mem_fd: int, pagemap_fd: int, r: Region) -> tuple[Any, ...] | N
             if whole < n:
                 ok[off + whole : off + n] = False
             off += n
+    entries = pm[present].copy()
+    pages = buf.reshape(-1, PAGE_SIZE)
+    stable = _recheck(mem_fd, pagemap_fd, r.start, present, entries, pages, ok)
     vaddr = r.start + present.astype(np.uint64) * np.uint64(PAGE_SIZE)
-    entries = pm[present]
-    return vaddr[ok], entries[ok], buf.reshape(-1, PAGE_SIZE)[ok]
+    return vaddr[ok], entries[ok], pages[ok], stable[ok]
+
+
+PM_IDENTITY = PM_PRESENT | PM_PFN
+RECHECKS = 3
+
+
+def _recheck(
+    mem_fd: int,
+    pagemap_fd: int,
+    start: int,
+    present: npt.NDArray[np.intp],
+    entries: npt.NDArray[np.uint64],
+    pages: npt.NDArray[np.uint8],
+    ok: npt.NDArray[np.bool_],
+) -> npt.NDArray[np.bool_]:
+    """Pages whose mapping (present bit, PFN) did not change while their content was read.
+
+    A write to a KSM page (or any COW page) replaces it, so a page read between two
+    equal pagemap entries is the content of that PFN. Changed pages are read again,
+    up to RECHECKS times; those that keep changing come back False (Flag.UNSTABLE).
+    """
+    lo, hi = int(present[0]), int(present[-1]) + 1
+    try:
+        again = np.frombuffer(
+            os.pread(pagemap_fd, (hi - lo) * 8, (start // PAGE_SIZE + lo) * 8), dtype=np.uint64
+        )
+    except OSError:
+        return np.zeros(present.size, dtype=np.bool_)
+    now = again[present - lo]
+    moved = np.flatnonzero((now & PM_IDENTITY) != (entries & PM_IDENTITY))
+    stable = np.ones(present.size, dtype=np.bool_)
+    for _ in range(RECHECKS):
+        if moved.size == 0:
+            break
+        still = []
+        for i in moved.tolist():
+            vpn = start // PAGE_SIZE + int(present[i])
+            try:
+                before = np.frombuffer(os.pread(pagemap_fd, 8, vpn * 8), dtype=np.uint64)[0]
+                if not before & PM_PRESENT:
+                    ok[i] = False
+                    continue
+                data = os.pread(mem_fd, PAGE_SIZE, vpn * PAGE_SIZE)
+                after = np.frombuffer(os.pread(pagemap_fd, 8, vpn * 8), dtype=np.uint64)[0]
+            except OSError:
+                ok[i] = False
+                continue
+            if len(data) < PAGE_SIZE:
+                ok[i] = False
+                continue
+            pages[i] = np.frombuffer(data, dtype=np.uint8)
+            entries[i] = after
+            if (before & PM_IDENTITY) != (after & PM_IDENTITY):
+                still.append(i)
+        moved = np.array(still, dtype=np.intp)
+    stable[moved] = False
+    return stable
 
 
 def snapshot_once(
@@ -193,7 +254,7 @@ def snapshot_once(
                     got = _read_region(mem_fd, pagemap_fd, r)
                     if got is None:
                         continue
-                    vaddr, entries, pages = got
+                    vaddr, entries, pages, stable = got
                     h, zero = hash_pages(pages)
                     pfn = entries & PM_PFN
                     kpf = _read_kpageflags(kpf_fd, pfn)
@@ -205,6 +266,7 @@ def snapshot_once(
                     zp = ((kpf >> np.uint64(KPF_ZERO_PAGE)) & np.uint64(1)) != 0
                     f |= np.where(ksm, np.uint8(Flag.KSM), np.uint8(0))
                     f |= np.where(zp, np.uint8(Flag.ZERO_PFN), np.uint8(0))
+                    f |= np.where(stable, np.uint8(0), np.uint8(Flag.UNSTABLE))
                     parts["pid"].append(np.full(h.size, pid, dtype=np.int32))
                     parts["vaddr"].append(vaddr)
                     parts["hash"].append(h)
@@ -231,18 +293,123 @@ def snapshot_once(
         out["raw"] = (
             np.concatenate(parts["raw"]) if parts["raw"] else np.empty((0, PAGE_SIZE), np.uint8)
         )
+    _settle(out)
     return out
+
+
+def _settle(snap: dict[str, npt.NDArray[Any]]) -> None:
+    """Make the PFNs of one snapshot describe a single moment: its end.
+
+    Processes are read one after another, so a PFN read early may have been freed
+    (e.g. merged away by ksmd) and handed to a page read later; the two would look
+    like one shared page. A last pagemap pass (one read per run of pages) takes the
+    PFNs as they are now; pages whose mapping changed since their content was read
+    get the new PFN and KPF flags and are flagged UNSTABLE.
+    """
+    pids, vaddr, pfn, flags = snap["pid"], snap["vaddr"], snap["pfn"], snap["flags"]
+    if pfn.size == 0 or not pfn.any():
+        return  # no PFNs (not root): nothing to settle
+    changed = np.zeros(pfn.size, dtype=np.bool_)
+    gone = np.zeros(pfn.size, dtype=np.bool_)
+    for pid in np.unique(pids).tolist():
+        idx = np.flatnonzero(pids == pid)
+        vpn = (vaddr[idx] // np.uint64(PAGE_SIZE)).astype(np.int64)
+        try:
+            fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            order = np.argsort(vpn, kind="stable")
+            sv = vpn[order]
+            breaks = np.flatnonzero(np.diff(sv) > 512) + 1
+            first = 0
+            for end in [*breaks.tolist(), sv.size]:
+                lo, hi = int(sv[first]), int(sv[end - 1]) + 1
+                try:
+                    now = np.frombuffer(os.pread(fd, (hi - lo) * 8, lo * 8), dtype=np.uint64)
+                except OSError:
+                    first = end
+                    continue
+                sel = idx[order[first:end]]
+                e = now[sv[first:end] - lo]
+                present = (e & PM_PRESENT) != 0
+                new_pfn = e & PM_PFN
+                moved = present & (new_pfn != pfn[sel])
+                pfn[sel[moved]] = new_pfn[moved]
+                changed[sel[moved]] = True
+                gone[sel[~present]] = True
+                first = end
+        finally:
+            os.close(fd)
+    if changed.any():
+        try:
+            kfd: int | None = os.open("/proc/kpageflags", os.O_RDONLY)
+        except OSError:
+            kfd = None
+        try:
+            kpf = _read_kpageflags(kfd, pfn[changed])
+        finally:
+            if kfd is not None:
+                os.close(kfd)
+        f = flags[changed] & np.uint8(0xFF & ~(Flag.KSM | Flag.ZERO_PFN))
+        f |= np.where((kpf >> np.uint64(KPF_KSM)) & np.uint64(1), np.uint8(Flag.KSM), 0).astype(
+            np.uint8
+        )
+        f |= np.where(
+            (kpf >> np.uint64(KPF_ZERO_PAGE)) & np.uint64(1), np.uint8(Flag.ZERO_PFN), 0
+        ).astype(np.uint8)
+        flags[changed] = f
+    flags[changed | gone] |= np.uint8(Flag.UNSTABLE)
 
 
 def _ksm_counters() -> dict[str, int]:
     out: dict[str, int] = {}
     root = Path("/sys/kernel/mm/ksm")
-    for name in ("pages_sharing", "pages_shared", "pages_unshared", "pages_volatile", "full_scans"):
+    for name in (
+        "pages_sharing",
+        "pages_shared",
+        "pages_unshared",
+        "pages_volatile",
+        "full_scans",
+        "pages_scanned",
+        "pages_skipped",
+        "ksm_zero_pages",
+    ):
         try:
             out[name] = int((root / name).read_text())
         except (OSError, ValueError):
             continue
     return out
+
+
+def kpf_ksm_reliable() -> bool | None:
+    """Does /proc/kpageflags set KPF_KSM only on KSM pages? (None: cannot tell)
+
+    Linux 6.12's fs/proc/page.c tests ``mapping & PAGE_MAPPING_KSM``, which is
+    true for every anonymous page, so there KPF_KSM marks all anonymous pages.
+    Probed on a fresh private anonymous page of our own, which is never KSM.
+    """
+    m = mmap.mmap(-1, PAGE_SIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    try:
+        m[0:8] = b"pyksm!!!"
+        cell = ctypes.c_char.from_buffer(m)
+        addr = ctypes.addressof(cell)
+        del cell
+        with open("/proc/self/pagemap", "rb") as f:
+            f.seek((addr // PAGE_SIZE) * 8)
+            pfn = np.frombuffer(f.read(8), dtype=np.uint64) & PM_PFN
+        if not pfn[0]:
+            return None
+        fd = os.open("/proc/kpageflags", os.O_RDONLY)
+        try:
+            flags = _read_kpageflags(fd, pfn)
+        finally:
+            os.close(fd)
+        return not bool((flags[0] >> np.uint64(KPF_KSM)) & np.uint64(1))
+    except (OSError, ValueError):
+        return None
+    finally:
+        m.close()
 
 
 def capture(
@@ -287,6 +454,7 @@ def capture(
         "interval": interval,
         "select": select,
         "t0_monotonic": t0,
+        "kpf_ksm_reliable": kpf_ksm_reliable(),
         "captured_at": time.time(),
         "capture_seconds": durations,
         "uname": os.uname().release,

@@ -43,7 +43,7 @@ def test_parallel_and_file_paths_agree(tmp_path: Path) -> None:
     data = np.random.default_rng(1).integers(0, 256, size=3000 * 4096 + 100, dtype=np.uint8)
     f = tmp_path / "data"
     f.write_bytes(data.tobytes())
-    hf, zf = pagehash.hash_file(f, chunk_mib=1)
+    hf, zf = pagehash.hash_file(f)
     padded = np.zeros(3001 * 4096, dtype=np.uint8)
     padded[: data.size] = data
     hs, zs = pagehash.hash_pages(padded)
@@ -54,3 +54,16 @@ def test_parallel_and_file_paths_agree(tmp_path: Path) -> None:
 def test_partial_page_is_an_error() -> None:
     with pytest.raises(PyksmError, match="whole number"):
         pagehash.hash_pages(b"\0" * 5000)
+
+
+def test_empty_and_tiny_files(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    h, z = pagehash.hash_file(empty)
+    assert h.size == 0 and z.size == 0
+    tiny = tmp_path / "tiny"
+    tiny.write_bytes(b"\0" * 10)
+    h, z = pagehash.hash_file(tiny)
+    assert z.tolist() == [True] and int(h[0]) == pagehash.ZERO_HASH
+    with pytest.raises(PyksmError, match="cannot read"):
+        pagehash.hash_file(tmp_path / "missing")

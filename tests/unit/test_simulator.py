@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from pyksm.analysis.hinttrace import HintTrace
-from pyksm.analysis.simulator import ScanParams, SimInput, simulate, sweep
+from pyksm.analysis.simulator import (
+    ScanParams,
+    SimInput,
+    error_against,
+    observed_rate,
+    simulate,
+    sweep,
+)
 from pyksm.errors import PyksmError
 from tests.unit.analysis_memory import BASE, series
 
@@ -87,3 +95,24 @@ def test_sweep_and_bad_parameters() -> None:
         sweep(inp, ScanParams(), {"speed": [1]})
     with pytest.raises(PyksmError, match="scan order"):
         simulate(inp, ScanParams(order="zigzag"))
+
+
+def test_observed_rate_drives_the_budget() -> None:
+    s = series([[1, 1, 2, 3]] * 3, [0.0, 5.5, 6.5])
+    s.ksm = [{"pages_scanned": 0}, {"pages_scanned": 5}, {"pages_scanned": 6}]
+    inp = SimInput.from_series(s)
+    rate = observed_rate(s)
+    assert rate.tolist() == pytest.approx([5 / 5.5, 1.0, 1.0])
+    # one page a second as the kernel did; pages_to_scan is then ignored
+    fixed = simulate(inp, ScanParams(pages_to_scan=999, sleep_ms=1000.0, start=0.0), rate=[1.0] * 3)
+    assert fixed.pages_sharing.tolist() == [0, 0, 1]
+    with pytest.raises(PyksmError, match="rate has"):
+        simulate(inp, ONE_PER_SECOND, rate=[1.0])
+    s.ksm = []
+    with pytest.raises(PyksmError, match="pages_scanned"):
+        observed_rate(s)
+
+
+def test_error_against_kernel() -> None:
+    e = error_against(np.array([0, 50, 100]), np.array([0, 100, 100]))
+    assert e == {"mae_rel": pytest.approx(50 / 3 / 100), "area_rel": 0.25, "final_rel": 0.0}

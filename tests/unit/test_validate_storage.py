@@ -107,3 +107,32 @@ def test_inconsistent_series_is_rejected() -> None:
             flags=np.full(1, int(Flag.PRESENT), np.uint8),
             pfn=np.zeros(1, np.uint64),
         )
+
+
+def test_kpageflags_marking_every_anon_page_ksm() -> None:
+    # Linux 6.12 sets KPF_KSM on all anonymous pages: unshared PFNs are not merges
+    s = _two_process_series()
+    s.flags |= np.uint8(Flag.KSM)
+    rows = validate.validate(s)
+    assert [r["kernel_sharing"] for r in rows] == [0, 1, 3]
+    assert [r["ksm_pages"] for r in rows] == [0, 2, 6]
+    assert all(r["precision"] == 1.0 and r["changed_at_merge"] == 0 for r in rows)
+
+
+def test_pages_torn_by_a_concurrent_write_are_not_kernel_bugs() -> None:
+    s = _two_process_series()
+    last = s.span(2)
+    bad = snapshot([1, 7, 3], pid=2)
+    s.hash[last.start + 4] = bad["hash"][1]
+    s.flags[last.start + 4] |= np.uint8(Flag.UNSTABLE)
+    r = validate.validate(s)[2]
+    assert (r["wrong"], r["unstable"], r["precision"], r["changed_at_merge"]) == (0, 1, 1.0, 0)
+
+
+def test_stale_content_in_the_previous_snapshot_is_not_a_change_at_merge() -> None:
+    s = _two_process_series()
+    mid = s.span(1)
+    # snapshot 1 read pid 2's page 2 before a write, then settled its PFN: UNSTABLE
+    s.hash[mid.start + 5] = snapshot([9, 9, 9], pid=2)["hash"][2]
+    s.flags[mid.start + 5] |= np.uint8(Flag.UNSTABLE)
+    assert validate.validate(s)[2]["changed_at_merge"] == 0
