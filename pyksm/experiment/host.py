@@ -52,7 +52,7 @@ def run(
             command=cmd,
             memory="4G",
             cpus=2,
-            outdir=outdir / "vm",
+            outdir=outdir,
             timeout=len(modes) * (dur + 240) + 300,
         )
     )

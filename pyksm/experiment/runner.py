@@ -84,12 +84,12 @@ def ksmd_ticks() -> int:
     raise PyksmError("no ksmd thread: is CONFIG_KSM set?")
 
 
-def collector_argv(pids: list[int], trace: Path) -> list[str]:
+def collector_argv(pids: list[int]) -> list[str]:
     """The hint collector for the guests (pyksm collect, live mode)."""
     argv = [sys.executable, "-m", "pyksm.cli", "collect"]
     for pid in pids:
         argv += ["-p", str(pid)]
-    return [*argv, "--record", str(trace), "--json"]
+    return [*argv, "--json"]
 
 
 def _reset(k: ksm.Ksm, cfg: ModeConfig, pages: int, sleep_ms: int) -> None:
@@ -160,13 +160,11 @@ def run_mode(
     if cfg.hints:
         log = (out / "collector.log").open("w")
         collector = subprocess.Popen(
-            collector_argv([g.pid for g in guests], out / "hints.trace"),
+            collector_argv([g.pid for g in guests]),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        time.sleep(3)  # let the probes attach before the guests start reading
-        if collector.poll() is not None:
-            raise PyksmError(f"the collector exited at start; see {out / 'collector.log'}")
+        _wait_attached(collector, out / "collector.log")
     oracle = LedgerOracle(ledgers)
     for g in guests:
         _say(g.stdin, "go")
@@ -174,6 +172,7 @@ def run_mode(
     ticks0 = ksmd_ticks()
     samples = (out / "samples.jsonl").open("w")
     next_t = t0
+    last_print = -1
     try:
         while (now := time.monotonic()) - t0 <= duration:
             state = {c: k.read_int(c) for c in COUNTERS if k.has(c)}
@@ -190,7 +189,8 @@ def run_mode(
             }
             samples.write(json.dumps(row) + "\n")
             samples.flush()
-            if int(now - t0) % 10 == 0:
+            if int(now - t0) // 10 != last_print:
+                last_print = int(now - t0) // 10
                 print(
                     f"  {cfg.name:>14} t={now - t0:5.0f} s  pages_sharing={state['pages_sharing']:7d}"
                     f"  oracle={o.opportunities:7d}  hinted merges={state.get('hint_pages_merged', 0)}",
@@ -224,6 +224,19 @@ def run_mode(
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def _wait_attached(collector: subprocess.Popen[bytes], log: Path, timeout: float = 600) -> None:
+    """Wait until the collector's probes are attached (bcc compiles its
+    program first: seconds natively, a minute or more under TCG)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if "collect: attached" in log.read_text(errors="replace"):
+            return
+        if collector.poll() is not None:
+            raise PyksmError(f"the collector exited at start; see {log}")
+        time.sleep(0.5)
+    raise PyksmError(f"the collector did not attach within {timeout:.0f} s; see {log}")
 
 
 def _say(pipe: IO[str] | None, text: str) -> None:
