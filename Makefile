@@ -18,7 +18,16 @@ APT_PACKAGES := linux-source-6.12 build-essential flex bison bc libelf-dev \
 	qemu-system-x86 python3 python3-venv python3-pip python3-bpfcc \
 	bpfcc-tools libnuma-dev udev linux-headers-amd64 xxhash busybox-static
 
-.PHONY: help setup apt venv lint unit vm vm-debug test demo bench kernel clean
+# The Vagrant lab (make vagrant-setup; not needed by make test): Vagrant with the
+# libvirt provider, libvirtd (run by pyksm inside its own network namespace),
+# dnsmasq for the isolated management network, nc for SSH into the namespace,
+# debootstrap/e2fsprogs/qemu-utils to build the box.
+VAGRANT_PACKAGES := vagrant vagrant-libvirt libvirt-daemon-system libvirt-clients \
+	dnsmasq-base netcat-openbsd iproute2 debootstrap e2fsprogs qemu-utils rsync \
+	openssh-client
+
+.PHONY: help setup apt venv lint unit vm vm-debug test demo bench kernel clean \
+	vagrant-setup vagrant-box vagrant-up vagrant-test
 
 help:
 	@echo "make setup     install Debian packages and the virtual environment (idempotent)"
@@ -26,10 +35,21 @@ help:
 	@echo "make test      setup, lint, unit tests, VM tests on the test kernel"
 	@echo "make vm-debug  VM tests on the debug (KASAN, lockdep, KFENCE) kernel"
 	@echo "make bench     benchmarks (JSON in bench-results/)"
+	@echo "make vagrant-setup  install Vagrant, vagrant-libvirt, libvirt, debootstrap"
+	@echo "make vagrant-up     build kernel + box (cached), vagrant up (Debian VM on it)"
+	@echo "make vagrant-test   the Vagrant lab end to end (box, up, ssh, run, destroy)"
 
 setup: apt venv
 
 # Only calls apt-get when a package is missing, so a warm machine stays fast.
+apt_install = @missing=$$(for p in $(1); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
+	done); \
+	if [ -n "$$missing" ]; then \
+		echo "apt-get install:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
 apt:
 	@missing=$$(for p in $(APT_PACKAGES); do \
 		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
@@ -60,7 +80,7 @@ kernel: setup
 
 vm: setup
 	$(PYKSM) kernel build
-	$(PYTEST) -q -m vm tests/vm
+	$(PYTEST) -q -m "vm and not vagrant" tests/vm
 
 vm-debug: setup
 	$(PYKSM) kernel build --debug
@@ -73,6 +93,18 @@ demo: setup
 
 bench: setup
 	$(PY) -m benchmarks
+
+vagrant-setup: setup
+	$(call apt_install,$(VAGRANT_PACKAGES))
+
+vagrant-box: vagrant-setup
+	$(PYKSM) vagrant box
+
+vagrant-up: vagrant-box kernel
+	$(PYKSM) vagrant up
+
+vagrant-test: vagrant-setup kernel
+	PYKSM_VAGRANT_TEST=1 $(PYTEST) -q -m vagrant tests/vm/test_vagrant.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

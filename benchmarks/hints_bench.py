@@ -5,6 +5,7 @@ same run. Goals: ≥ 4x faster to 90 % merged; ksmd CPU per scanned page ratio
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -29,6 +30,7 @@ def run(console: Console) -> dict[str, Any]:
                 memory="4G",
                 outdir=Path(tmp),
                 timeout=3600,
+                env={k: v for k, v in os.environ.items() if k == "HINT_MAX_AGE_MS"},
             )
         )
         if not out.exists():

@@ -4,6 +4,7 @@ The test kernel starts from ``make tinyconfig`` and adds fragments:
 
 - ``base.config``  userland and virtme-ng needs (virtio, 9p, overlayfs, ACPI)
 - ``test.config``  KSM, debugfs, BPF/kprobes/BTF/kheaders, KUnit, NUMA emulation
+- ``vagrant.config`` what a systemd guest on a virtio disk needs (Vagrant lab), KVM
 - ``debug.config`` KASAN, KFENCE, lockdep, DEBUG_VM (the ``debug`` variant)
 - ``hints.config`` options the KSM++ series adds (patched builds only)
 
@@ -40,7 +41,7 @@ class Request:
 def fragments_for(config_dir: Path, variant: str, patched: bool) -> list[Path]:
     if variant not in VARIANTS:
         raise PyksmError(f"unknown kernel variant {variant!r} (choose from {', '.join(VARIANTS)})")
-    names = ["base.config", "test.config"]
+    names = ["base.config", "test.config", "vagrant.config"]
     if variant == "debug":
         names.append("debug.config")
     if patched and (config_dir / "hints.config").exists():
