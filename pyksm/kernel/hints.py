@@ -36,6 +36,13 @@ RECORD_ERRNOS = (
 )
 
 
+def errno_name(code: int) -> str:
+    """The name the kernel's documentation uses (EOPNOTSUPP, not its alias ENOTSUP)."""
+    if code == errno.EOPNOTSUPP:
+        return "EOPNOTSUPP"
+    return errno.errorcode.get(code, str(code))
+
+
 def ensure_debugfs() -> None:
     if (DEBUGFS / "ksm").is_dir():
         return
@@ -91,7 +98,7 @@ class HintWriter:
             if e.errno not in RECORD_ERRNOS:
                 raise PyksmError(f"writing hints: {os.strerror(e.errno or errno.EIO)}") from None
             if len(batch) == 1:
-                self.rejected[errno.errorcode.get(e.errno or 0, str(e.errno))] += 1
+                self.rejected[errno_name(e.errno or 0)] += 1
                 return 0
             mid = len(batch) // 2
             return self._send(batch[:mid]) + self._send(batch[mid:])

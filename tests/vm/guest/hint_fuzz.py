@@ -45,9 +45,9 @@ def write(fd: int, data: bytes, records: int, expect: int | None = None, case: s
         os.write(fd, data)
     except OSError as e:
         rejected_writes += 1
-        stats[f"{case}:{errno.errorcode.get(e.errno or 0)}"] += 1
+        stats[f"{case}:{hints.errno_name(e.errno or 0)}"] += 1
         if expect is not None and e.errno != expect:
-            wrong_errno.append(f"{case}: got {errno.errorcode.get(e.errno or 0)}")
+            wrong_errno.append(f"{case}: got {hints.errno_name(e.errno or 0)}")
         return
     accepted_records += records
     stats[f"{case}:ok"] += 1
