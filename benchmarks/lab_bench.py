@@ -16,25 +16,7 @@ from pyksm.lab import build as kbuild
 
 
 def _bare_boot(bzimage: Path, kvm: bool) -> float:
-    argv = [
-        "qemu-system-x86_64",
-        "-accel",
-        "kvm" if kvm else "tcg",
-        "-m",
-        "2G",
-        "-smp",
-        "2",
-        "-nodefaults",
-        "-display",
-        "none",
-        "-no-reboot",
-        "-serial",
-        "stdio",
-        "-kernel",
-        str(bzimage),
-        "-append",
-        "console=ttyS0 panic=-1 rdinit=/nonexistent",
-    ]
+    argv = accel.panic_boot_argv(bzimage, kvm, memory="2G", cpus=2)
     t0 = time.monotonic()
     subprocess.run(argv, capture_output=True, timeout=120)
     return time.monotonic() - t0

@@ -42,18 +42,6 @@ def region(size: int) -> tuple[mmap.mmap, int]:
     return m, ctypes.addressof(ctypes.c_char.from_buffer(m))
 
 
-def ksmd_ticks() -> int:
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                if (p / "comm").read_text().strip() == "ksmd":
-                    f = (p / "stat").read_text().rsplit(")", 1)[1].split()
-                    return int(f[11]) + int(f[12])
-            except OSError:
-                continue
-    raise RuntimeError("no ksmd")
-
-
 def reader(path: Path, hinted: bool, ready: int) -> None:
     m, addr = region(FILE_MIB << 20)
     view = memoryview(m)
@@ -97,7 +85,7 @@ def efficacy(hinted: bool, data: Path) -> dict[str, float]:
     for _ in kids:
         os.read(r, 1)
     t0 = time.monotonic()
-    ticks0, scanned0 = ksmd_ticks(), k.read_int("pages_scanned")
+    ticks0, scanned0 = ksm.ksmd_cpu_ticks(), k.read_int("pages_scanned")
     full0 = k.read_int("full_scans")
     target = 0.9 * (FILE_MIB << 20) // PAGE
     took = float("nan")
@@ -106,7 +94,7 @@ def efficacy(hinted: bool, data: Path) -> dict[str, float]:
             took = time.monotonic() - t0
             break
         time.sleep(0.1)
-    ticks, scanned = ksmd_ticks() - ticks0, k.read_int("pages_scanned") - scanned0
+    ticks, scanned = ksm.ksmd_cpu_ticks() - ticks0, k.read_int("pages_scanned") - scanned0
     out = {
         "seconds_to_90pct": took,
         "pages_sharing": k.read_int("pages_sharing"),

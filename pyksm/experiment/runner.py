@@ -72,18 +72,6 @@ def mode_config(name: str) -> ModeConfig:
     return ModeConfig(name, name.startswith("ksm++"), "nosmart" not in name, "advisor" in name)
 
 
-def ksmd_ticks() -> int:
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                if (p / "comm").read_text().strip() == "ksmd":
-                    f = (p / "stat").read_text().rsplit(")", 1)[1].split()
-                    return int(f[11]) + int(f[12])
-            except OSError:
-                continue
-    raise PyksmError("no ksmd thread: is CONFIG_KSM set?")
-
-
 def collector_argv(pids: list[int]) -> list[str]:
     """The hint collector for the guests (pyksm collect, live mode)."""
     argv = [sys.executable, "-m", "pyksm.cli", "collect"]
@@ -169,7 +157,7 @@ def run_mode(
     for g in guests:
         _say(g.stdin, "go")
     t0 = time.monotonic()
-    ticks0 = ksmd_ticks()
+    ticks0 = ksm.ksmd_cpu_ticks()
     samples = (out / "samples.jsonl").open("w")
     next_t = t0
     last_print = -1
@@ -180,7 +168,7 @@ def run_mode(
             row = {
                 "t": round(now - t0, 3),
                 **state,
-                "ksmd_ticks": ksmd_ticks() - ticks0,
+                "ksmd_ticks": ksm.ksmd_cpu_ticks() - ticks0,
                 "oracle": o.opportunities,
                 "oracle_file": o.file,
                 "oracle_anon": o.anon,

@@ -153,3 +153,16 @@ def process_stat(pid: int) -> dict[str, int | str]:
     except FileNotFoundError:
         raise PyksmError(f"no process {pid} (or no KSM per-process stats)") from None
     return out
+
+
+def ksmd_cpu_ticks() -> int:
+    """utime + stime of the ksmd kernel thread, in clock ticks (SC_CLK_TCK)."""
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if (p / "comm").read_text().strip() == "ksmd":
+                    f = (p / "stat").read_text().rsplit(")", 1)[1].split()
+                    return int(f[11]) + int(f[12])
+            except OSError:
+                continue
+    raise PyksmError("no ksmd thread: is CONFIG_KSM set?")

@@ -27,18 +27,17 @@ def _boot_id() -> str:
         return "unknown"
 
 
-def probe_kvm(bzimage: Path, timeout: float = PROBE_TIMEOUT) -> tuple[bool, str]:
-    """Boot ``bzimage`` under KVM until it panics; (works, reason)."""
-    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        return False, "/dev/kvm missing or not accessible"
-    argv = [
+def panic_boot_argv(bzimage: Path, kvm: bool, memory: str = "256M", cpus: int = 1) -> list[str]:
+    """QEMU booting ``bzimage`` with no root: it panics and QEMU exits."""
+    return [
         "qemu-system-x86_64",
         "-accel",
-        "kvm",
-        "-cpu",
-        "host",
+        "kvm" if kvm else "tcg",
+        *(["-cpu", "host"] if kvm else []),
         "-m",
-        "256M",
+        memory,
+        "-smp",
+        str(cpus),
         "-nodefaults",
         "-display",
         "none",
@@ -50,6 +49,13 @@ def probe_kvm(bzimage: Path, timeout: float = PROBE_TIMEOUT) -> tuple[bool, str]
         "-append",
         "console=ttyS0 panic=-1 rdinit=/nonexistent root=/dev/nonexistent",
     ]
+
+
+def probe_kvm(bzimage: Path, timeout: float = PROBE_TIMEOUT) -> tuple[bool, str]:
+    """Boot ``bzimage`` under KVM until it panics; (works, reason)."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False, "/dev/kvm missing or not accessible"
+    argv = panic_boot_argv(bzimage, kvm=True, memory="256M")
     t0 = time.monotonic()
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
