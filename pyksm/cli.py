@@ -9,6 +9,7 @@ pyksm demo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -216,6 +217,23 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_top(args: argparse.Namespace) -> int:
+    from pyksm.kernel import ksm
+    from pyksm.report import top
+
+    if not ksm.Ksm().available():
+        raise PyksmError("/sys/kernel/mm/ksm is missing: this kernel has no KSM (CONFIG_KSM)")
+    with contextlib.suppress(KeyboardInterrupt):
+        top.run(
+            args.interval,
+            args.count,
+            Path(args.prometheus) if args.prometheus else None,
+            out,
+            once=args.once,
+        )
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from pyksm import demo
 
@@ -313,6 +331,13 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("results", nargs="+", help="results directories")
     rp.add_argument("--out", "-o", default="pyksm-report")
     rp.set_defaults(func=cmd_report)
+
+    tp = sub.add_parser("top", help="live KSM state, per-process savings and hint rates")
+    tp.add_argument("interval", nargs="?", type=float, default=2.0, help="seconds (default 2)")
+    tp.add_argument("count", nargs="?", type=int, default=None, help="stop after COUNT updates")
+    tp.add_argument("--once", action="store_true", help="print one table and exit")
+    tp.add_argument("--prometheus", metavar="FILE", help="also write node-exporter textfile FILE")
+    tp.set_defaults(func=cmd_top)
 
     d = sub.add_parser("demo", help="KSM vs KSM++ on kernel-build, report in ./pyksm-report")
     d.add_argument("--outdir", "-o", default="pyksm-results")

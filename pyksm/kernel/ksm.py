@@ -147,7 +147,7 @@ def process_stat(pid: int) -> dict[str, int | str]:
     try:
         for line in (proc / "ksm_stat").read_text().splitlines():
             key, _, val = line.partition(" ")
-            val = val.strip()
+            key, val = key.rstrip(":"), val.strip()  # "ksm_mergeable: yes" (6.8+)
             out[key] = int(val) if val.lstrip("-").isdigit() else val
         out["ksm_merging_pages"] = int((proc / "ksm_merging_pages").read_text())
     except FileNotFoundError:

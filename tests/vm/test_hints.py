@@ -40,3 +40,4 @@ def test_python_wire_format_and_writer_against_the_kernel(
     assert r["rejected"] == {"EOPNOTSUPP": 1, "ESRCH": 1}
     assert r["invalid_delta_at_least"] >= 2
     assert r["text_received_delta"] == 1
+    assert r["prometheus_has_hints"] and r["prometheus_has_self"]

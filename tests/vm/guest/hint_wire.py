@@ -52,4 +52,10 @@ with hints.HintWriter() as w:
 t0 = k.read_int("hints_received")
 hints.send_text([f"{os.getpid()} {region.addr:#x} {2 * PAGE}"])
 out["text_received_delta"] = k.read_int("hints_received") - t0
+# pyksm top's exporter sees the hint counters and this process's KSM state.
+from pyksm.report import top  # noqa: E402
+
+prom = top.prometheus(top.sample(k), {})
+out["prometheus_has_hints"] = "pyksm_ksm_hints_received " in prom
+out["prometheus_has_self"] = f'pid="{os.getpid()}"' in prom
 Path(sys.argv[1]).write_text(json.dumps(out))
