@@ -145,6 +145,16 @@ def _ref(n: int, mps: int) -> tuple[int, int]:
 
 
 @numba.njit(cache=True)
+def _drop_sharer(stable: npt.NDArray[np.int64], m: int, mps: int) -> tuple[int, int]:
+    """A page left stable node m (copy-on-write broke it): the change of
+    (pages_shared, pages_sharing)."""
+    sh0, sg0 = _ref(stable[m], mps)
+    stable[m] -= 1
+    sh1, sg1 = _ref(stable[m], mps)
+    return sh1 - sh0, sg1 - sg0
+
+
+@numba.njit(cache=True)
 def _run(
     content: npt.NDArray[np.int32],
     times: npt.NDArray[np.float64],
@@ -285,11 +295,9 @@ def _run(
                     c = content[t, x]
                     m = merged[x]
                     if m >= 0 and c != m:
-                        sh0, sg0 = _ref(stable[m], mps)
-                        stable[m] -= 1
-                        sh1, sg1 = _ref(stable[m], mps)
-                        shared_total += sh1 - sh0
-                        sharing_total += sg1 - sg0
+                        d_shared, d_sharing = _drop_sharer(stable, m, mps)
+                        shared_total += d_shared
+                        sharing_total += d_sharing
                         merged[x] = -1
                         m = -1
                     if c < 0:
@@ -324,11 +332,9 @@ def _run(
             c = content[t, s]
             m = merged[s]
             if m >= 0 and c != m:
-                sh0, sg0 = _ref(stable[m], mps)
-                stable[m] -= 1
-                sh1, sg1 = _ref(stable[m], mps)
-                shared_total += sh1 - sh0
-                sharing_total += sg1 - sg0
+                d_shared, d_sharing = _drop_sharer(stable, m, mps)
+                shared_total += d_shared
+                sharing_total += d_sharing
                 merged[s] = -1
                 m = -1
             if m >= 0:
