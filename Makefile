@@ -31,7 +31,7 @@ VAGRANT_PACKAGES := vagrant vagrant-libvirt libvirt-daemon-system libvirt-client
 
 help:
 	@echo "make setup     install Debian packages and the virtual environment (idempotent)"
-	@echo "make demo      build (cached) and boot the test kernel, print what it found"
+	@echo "make demo      KSM vs KSM++ on the kernel-build workload, report in ./pyksm-report/"
 	@echo "make test      setup, lint, unit tests, VM tests on the test kernel"
 	@echo "make vm-debug  VM tests on the debug (KASAN, lockdep, KFENCE) kernel"
 	@echo "make bench     benchmarks (JSON in bench-results/)"
@@ -51,13 +51,7 @@ apt_install = @missing=$$(for p in $(1); do \
 	fi
 
 apt:
-	@missing=$$(for p in $(APT_PACKAGES); do \
-		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
-	done); \
-	if [ -n "$$missing" ]; then \
-		echo "apt-get install:" $$missing; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
-	fi
+	$(call apt_install,$(APT_PACKAGES))
 
 venv: $(VENV)/.installed
 
@@ -84,7 +78,7 @@ vm: setup
 
 vm-debug: setup
 	$(PYKSM) kernel build --debug
-	PYKSM_TEST_VARIANT=debug $(PYTEST) -q -m vm tests/vm
+	PYKSM_TEST_VARIANT=debug $(PYTEST) -q -m "vm and not vagrant" tests/vm
 
 test: setup lint unit vm
 
