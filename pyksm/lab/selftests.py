@@ -72,6 +72,22 @@ def tap_counts(output: str) -> tuple[int, int, int]:
     return p, f, s
 
 
+def settle_ksm(timeout: float = 60.0) -> None:
+    """Unmerge everything and stop ksmd between cases, so that one case's KSM
+    pages cannot fail the next (merge_across_nodes, for one, refuses a change
+    with -EBUSY while any KSM page exists)."""
+    ksm = Path("/sys/kernel/mm/ksm")
+    if not ksm.is_dir():
+        return
+    (ksm / "run").write_text("2")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(int((ksm / n).read_text()) == 0 for n in ("pages_shared", "pages_sharing")):
+            break
+        time.sleep(0.1)
+    (ksm / "run").write_text("0")
+
+
 def run_in_guest(
     bindir: Path, out: Path, only: list[str] | None = None, timeout: float = 600
 ) -> list[CaseResult]:
@@ -82,6 +98,7 @@ def run_in_guest(
         if not (bindir / binary).exists():
             continue  # e.g. ksm_hints_tests on a vanilla build
         argv = [str(bindir / binary), *args]
+        settle_ksm()
         t0 = time.monotonic()
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)

@@ -55,7 +55,8 @@ def _proc_stats(proc: Path) -> dict[int, dict[str, int | str]]:
             comm = (d / "comm").read_text().strip()
         except Exception:
             continue
-        # ksm_mergeable (6.12): the mm is registered with KSM (madvise or prctl).
+        # ksm_mergeable (newer kernels, not 6.12): the mm is registered with
+        # KSM; without it, a process shows up once ksmd has scanned it.
         if stat.get("ksm_mergeable") == "yes" or int(stat.get("ksm_rmap_items", 0)):
             out[int(d.name)] = {"comm": comm, **stat}
     return out
