@@ -72,6 +72,16 @@ def tap_counts(output: str) -> tuple[int, int, int]:
     return p, f, s
 
 
+# Knobs set for one case only. ksm_tests -N expects exactly one merged pair
+# after two full scans; with smart_scan on, a page that failed to merge for
+# three rounds may be skipped in the very round its twin arrives (measured on
+# the patched kernel: 1 failure in 8 runs with smart_scan=1, 0 in 8 with 0).
+CASE_KNOBS: dict[str, dict[str, str]] = {
+    "numa -N m1": {"smart_scan": "0"},
+    "numa -N m0": {"smart_scan": "0"},
+}
+
+
 def settle_ksm(timeout: float = 60.0) -> None:
     """Unmerge everything and stop ksmd between cases, so that one case's KSM
     pages cannot fail the next (merge_across_nodes, for one, refuses a change
@@ -88,6 +98,16 @@ def settle_ksm(timeout: float = 60.0) -> None:
     (ksm / "run").write_text("0")
 
 
+def _set_knobs(knobs: dict[str, str]) -> dict[str, str]:
+    """Write KSM knobs; return their previous values."""
+    ksm = Path("/sys/kernel/mm/ksm")
+    old = {}
+    for name, value in knobs.items():
+        old[name] = (ksm / name).read_text().strip()
+        (ksm / name).write_text(value)
+    return old
+
+
 def run_in_guest(
     bindir: Path, out: Path, only: list[str] | None = None, timeout: float = 600
 ) -> list[CaseResult]:
@@ -99,12 +119,14 @@ def run_in_guest(
             continue  # e.g. ksm_hints_tests on a vanilla build
         argv = [str(bindir / binary), *args]
         settle_ksm()
+        saved = _set_knobs(CASE_KNOBS.get(name, {}))
         t0 = time.monotonic()
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
             code, text = proc.returncode, proc.stdout + proc.stderr
         except subprocess.TimeoutExpired as e:
             code, text = -1, f"{e.output or ''}\nTIMEOUT after {timeout} s"
+        _set_knobs(saved)
         res = CaseResult(name, argv, code, round(time.monotonic() - t0, 2), text[-20000:])
         res.tap_pass, res.tap_fail, res.tap_skip = tap_counts(text)
         print(f"{res.status:4} {name} ({res.seconds} s, exit {code})", flush=True)
