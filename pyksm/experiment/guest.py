@@ -21,6 +21,7 @@ import os
 import sys
 import time
 from collections import OrderedDict
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -204,6 +205,29 @@ class Guest:
                 self.churn(n)
             time.sleep(max(0.0, TICK - (time.monotonic() - now)))
         return {"read_bytes": self.read_bytes, "preadv_calls": self.preadv_calls}
+
+
+def argv(
+    spec: GuestSpec, index: int, image: Path, ledger: Path, seed: int, duration: float
+) -> list[str]:
+    """The command line that starts one guest process (see ``main``)."""
+    return [
+        sys.executable,
+        "-m",
+        "pyksm.experiment.guest",
+        "--spec",
+        json.dumps(asdict(spec)),
+        "--index",
+        str(index),
+        "--image",
+        str(image),
+        "--ledger",
+        str(ledger),
+        "--seed",
+        str(seed),
+        "--duration",
+        str(duration),
+    ]
 
 
 def main() -> int:

@@ -29,7 +29,7 @@ from typing import IO
 
 from pyksm import __version__
 from pyksm.errors import PyksmError
-from pyksm.experiment import scenarios
+from pyksm.experiment import guest, scenarios
 from pyksm.experiment.guest import make_image
 from pyksm.experiment.oracle_ledger import LedgerOracle
 from pyksm.kernel import ksm
@@ -115,23 +115,7 @@ def run_mode(
     info = []
     for i, spec in enumerate(scenario.guests):
         g = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pyksm.experiment.guest",
-                "--spec",
-                json.dumps(asdict(spec)),
-                "--index",
-                str(i),
-                "--image",
-                str(image),
-                "--ledger",
-                str(ledgers[i]),
-                "--seed",
-                str(scenario.seed),
-                "--duration",
-                str(duration),
-            ],
+            guest.argv(spec, i, image, ledgers[i], scenario.seed, duration),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

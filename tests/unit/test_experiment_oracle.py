@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from pyksm.experiment.guest import IMAGE_TAG, PAGE, Guest, block_id, make_image
+from pyksm.experiment.guest import argv as guest_argv
 from pyksm.experiment.oracle_ledger import LedgerOracle
 from pyksm.experiment.scenarios import GuestSpec
 
@@ -70,21 +69,7 @@ def test_guest_process_protocol(tmp_path: Path) -> None:
         name="g", ram_mib=4, cache_mib=1, heap_mib=1, churn_pages_s=100, read_mib_s=8.0
     )
     p = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pyksm.experiment.guest",
-            "--spec",
-            json.dumps(asdict(spec)),
-            "--index",
-            "0",
-            "--image",
-            str(image),
-            "--ledger",
-            str(tmp_path / "l"),
-            "--duration",
-            "0.5",
-        ],
+        guest_argv(spec, 0, image, tmp_path / "l", seed=42, duration=0.5),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
