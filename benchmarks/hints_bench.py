@@ -30,7 +30,11 @@ def run(console: Console) -> dict[str, Any]:
                 memory="4G",
                 outdir=Path(tmp),
                 timeout=3600,
-                env={k: v for k, v in os.environ.items() if k == "HINT_MAX_AGE_MS"},
+                env={
+                    k: v
+                    for k, v in os.environ.items()
+                    if k in ("HINT_MAX_AGE_MS", "CPU_WINDOW", "BIG_MIB", "FILE_MIB")
+                },
             )
         )
         if not out.exists():
@@ -38,7 +42,10 @@ def run(console: Console) -> dict[str, Any]:
         r = json.loads(out.read_text())
     off, on = r["off"], r["on"]
     speedup = off["seconds_to_90pct"] / on["seconds_to_90pct"]
-    cpu = on["ksmd_us_per_page"] / off["ksmd_us_per_page"]
+    win_on, win_off = on["window"], off["window"]
+    cpu = win_on["ksmd_us_per_page"] / win_off["ksmd_us_per_page"]
+    nan = {"ksmd_us_per_page": float("nan"), "ksmd_cpu_s": float("nan")}
+    to90_on, to90_off = on["to_90pct"] or nan, off["to_90pct"] or nan
     buf = r["buffer"]["memfree_drop_bytes"]
     return {
         "kernel": kernel.release,
@@ -55,13 +62,29 @@ def run(console: Console) -> dict[str, Any]:
                 "met": speedup >= 4,
             },
             {
-                "name": "ksmd CPU per scanned page, on/off",
-                "value": on["ksmd_us_per_page"],
+                "name": f"ksmd CPU per scanned page, on/off, same {r['cpu_window_s']:.0f} s window",
+                "value": win_on["ksmd_us_per_page"],
                 "unit": "µs",
-                "baseline": off["ksmd_us_per_page"],
+                "baseline": win_off["ksmd_us_per_page"],
                 "ratio": cpu,
                 "goal": "≤ 1.05",
                 "met": cpu <= 1.05,
+            },
+            {
+                "name": "ksmd CPU per scanned page, on/off, each up to its 90 % point",
+                "value": to90_on["ksmd_us_per_page"],
+                "unit": "µs",
+                "baseline": to90_off["ksmd_us_per_page"],
+                "ratio": to90_on["ksmd_us_per_page"] / to90_off["ksmd_us_per_page"],
+                "goal": "(different work: merges vs checksums; for reference)",
+            },
+            {
+                "name": "ksmd CPU to reach 90 %, on/off",
+                "value": to90_on["ksmd_cpu_s"],
+                "unit": "s",
+                "baseline": to90_off["ksmd_cpu_s"],
+                "ratio": to90_on["ksmd_cpu_s"] / to90_off["ksmd_cpu_s"],
+                "goal": "(for reference)",
             },
             {
                 "name": "hints_raw ingest",

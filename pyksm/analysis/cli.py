@@ -271,7 +271,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     m.add_argument("--smart-scan", action="store_true")
     m.add_argument("--hint-capacity", type=int, default=0, help="0: plain KSM")
     m.add_argument("--interleave", default="1:1", help="H:L hint to linear steps")
-    m.add_argument("--hint-max-age-ms", type=float, default=30000.0)
+    m.add_argument("--hint-max-age-ms", type=float, default=120000.0)
     m.add_argument(
         "--start",
         type=float,

@@ -69,7 +69,7 @@ class ScanParams:
     smart_scan: bool = False
     hint_capacity: int = 0  # 0: no hints (plain KSM)
     interleave: tuple[int, int] = (1, 1)
-    hint_max_age_ms: float = 30000.0
+    hint_max_age_ms: float = 120000.0
     hint_skip_volatility: bool = True
     max_page_sharing: int = 256
     start: float | None = None  # ksmd starts (default: first snapshot)
