@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -346,8 +347,14 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _terminated(signum: int, _frame: object) -> None:
+    # SIGTERM unwinds like ^C: builds kill make, VMs are torn down, traces flush.
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         return int(args.func(args))
     except PyksmError as e:

@@ -8,10 +8,12 @@ nothing changed only hashes a few small files.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -187,12 +189,25 @@ class _Runner:
         with self.log.open("a") as fh:
             fh.write("$ " + " ".join(argv) + "\n")
             fh.flush()
+            # Its own process group: an interrupted build takes make's whole
+            # tree down with it instead of leaving it running in the objdir.
             proc = subprocess.Popen(
-                list(argv), cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, text=True
+                list(argv),
+                cwd=cwd,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
             )
-            while proc.poll() is None:
-                time.sleep(0.5)
-                self._progress.update(self._task, last=self._last_line())
+            try:
+                while proc.poll() is None:
+                    time.sleep(0.5)
+                    self._progress.update(self._task, last=self._last_line())
+            except BaseException:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait()
+                raise
         if proc.returncode != 0:
             raise subprocess.CalledProcessError(proc.returncode, list(argv))
 
