@@ -127,7 +127,6 @@ def run_mode(
         if not line:
             raise PyksmError(f"guest process {g.pid} died while booting")
         info.append(json.loads(line))
-    k.write("run", 1)
     collector = None
     if cfg.hints:
         log = (out / "collector.log").open("w")
@@ -138,6 +137,10 @@ def run_mode(
         )
         _wait_attached(collector, out / "collector.log")
     oracle = LedgerOracle(ledgers)
+    # ksmd starts with the workload in every mode: started before the
+    # collector's attach (bcc compiles for minutes under TCG), it would
+    # have scanned a round or more ahead in ksm++ modes only.
+    k.write("run", 1)
     for g in guests:
         _say(g.stdin, "go")
     t0 = time.monotonic()
