@@ -20,26 +20,12 @@
  * MAX_AIO_IOV, ALL_TGIDS (trace every process), and WITH_<SYSCALL> for each
  * syscall to attach: every attached syscall costs every process on the
  * machine a tracepoint hit, so only the ones the targets use are attached.
+ *
+ * The event, the probe ids, the targets/stats/events maps and emit() are in
+ * read_common.h, shared with vfs_read_trace.c (the kprobe layer).
  */
-#include <uapi/linux/ptrace.h>
-#include <linux/uio.h>
+#include "read_common.h"
 #include <uapi/linux/aio_abi.h>
-
-/* probe ids: the hint-trace format stores these (pyksm/collect/tracefile.py) */
-#define PROBE_READ 1
-#define PROBE_PREAD64 2
-#define PROBE_READV 3
-#define PROBE_PREADV 4
-#define PROBE_PREADV2 5
-#define PROBE_IO_SUBMIT 6
-
-struct read_event {
-	u64 ts_ns;  /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
-	u32 tgid;
-	u32 probe;
-	u64 start;
-	u64 len;
-};
 
 struct pending_read {
 	u64 dst;    /* buffer, or iovec array */
@@ -47,42 +33,7 @@ struct pending_read {
 	u32 iovcnt; /* 0: a plain buffer */
 };
 
-BPF_HASH(targets, u32, u32, 4096);          /* tgid -> trust group (0: none) */
 BPF_HASH(pending, u64, struct pending_read, 16384);
-BPF_ARRAY(stats, u64, 4);                   /* 0 emitted, 1 ringbuf full, 2 short, 3 iov cut */
-BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
-
-static __always_inline void count(int idx)
-{
-	u64 *v = stats.lookup(&idx);
-	if (v)
-		__sync_fetch_and_add(v, 1);
-}
-
-static __always_inline int is_target(u32 tgid)
-{
-#ifdef ALL_TGIDS
-	return 1;
-#else
-	return targets.lookup(&tgid) != NULL;
-#endif
-}
-
-static __always_inline void emit(u32 tgid, u32 probe, u64 start, u64 len)
-{
-	struct read_event *e = events.ringbuf_reserve(sizeof(*e));
-	if (!e) {
-		count(1);
-		return;
-	}
-	e->ts_ns = bpf_ktime_get_ns();
-	e->tgid = tgid;
-	e->probe = probe;
-	e->start = start;
-	e->len = len;
-	events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
-	count(0);
-}
 
 static __always_inline int on_enter(u64 dst, u64 count_or_iovcnt, u32 probe, int vec)
 {
@@ -112,7 +63,7 @@ static __always_inline int on_exit(long ret)
 	pending.delete(&id);
 	if (ret < MIN_BYTES) {
 		if (ret > 0)
-			count(2);
+			count(STAT_SHORT);
 		return 0;
 	}
 	u32 tgid = id >> 32;
@@ -120,22 +71,7 @@ static __always_inline int on_exit(long ret)
 		emit(tgid, r.probe, r.dst, (u64)ret);
 		return 0;
 	}
-	u64 left = (u64)ret;
-	u32 n = r.iovcnt;
-	/* A constant bound for the verifier, as well as the runtime count. */
-	for (int i = 0; i < MAX_IOV; i++) {
-		if (i >= n || left == 0)
-			break;
-		struct iovec iov = {};
-		if (bpf_probe_read_user(&iov, sizeof(iov), (void *)(r.dst + i * sizeof(iov))))
-			break;
-		u64 take = iov.iov_len < left ? iov.iov_len : left;
-		if (take)
-			emit(tgid, r.probe, (u64)iov.iov_base, take);
-		left -= take;
-	}
-	if (left)
-		count(3);
+	emit_iovecs(tgid, r.probe, r.dst, r.iovcnt, (u64)ret, 1);
 	return 0;
 }
 

@@ -1,7 +1,8 @@
 """Command-line subcommands of pyksm.collect (registered by pyksm.cli).
 
 pyksm collect [-p PID] [--cgroup PATH] [--qemu] [--qmp SOCKET] [-d SECONDS]
-              [--record FILE] [--json] [--ebpf] [--safe --allow PID|COMM
+              [--record FILE] [--json] [--ebpf] [--layer auto|syscalls|vfs]
+              [--syscalls LIST | --functions LIST] [--safe --allow PID|COMM
               --trust-group NAME=PID,...] [interval [count]]
 pyksm trace show FILE     (summary of a recorded hint trace)
 """
@@ -16,10 +17,15 @@ from typing import Any
 
 from pyksm.errors import PyksmError
 
+# pyksm.probes.loader's LAYER_CHOICES, spelled out so that building the parser
+# imports no probe code (tests/unit/test_probe_layers.py checks they agree).
+LAYER_CHOICES = ("auto", "syscalls", "vfs")
+
 EXAMPLES = """examples:
   pyksm collect --qemu                    # hint every QEMU's disk reads (KSM++ kernel)
   pyksm collect -p 1234 -d 60 --json      # one process for a minute, JSON statistics
   pyksm collect --qemu --record q.trace   # record only: any kernel, no hints sent
+  pyksm collect --qemu --layer vfs        # kprobes: also io_uring (buffered) reads
   pyksm collect --qmp /run/vm1.qmp 5      # the QEMU behind a QMP socket; stats every 5 s
   pyksm collect --cgroup machine.slice --safe --trust-group a=101,102 --allow 101 --allow 102
   pyksm collect --ebpf                    # print the BPF program and exit
@@ -45,11 +51,35 @@ def _trust_group(text: str) -> tuple[str, list[int]]:
 QEMU_SYSCALLS = ("pread64", "preadv", "preadv2", "io_submit")
 
 
+def _list(text: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in text.split(",") if s.strip())
+
+
+def _functions(args: argparse.Namespace) -> tuple[str, ...]:
+    from pyksm.probes.features import VFS_FUNCTIONS
+
+    return _list(args.functions) if args.functions else VFS_FUNCTIONS
+
+
+def _check_layer(args: argparse.Namespace) -> None:
+    """Layer flags that contradict each other, and vfs without kprobes: fail early."""
+    if args.layer == "vfs":
+        if args.syscalls:
+            raise PyksmError(
+                "--syscalls chooses tracepoints of the syscalls layer, not --layer vfs"
+            )
+        from pyksm.probes import features, loader
+
+        loader.resolve_layer(args.layer, features.probe())
+    elif args.functions:
+        raise PyksmError("--functions chooses kernel functions of --layer vfs")
+
+
 def _syscalls(args: argparse.Namespace) -> tuple[str, ...]:
     from pyksm.probes.features import READ_SYSCALLS
 
     if args.syscalls:
-        return tuple(s.strip() for s in args.syscalls.split(",") if s.strip())
+        return _list(args.syscalls)
     only_qemu = (args.qemu or args.qmp) and not (args.pid or args.cgroup)
     return QEMU_SYSCALLS if only_qemu else READ_SYSCALLS
 
@@ -74,12 +104,20 @@ def cmd_collect(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     err = Console(stderr=True, soft_wrap=True)
+    _check_layer(args)
     if args.ebpf:
         from pyksm.probes import features, loader
 
-        popts = loader.ProbeOptions(min_bytes=args.min_bytes, syscalls=_syscalls(args))
-        text, cflags = loader.program_text(popts, features.probe())
-        print(f"// cflags: {' '.join(cflags)}\n{text}")
+        popts = loader.ProbeOptions(
+            min_bytes=args.min_bytes,
+            syscalls=_syscalls(args),
+            layer=args.layer,
+            functions=_functions(args),
+        )
+        feats = features.probe()
+        text, cflags = loader.program_text(popts, feats)
+        layer = loader.resolve_layer(args.layer, feats)
+        print(f"// layer: {layer} ({args.layer})\n// cflags: {' '.join(cflags)}\n{text}")
         return 0
     from pyksm.collect.session import CollectOptions, run
     from pyksm.collect.targets import TargetSpec
@@ -94,6 +132,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
         count=args.count,
         min_bytes=args.min_bytes,
         syscalls=_syscalls(args),
+        layer=args.layer,
+        functions=_functions(args),
         qmp_sockets=tuple(args.qmp or ()),
         policy=_policy(args),
         filter_memory=not args.no_memory_filter,
@@ -179,6 +219,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="LIST",
         help="read syscalls to attach, comma-separated (default: all; with only "
         "--qemu/--qmp targets: " + ",".join(QEMU_SYSCALLS) + ")",
+    )
+    c.add_argument(
+        "--layer",
+        choices=LAYER_CHOICES,
+        default="auto",
+        help="probe layer: syscalls (tracepoints, any kernel), vfs (kprobes on vfs_read, "
+        "vfs_readv, aio_read, filemap_read: also io_uring reads, which make no read "
+        "syscall); auto = syscalls (default)",
+    )
+    c.add_argument(
+        "--functions",
+        metavar="LIST",
+        help="--layer vfs: kernel functions to probe, comma-separated (default: all)",
     )
     c.add_argument(
         "--no-memory-filter",

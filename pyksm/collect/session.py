@@ -5,7 +5,8 @@ Two modes share the loop:
 - live (default): hints go to debugfs ``ksm/hints_raw``; needs the KSM++ kernel
   and refuses to start elsewhere;
 - record (``record=PATH``): raw probe events are appended to a hint trace
-  (pyksm.collect.tracefile); works on any kernel with syscall tracepoints.
+  (pyksm.collect.tracefile); works on any kernel with syscall tracepoints
+  (the vfs probe layer needs kprobes).
   The controller still runs, without sending, so the statistics say how
   much would have been hinted and how much landed outside target memory.
 
@@ -35,7 +36,7 @@ from pyksm.control.trust import TrustPolicy
 from pyksm.errors import PyksmError
 from pyksm.kernel.hints import HintWriter
 from pyksm.kernel.ksm import Ksm
-from pyksm.probes.features import READ_SYSCALLS
+from pyksm.probes.features import READ_SYSCALLS, VFS_FUNCTIONS
 from pyksm.probes.loader import PROBE_NAMES, ProbeOptions, ReadProbes
 
 __all__ = ["CollectOptions", "run"]
@@ -50,6 +51,8 @@ class CollectOptions:
     count: int | None = None
     min_bytes: int = 512
     syscalls: tuple[str, ...] = READ_SYSCALLS
+    layer: str = "auto"  # probe layer: auto (= syscalls), syscalls, vfs
+    functions: tuple[str, ...] = VFS_FUNCTIONS  # vfs layer
     qmp_sockets: tuple[str, ...] = ()
     policy: TrustPolicy = field(default_factory=TrustPolicy)
     filter_memory: bool = True
@@ -101,7 +104,14 @@ def run(
     budget: PageBudget | None = None
     if opts.record is None:
         writer, budget = _live_writer()
-    probes = ReadProbes(ProbeOptions(min_bytes=opts.min_bytes, syscalls=opts.syscalls))
+    probes = ReadProbes(
+        ProbeOptions(
+            min_bytes=opts.min_bytes,
+            syscalls=opts.syscalls,
+            layer=opts.layer,
+            functions=opts.functions,
+        )
+    )
     trace = TraceWriter(opts.record) if opts.record is not None else None
     memory = MemoryMaps(ram_sizes=ram_sizes)
     ctl = Controller(
@@ -114,7 +124,9 @@ def run(
         "record": str(opts.record) if opts.record else None,
         "headers": probes.headers,
         "features": probes.features.describe(),
+        "layer": probes.layer,
         "syscalls": list(probes.syscalls),
+        "functions": list(probes.functions),
         "targets_seen": [],
         "targets_exited": [],
     }
@@ -153,8 +165,8 @@ def run(
     refresh()
     next_refresh = t0 + opts.refresh_s
     ready(
-        f"attached ({stats['mode']} mode): {len(current)} target(s) now; tracing "
-        f"{', '.join(probes.syscalls)}; headers {probes.headers}"
+        f"attached ({stats['mode']} mode): {len(current)} target(s) now; {probes.layer} "
+        f"layer, tracing {', '.join(probes.attached)}; headers {probes.headers}"
     )
     try:
         while True:

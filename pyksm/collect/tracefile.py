@@ -7,7 +7,7 @@ Layout (little endian), version 1::
     record  32 bytes  u64 ts_ns (CLOCK_MONOTONIC), u32 tgid, u32 probe,
                       u64 start (virtual address in tgid), u64 len (bytes read)
 
-``probe`` ids are those of ``bpf/read_trace.c`` (``PROBE_NAMES``). Records
+``probe`` ids are those of ``bpf/read_common.h`` (``PROBE_NAMES``). Records
 are appended whole with O_APPEND, so a file can collect several recordings
 and readers never see a torn record unless the writer died mid-write(2).
 A file that does not start with the magic, has another version, or ends in

@@ -4,6 +4,9 @@
   (CONFIG_FTRACE_SYSCALLS); the read family is traced through these.
 - kprobes: ``/sys/bus/event_source/devices/kprobe`` (CONFIG_KPROBE_EVENTS).
   Absent on this development machine's 6.18; present on our test kernel.
+  The vfs layer (bpf/vfs_read_trace.c) probes the kernel functions in
+  ``VFS_FUNCTIONS``; those kprobe events can attach to (traceable, see
+  ``kernel_functions``) are listed in ``functions``.
 - kheaders: ``/sys/kernel/kheaders.tar.xz`` (CONFIG_IKHEADERS).
 
 tracefs is mounted on ``/sys/kernel/tracing`` when it is not mounted yet
@@ -17,10 +20,15 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["READ_SYSCALLS", "Features", "probe"]
+__all__ = ["LAYERS", "READ_SYSCALLS", "VFS_FUNCTIONS", "Features", "kernel_functions", "probe"]
 
 TRACEFS = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
 READ_SYSCALLS = ("read", "pread64", "readv", "preadv", "preadv2", "io_submit")
+# Kernel functions of the vfs layer, in bpf/vfs_read_trace.c's order.
+VFS_FUNCTIONS = ("vfs_read", "vfs_readv", "aio_read", "filemap_read")
+# Probe layers: syscalls (bpf/read_trace.c, tracepoints), vfs (kprobes).
+LAYERS = ("syscalls", "vfs")
+KALLSYMS = Path("/proc/kallsyms")
 
 
 def tracefs() -> Path | None:
@@ -40,13 +48,60 @@ class Features:
     syscalls: tuple[str, ...] = field(default=())
     kprobes: bool = False
     kheaders: bool = False
+    functions: tuple[str, ...] = field(default=())  # of VFS_FUNCTIONS, kprobe-able here
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        """The probe layers this kernel can run."""
+        found = []
+        if self.syscalls:
+            found.append("syscalls")
+        if self.kprobes and self.functions:
+            found.append("vfs")
+        return tuple(found)
 
     def describe(self) -> str:
+        kprobes = "no"
+        if self.kprobes:
+            kprobes = f"yes ({', '.join(self.functions) or 'none of the vfs functions'})"
         return (
+            f"layers: {', '.join(self.layers) or 'none'}; "
             f"syscall tracepoints: {', '.join(self.syscalls) or 'none'}; "
-            f"kprobes: {'yes' if self.kprobes else 'no'}; "
+            f"kprobes: {kprobes}; "
             f"kheaders: {'yes' if self.kheaders else 'no'}"
         )
+
+
+def kernel_functions(
+    names: tuple[str, ...], kallsyms: Path = KALLSYMS, tracefs: Path | None = None
+) -> tuple[str, ...]:
+    """Those of ``names`` that kprobe events can attach to here, in order.
+
+    With ftrace, a kprobe event needs a traceable function: one listed in
+    tracefs ``available_filter_functions`` (``static inline`` functions the
+    compiler kept out of line are notrace; io_uring's io_iter_do_read is
+    one). Without that file: the kernel's text symbols in /proc/kallsyms
+    (static functions count, inlined ones are missing).
+    """
+    wanted = set(names)
+    found: set[str] = set()
+    filters = tracefs / "available_filter_functions" if tracefs else None
+    try:
+        if filters is not None and filters.exists():
+            with open(filters) as f:
+                for line in f:
+                    name = line.split(maxsplit=1)[0] if line.strip() else ""
+                    if name in wanted:
+                        found.add(name)
+        else:
+            with open(kallsyms) as f:
+                for line in f:
+                    parts = line.split()
+                    if len(parts) >= 3 and parts[1] in ("t", "T") and parts[2] in wanted:
+                        found.add(parts[2])
+    except OSError:
+        return ()
+    return tuple(n for n in names if n in found)
 
 
 def probe() -> Features:
@@ -57,9 +112,11 @@ def probe() -> Features:
         for name in READ_SYSCALLS:
             if (events / f"sys_enter_{name}").is_dir() and (events / f"sys_exit_{name}").is_dir():
                 found.append(name)
+    kprobes = Path("/sys/bus/event_source/devices/kprobe").is_dir()
     return Features(
         tracefs=tf,
         syscalls=tuple(found),
-        kprobes=Path("/sys/bus/event_source/devices/kprobe").is_dir(),
+        kprobes=kprobes,
         kheaders=Path("/sys/kernel/kheaders.tar.xz").exists(),
+        functions=kernel_functions(VFS_FUNCTIONS, tracefs=tf) if kprobes else (),
     )

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from tests.vm.conftest import Boot
+from tests.vm.conftest import Boot, summarize
 
 GUEST = Path(__file__).parent / "guest"
 
@@ -43,3 +44,68 @@ def test_live_collect_hints_exact_reads_and_they_merge(
     assert r["record_exact"]  # every (syscall, address, length) as the reader made it
     assert r["replay_exit"] == 0, r["replay_stats"]
     assert r["replay_received_delta"] == len(r["record_expected"])
+
+
+# How the vfs layer names each of the reader's calls (bpf/vfs_read_trace.c).
+VFS_PROBE = {
+    "read": "vfs_read",
+    "pread64": "vfs_read",
+    "readv": "vfs_readv",
+    "preadv": "vfs_readv",
+    "io_submit": "aio_read",
+    "io_uring": "filemap_read",  # io_uring's own read path is notrace in 6.12
+}
+
+
+def test_vfs_layer_sees_io_uring_and_reports_exact_reads(
+    boot: Boot, python: str, tmp_path: Path
+) -> None:
+    """--layer vfs (kprobes): read, pread64, readv, preadv, io_submit and io_uring
+    READ/READV from a ramfs file into MADV_MERGEABLE memory, live and recorded;
+    the syscalls layer and the filemap_read fallback record the same reader."""
+    out = tmp_path / "collect.json"
+    argv = [python, str(GUEST / "collect_live.py"), str(out), str(tmp_path / "work")]
+    # Three bcc compiles run at once in the record phase (~3 min each under TCG).
+    result = boot([*argv, "--layer", "vfs"], timeout=2400)
+    assert result.command_exit == 0, result.output_log.read_text()[-3000:]
+    r = json.loads(out.read_text())
+    if not r["hints_supported"]:
+        pytest.skip("this test kernel has no KSM++ hints (kernel-patches/series applies none)")
+    print(json.dumps({k: v for k, v in r.items() if "stderr" not in k}, indent=1))
+    assert r["attached"], r["live_stderr"]
+    expected = r["expected"]
+    assert {e[0] for e in expected} == set(VFS_PROBE)
+    # live: one hint per read range, io_uring's included.
+    live = r["live_stats"]
+    assert live["layer"] == "vfs"
+    assert r["hints_received_delta"] == len(expected)
+    assert live["hints_sent"] == len(expected)
+    assert live["hints_rejected"] == {}
+    assert live["outside_bytes"] == 0
+    assert live["events_by_probe"] == dict(Counter(VFS_PROBE[e[0]] for e in expected))
+    assert live["bpf"]["ringbuf_full"] == 0 and live["bpf"]["kprobe_missed"] == 0
+    assert r["merged_through_hints"] and r["hint_pages_merged_delta"] > 0, r
+    assert r["collector_exit"] == 0 and live["interrupted"]
+    # record: exactly the reader's (call, address, length) list, nothing else.
+    assert r["record_attached"]
+    cmp = r["comparison"]
+    assert r["record_exit"] == 0 and r["record_stats"]["interrupted"]
+    assert cmp["record"]["exact"], cmp["record"]
+    assert r["replay_exit"] == 0 and r["replay_received_delta"] == len(r["record_expected"])
+    # Without aio_read, AIO reads come through filemap_read too; read() & co.
+    # are still reported once each (never again by the filemap_read beneath).
+    assert cmp["vfs-fallback"]["exact"], cmp["vfs-fallback"]
+    # The syscalls layer misses exactly the io_uring reads.
+    n_uring = sum(1 for e in r["record_expected"] if e[0] == "io_uring")
+    sys_cmp = cmp["syscalls"]
+    assert sys_cmp["missed_calls"] == ["io_uring"]
+    assert sys_cmp["ranges_seen"] == len(r["record_expected"]) - n_uring
+    assert sys_cmp["ranges_extra"] == 0
+    summarize(
+        "collect layers (ranges seen / expected, bytes): "
+        + "; ".join(
+            f"{name} {c['ranges_seen']}/{c['ranges_expected']} {c['bytes_seen']}/"
+            f"{c['bytes_expected']}{' exact' if c['exact'] else ''}"
+            for name, c in cmp.items()
+        )
+    )

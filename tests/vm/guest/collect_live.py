@@ -7,11 +7,19 @@ the collector keeps running, and the collector is stopped with SIGINT.
 Finally the recorded variant: `collect --record` of a second reader, and
 `pyksm hint --replay` of that trace while the reader is still alive.
 
-usage: collect_live.py OUT.json WORKDIR
+--layer vfs: the collectors use the kprobe layer (bpf/vfs_read_trace.c), the
+reader also reads with io_uring (READ, READV: no read syscall), and the file
+lives on a ramfs (page cache: io_uring reads it inline, filemap_read runs).
+The record phase then runs two more recorders on the same reader for
+comparison: the syscalls layer, and the vfs layer without aio_read (so AIO
+reads reach it through filemap_read, like io_uring's always do).
+
+usage: collect_live.py OUT.json WORKDIR [--layer syscalls|vfs]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -19,6 +27,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from pyksm.collect import tracefile
 from pyksm.kernel import hints, ksm
@@ -26,9 +35,31 @@ from pyksm.kernel import hints, ksm
 HERE = Path(__file__).parent
 READER = HERE / "read_into_mergeable.py"
 PY = sys.executable
-out_path, work = Path(sys.argv[1]), Path(sys.argv[2])
+ap = argparse.ArgumentParser()
+ap.add_argument("out")
+ap.add_argument("work")
+ap.add_argument("--layer", choices=("syscalls", "vfs"), default="syscalls")
+cli = ap.parse_args()
+out_path, work = Path(cli.out), Path(cli.work)
 work.mkdir(parents=True, exist_ok=True)
-res: dict[str, object] = {}
+VFS = cli.layer == "vfs"
+LAYER_ARGS = ["--layer", cli.layer]
+READER_ARGS = ["--io-uring"] if VFS else []
+# What each probe of each layer reports a reader's call as (tracefile.probe_name).
+AS_PROBE = {
+    "syscalls": {"preadv2": "preadv"},  # Python's os.preadv may use preadv2
+    "vfs": {
+        "read": "vfs_read",
+        "pread64": "vfs_read",
+        "readv": "vfs_readv",
+        "preadv": "vfs_readv",
+        "io_submit": "aio_read",
+        "io_uring": "filemap_read",  # io_uring's own read path is notrace in 6.12
+    },
+}
+FALLBACK = ("vfs_read", "vfs_readv", "filemap_read")
+AS_PROBE["vfs-fallback"] = {**AS_PROBE["vfs"], "io_submit": "filemap_read"}
+res: dict[str, object] = {"layer": cli.layer}
 k = ksm.Ksm()
 res["hints_supported"] = k.hints_supported
 if not k.hints_supported:  # the kernel was built without the KSM++ series
@@ -39,7 +70,12 @@ k.write("run", 1)
 res["knobs"] = {
     n: k.read(n) for n in ("hint_capacity", "hint_interleave", "pages_to_scan", "sleep_millisecs")
 }
-data = work / "data.bin"
+data_dir = work
+if VFS:
+    data_dir = work / "ram"
+    data_dir.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "ramfs", "ramfs", str(data_dir)], check=True)
+data = data_dir / "data.bin"
 data.write_bytes(os.urandom(16 * 4096))
 
 
@@ -63,15 +99,51 @@ def start_collector(args: list[str], tag: str) -> tuple[subprocess.Popen[str], P
     return proc, log
 
 
+def start_reader(expected: Path, ready: Path) -> subprocess.Popen[bytes]:
+    """The reader; it starts reading once ``ready`` exists and then lingers."""
+    argv = [str(READER), str(data), str(expected), "--wait-for", str(ready), "--linger", "300"]
+    return subprocess.Popen([PY, *argv, *READER_ARGS])
+
+
+def seen_in(trace: Path, tgid: int) -> list[tuple[str, int, int]]:
+    return sorted(
+        (tracefile.probe_name(e.probe), e.start, e.length)
+        for e in tracefile.read_trace(trace)
+        if e.tgid == tgid
+    )
+
+
+def compare(
+    seen: list[tuple[str, int, int]], want: list[list[Any]], as_probe: dict[str, str]
+) -> dict[str, Any]:
+    """What a recorder saw against what the reader did."""
+    exp = sorted((as_probe.get(n, n), a, b) for n, a, b in want)
+    got = sorted((as_probe.get(n, n), a, b) for n, a, b in seen)
+    ranges_want = {(a, b) for _, a, b in exp}
+    ranges_got = {(a, b) for _, a, b in got}
+    by_probe: dict[str, int] = {}
+    for n, _, _ in got:
+        by_probe[n] = by_probe.get(n, 0) + 1
+    return {
+        "exact": got == exp,  # every (probe, address, length) and nothing else
+        "ranges_exact": ranges_got == ranges_want and len(got) == len(exp),
+        "ranges_expected": len(exp),
+        "ranges_seen": len(ranges_got & ranges_want),
+        "ranges_extra": len(ranges_got - ranges_want),
+        "bytes_expected": sum(b for _, b in ranges_want),
+        "bytes_seen": sum(b for _, b in ranges_got & ranges_want),
+        "by_probe": by_probe,
+        "missed_calls": sorted({str(n) for n, a, b in want if (a, b) not in ranges_got}),
+    }
+
+
 # --- live ---------------------------------------------------------------
 ready = work / "ready-live"
 expected = work / "expected-live.json"
-reader = subprocess.Popen(
-    [PY, str(READER), str(data), str(expected), "--wait-for", str(ready), "--linger", "300"]
-)
+reader = start_reader(expected, ready)
 rec0, merged0 = k.read_int("hints_received"), k.read_int("hint_pages_merged")
-collector, log = start_collector(["-p", str(reader.pid)], "live")
-res["attached"] = wait_for(lambda: "attached" in log.read_text(), 240)
+collector, log = start_collector(["-p", str(reader.pid), *LAYER_ARGS], "live")
+res["attached"] = wait_for(lambda: "attached" in log.read_text(), 300)
 t_attach = time.monotonic()
 ready.touch()
 wait_for(expected.exists, 60)
@@ -96,28 +168,49 @@ res["live_stats"] = json.loads(stdout) if stdout.strip() else None
 res["live_stderr"] = log.read_text()[-2000:]
 
 # --- record, then replay --------------------------------------------------
-trace = work / "r.trace"
+# name -> (collect arguments, how its probes name the reader's calls)
+recorders: dict[str, tuple[list[str], dict[str, str]]] = {
+    "record": (LAYER_ARGS, AS_PROBE[cli.layer]),
+}
+if VFS:
+    recorders["syscalls"] = (["--layer", "syscalls"], AS_PROBE["syscalls"])
+    recorders["vfs-fallback"] = (
+        ["--layer", "vfs", "--functions", ",".join(FALLBACK)],
+        AS_PROBE["vfs-fallback"],
+    )
+ready2 = work / "ready-record"
 expected2 = work / "expected-record.json"
-reader2 = subprocess.Popen(
-    [PY, str(READER), str(data), str(expected2), "--wait-for", str(trace), "--linger", "300"]
+reader2 = start_reader(expected2, ready2)
+running: dict[str, tuple[subprocess.Popen[str], Path, Path]] = {}
+for name, (args, _names) in recorders.items():
+    trace = work / f"{name}.trace"
+    proc, log = start_collector(["-p", str(reader2.pid), *args, "--record", str(trace)], name)
+    running[name] = (proc, log, trace)
+res["record_attached"] = wait_for(
+    lambda: all("attached" in log.read_text() for _, log, _ in running.values()), 600
 )
-collector2, log2 = start_collector(["-p", str(reader2.pid), "--record", str(trace)], "record")
-wait_for(expected2.exists, 240)
+ready2.touch()
+wait_for(expected2.exists, 120)
 time.sleep(0.5)
-collector2.send_signal(signal.SIGTERM)
-stdout2, _ = collector2.communicate(timeout=60)
-res["record_exit"] = collector2.returncode
-res["record_stats"] = json.loads(stdout2) if stdout2.strip() else None
-res["record_expected"] = json.loads(expected2.read_text())["expected"]
-seen = sorted(
-    ("preadv" if (n := tracefile.probe_name(e.probe)) == "preadv2" else n, e.start, e.length)
-    for e in tracefile.read_trace(trace)
-    if e.tgid == reader2.pid
-)
-res["record_exact"] = seen == sorted(tuple(x) for x in res["record_expected"])
+record_expected = json.loads(expected2.read_text())["expected"]
+res["record_expected"] = record_expected
+comparison: dict[str, dict[str, Any]] = {}
+for name, (proc, log, trace) in running.items():
+    proc.send_signal(signal.SIGTERM)
+    text, _ = proc.communicate(timeout=60)
+    stats = json.loads(text) if text.strip() else None
+    cmp = compare(seen_in(trace, reader2.pid), record_expected, recorders[name][1])
+    cmp["exit"] = proc.returncode
+    cmp["bpf"] = stats["bpf"] if stats else log.read_text()[-2000:]
+    comparison[name] = cmp
+    if name == "record":
+        res["record_exit"] = proc.returncode
+        res["record_stats"] = stats
+        res["record_exact"] = cmp["exact"]  # every (call, address, length) as the reader made it
+res["comparison"] = comparison
 rec1 = k.read_int("hints_received")
 rp = subprocess.run(
-    [PY, "-m", "pyksm.cli", "hint", "--replay", str(trace), "--speed", "0"],
+    [PY, "-m", "pyksm.cli", "hint", "--replay", str(running["record"][2]), "--speed", "0"],
     capture_output=True,
     text=True,
 )

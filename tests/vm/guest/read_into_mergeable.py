@@ -1,14 +1,17 @@
 """A QEMU-like target: reads a file into MADV_MERGEABLE memory with preadv,
-readv, pread64, read and io_submit, and writes the exact (syscall, address,
-length) list it expects a tracer to see.
+readv, pread64, read, io_submit and (--io-uring) io_uring READ and READV, and
+writes the exact (syscall, address, length) list it expects a tracer to see.
 
-usage: read_into_mergeable.py DATA OUT.json [--wait-for PATH] [--linger S] [--pages N]
+usage: read_into_mergeable.py DATA OUT.json [--wait-for PATH]... [--linger S] [--pages N]
+                              [--no-aio] [--io-uring]
 
 Every destination range is its own slot with a gap after it, so a
 controller that coalesces adjacent ranges still sends one hint per range.
 The data is read twice, into two halves of the region, so the second copy
-can merge with the first. --wait-for: start once PATH exists (the
-collector signals that its probes are attached).
+can merge with the first. --wait-for: start once every PATH exists (the
+collectors signal that their probes are attached). The io_uring reads
+(uring.py, raw syscalls) make no read syscall: only the vfs probe layer
+sees them; they are listed as "io_uring".
 """
 
 from __future__ import annotations
@@ -21,11 +24,14 @@ import os
 import struct
 import time
 
+import uring  # tests/vm/guest/uring.py, next to this script
+
 PAGE = mmap.PAGESIZE
 SYS_IO_SETUP, SYS_IO_DESTROY, SYS_IO_GETEVENTS, SYS_IO_SUBMIT = 206, 207, 208, 209
 IOCB = struct.Struct("<QIIHhIQQqQII")  # struct iocb, 64 bytes
 IOCB_CMD_PREAD = 0
 SLOTS = 6  # preadv (2 iovecs), readv, pread64, read, io_submit
+URING_SLOTS = 3  # io_uring READ, READV (2 iovecs)
 
 
 def aio_pread(libc: ctypes.CDLL, fd: int, addr: int, size: int) -> int:
@@ -51,19 +57,20 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("data")
     ap.add_argument("out")
-    ap.add_argument("--wait-for")
+    ap.add_argument("--wait-for", action="append", default=[])
     ap.add_argument("--linger", type=float, default=0.0)
     ap.add_argument("--pages", type=int, default=16, help="pages per syscall")
     ap.add_argument("--no-aio", action="store_true")
+    ap.add_argument("--io-uring", action="store_true", help="also read with io_uring")
     a = ap.parse_args()
     if a.wait_for:
         deadline = time.monotonic() + 300
-        while not os.path.exists(a.wait_for) and time.monotonic() < deadline:
+        while not all(os.path.exists(w) for w in a.wait_for) and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(0.3)
     size = a.pages * PAGE
     stride = 2 * size  # a slot and a gap
-    half = SLOTS * stride
+    half = (SLOTS + (URING_SLOTS if a.io_uring else 0)) * stride
     region = mmap.mmap(-1, 2 * half, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     region.madvise(mmap.MADV_MERGEABLE)
     base = ctypes.addressof(ctypes.c_char.from_buffer(region))
@@ -92,6 +99,16 @@ def main() -> None:
             got = aio_pread(libc, fd, base + s[5], size)
             assert got == size, got
             exp.append(("io_submit", base + s[5], size))
+        if a.io_uring:
+            u = [copy * half + (SLOTS + k) * stride for k in range(URING_SLOTS)]
+            ring = uring.Ring()
+            got = ring.read(fd, base + u[0], size, 0)
+            assert got == size, got
+            exp.append(("io_uring", base + u[0], size))
+            got = ring.readv(fd, [(base + u[1], h), (base + u[2], h)], 0)
+            assert got == 2 * h, got
+            exp += [("io_uring", base + u[1], h), ("io_uring", base + u[2], h)]
+            ring.close()
     # eventfd-like chatter that must not be traced
     r, w = os.pipe()
     for _ in range(10):
