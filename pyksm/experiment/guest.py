@@ -54,18 +54,22 @@ def make_image(path: Path, mib: int) -> None:
 
 
 def file_table(blocks: int, which: str, seed: int) -> list[tuple[int, int]]:
-    """Files as (first block, block count) within one half of the image.
+    """Files as (first block, block count).
 
-    "tree": many small files (source tree); "www": fewer, larger files.
+    "tree": many small files (source tree) in the first half of the image;
+    "www": fewer, larger files in the second half; "all": files like www's
+    over the whole image (a server whose documents include the tree).
     """
+    if which not in ("tree", "www", "all"):
+        raise ValueError(f"unknown file set {which!r}")
     rng = np.random.default_rng(seed)
     half = blocks // 2
-    lo = 0 if which == "tree" else half
+    lo, hi = {"tree": (0, half), "www": (half, blocks), "all": (0, blocks)}[which]
     files = []
     b = lo
-    while b < lo + half:
+    while b < hi:
         n = int(rng.geometric(1 / 3)) if which == "tree" else int(rng.integers(4, 64))
-        n = min(n, lo + half - b)
+        n = min(n, hi - b)
         files.append((b, n))
         b += n
     return files
