@@ -1,16 +1,31 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * vfs_read_trace.c: the kprobe layer (`pyksm collect --layer vfs`).
+ * vfs_read_trace.c: the vfs layer (`pyksm collect --layer vfs`).
  *
  * read_trace.c sees only reads that come in through a read syscall. This
  * program sits lower, on kernel functions reads pass through, so reads that
  * make no read syscall are seen as well: io_uring IORING_OP_READ/READV (QEMU
  * aio=io_uring), Linux AIO, and other users of the page cache with a user
- * buffer. It needs kprobes (CONFIG_KPROBES, CONFIG_KPROBE_EVENTS) and the
- * kernel's own headers (struct iov_iter); written against Linux 6.12.
+ * buffer. It needs the kernel's own headers (struct iov_iter); written
+ * against Linux 6.12.
  *
- * Probes (kprobe at entry, kretprobe at return; the loader attaches only
- * the functions the kernel can trace, WITH_<FUNCTION> selects them here):
+ * Two ways to hook the functions, chosen by the loader (same events, same
+ * probe ids, same rules; the trace cannot tell them apart):
+ *
+ *   - kprobes (`vfs-kprobe`; default build): a kprobe at entry and a
+ *     kretprobe at return of each function (CONFIG_KPROBES,
+ *     CONFIG_KPROBE_EVENTS); entry remembers the destination per thread in
+ *     `pending`, return emits;
+ *   - BPF trampolines (`vfs-fentry`; -DTRAMPOLINES): fexit programs, plus
+ *     fentry where a read must be marked (bcc's KRETFUNC_PROBE /
+ *     KFUNC_PROBE; needs BTF and a kernel that lets tracing programs
+ *     attach). An fexit program sees the arguments and the return value
+ *     together, so every function emits from fexit alone (see the
+ *     TRAMPOLINES section). Far cheaper for every other process on the
+ *     machine than a kprobe + kretprobe.
+ *
+ * Functions (the loader attaches only those the kernel can trace,
+ * WITH_<FUNCTION> selects them here):
  *
  *   vfs_read(file, buf, count, pos)          read(2), pread64(2)          id 7
  *   vfs_readv(file, vec, vlen, pos, flags)   readv, preadv, preadv2       id 8
@@ -19,16 +34,16 @@
  *                                            io_uring READ/READV, ...
  *
  * One layer per read, so a read is never emitted twice: the first three are
- * "outer" probes and remember the destination per thread in `pending`;
- * filemap_read (the page-cache copy under the read_iter of ext4, xfs,
- * btrfs, fuse, ramfs, netfs with a cache, block devices) emits only when
- * no outer read of the same thread is in flight. So read() of an ext4 file
- * is reported by vfs_read, never again by the filemap_read beneath it, and
- * filemap_read reports what reaches the page cache any other way: io_uring
- * (whose read path has no traceable function of its own in 6.12: the one
- * that calls ->read_iter, io_iter_do_read, is `static inline`, so notrace),
- * and AIO where aio_read is not probed. Outer probes do not nest in 6.12
- * (no vfs_read under aio_read or vfs_readv, nor under itself).
+ * "outer" probes; filemap_read (the page-cache copy under the read_iter of
+ * ext4, xfs, btrfs, fuse, ramfs, netfs with a cache, block devices) emits
+ * only when no outer read of the same thread is in flight. So read() of an
+ * ext4 file is reported by vfs_read, never again by the filemap_read
+ * beneath it, and filemap_read reports what reaches the page cache any
+ * other way: io_uring (whose read path has no traceable function of its own
+ * in 6.12: the one that calls ->read_iter, io_iter_do_read, is `static
+ * inline`, so notrace), and AIO where aio_read is not probed. Outer probes
+ * do not nest in 6.12 (no vfs_read under aio_read or vfs_readv, nor under
+ * itself).
  *
  * Not seen: reads that make no read syscall and bypass the page cache:
  * io_uring with O_DIRECT (QEMU aio=io_uring,cache=none), io_uring on tmpfs
@@ -44,16 +59,18 @@
  * (a kernel copy of the user's iovec array, plus iov_offset into its first
  * entry) are followed; kernel and page iterators (ITER_KVEC, ITER_BVEC:
  * kernel_read, splice, IORING_OP_READ_FIXED, loop devices) carry no user
- * address and are counted, not emitted.
+ * address and are counted, not emitted. The iterator has moved on by the
+ * time filemap_read returns: kprobes snapshot it at entry (`inner`),
+ * fexit walks back over what it moved past.
  *
  * Same rules as read_trace.c: only tgids in `targets` (io_uring's io-wq
  * workers share their process's tgid), nothing shorter than MIN_BYTES, a
- * ring buffer without wakeups. Cost: unlike a syscall tracepoint, a
- * kretprobe takes a return-hook instance for every call on the machine,
- * target or not, before this program filters; the loader raises kretprobe
- * maxactive so threads sleeping in read() elsewhere do not exhaust them (a
+ * ring buffer without wakeups. Cost: every call of a probed function on the
+ * machine, target or not, runs the hook before this program filters; a
+ * kretprobe also takes a return-hook instance per call (the loader raises
+ * maxactive so threads sleeping in read() elsewhere do not exhaust them: a
  * missed return loses that read and leaves a stale `pending` entry until
- * the thread's next outer read).
+ * the thread's next outer read). A trampoline has no such limit.
  */
 #include "read_common.h"
 #include <uapi/linux/aio_abi.h>
@@ -75,8 +92,10 @@ struct pending_read {
 	u32 all;   /* aio_read PREADV: emit every iovec as requested */
 };
 
+#ifndef TRAMPOLINES
 BPF_HASH(pending, u64, struct pending_read, 16384); /* outer reads in flight, per thread */
 BPF_HASH(inner, u64, struct pending_read, 16384);   /* filemap_read with no outer read */
+#endif
 
 /*
  * Emit the first `n` bytes of r's destination. `kinds` is a constant mask
@@ -155,6 +174,93 @@ static __always_inline int from_iter(struct pending_read *p, const struct iov_it
 	return 1;
 }
 
+/*
+ * The destination an outer read's arguments name; 0: nothing to report.
+ * Shared by the kprobe entry (which remembers it) and fexit (which emits).
+ */
+static __always_inline int vfs_read_dst(struct pending_read *p, u64 buf, u64 count)
+{
+	if (count < MIN_BYTES)
+		return 0;
+	p->dst = buf;
+	p->probe = PROBE_VFS_READ;
+	p->kind = DST_BUF;
+	return 1;
+}
+
+static __always_inline int vfs_readv_dst(struct pending_read *p, u64 vec, u64 vlen)
+{
+	p->dst = vec;
+	p->nsegs = (u32)vlen;
+	if (p->nsegs == 0)
+		return 0;
+	p->probe = PROBE_VFS_READV;
+	p->kind = DST_UIOV;
+	return 1;
+}
+
+/* fs/aio.c: iocb is the kernel's copy of the user's struct iocb */
+static __always_inline int aio_read_dst(struct pending_read *p, u64 kiocb, u8 vectored)
+{
+	struct iocb cb = {};
+	if (bpf_probe_read_kernel(&cb, sizeof(cb), (void *)kiocb))
+		return 0;
+	p->dst = cb.aio_buf;
+	p->probe = PROBE_AIO_READ;
+	if (vectored) {
+		p->kind = DST_UIOV;
+		p->nsegs = (u32)cb.aio_nbytes;
+		p->all = 1;
+		return p->nsegs != 0;
+	}
+	p->kind = DST_BUF;
+	p->want = cb.aio_nbytes;
+	return p->want >= MIN_BYTES;
+}
+
+/* An outer read returned `ret`: emit what it delivered. */
+static __always_inline void outer_done(u32 tgid, struct pending_read *r, long ret, u32 kinds)
+{
+	u64 n;
+	if (r->probe == PROBE_AIO_READ) {
+		if (ret != 0)
+			return;
+		n = r->want;
+	} else {
+		if (ret <= 0)
+			return;
+		n = (u64)ret;
+	}
+	emit_dst(tgid, r, n, kinds);
+}
+
+#ifndef TRAMPOLINES
+/* ---- kprobes: kprobe at entry, kretprobe at return -------------------- */
+
+/* filemap_read's entry: snapshot the iterator, unless an outer read reports this one. */
+static __always_inline void inner_enter(u64 id, u64 iter, u64 already_read)
+{
+	struct pending_read p = {};
+	if (from_iter(&p, (const struct iov_iter *)iter))
+		return;
+	p.probe = PROBE_FILEMAP_READ;
+	p.skip = already_read;
+	inner.update(&id, &p);
+}
+
+static __always_inline void inner_exit(long ret)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	struct pending_read *p = inner.lookup(&id);
+	if (!p)
+		return;
+	struct pending_read r = *p;
+	inner.delete(&id);
+	if (ret <= 0 || (u64)ret <= r.skip)
+		return;
+	emit_dst(id >> 32, &r, (u64)ret - r.skip, KIND_BUF | KIND_KIOV);
+}
+
 static __always_inline void remember(struct pending_read *p)
 {
 	u64 id = bpf_get_current_pid_tgid();
@@ -170,36 +276,18 @@ static __always_inline int outer_exit(struct pt_regs *ctx, u32 kinds)
 		return 0;
 	struct pending_read r = *p;
 	pending.delete(&id);
-	long ret = PT_REGS_RC(ctx);
-	u64 n;
-	if (r.probe == PROBE_AIO_READ) {
-		if (ret != 0)
-			return 0;
-		n = r.want;
-	} else {
-		if (ret <= 0)
-			return 0;
-		n = (u64)ret;
-	}
-	emit_dst(id >> 32, &r, n, kinds);
+	outer_done(id >> 32, &r, PT_REGS_RC(ctx), kinds);
 	return 0;
 }
-
 
 #ifdef WITH_VFS_READ
 int vfs_read_enter(struct pt_regs *ctx)
 {
-	u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	if (!is_target(tgid))
-		return 0;
-	u64 len = PT_REGS_PARM3(ctx);
-	if (len < MIN_BYTES)
+	if (!is_target(bpf_get_current_pid_tgid() >> 32))
 		return 0;
 	struct pending_read p = {};
-	p.dst = PT_REGS_PARM2(ctx);
-	p.probe = PROBE_VFS_READ;
-	p.kind = DST_BUF;
-	remember(&p);
+	if (vfs_read_dst(&p, PT_REGS_PARM2(ctx), PT_REGS_PARM3(ctx)))
+		remember(&p);
 	return 0;
 }
 int vfs_read_exit(struct pt_regs *ctx)
@@ -211,17 +299,11 @@ int vfs_read_exit(struct pt_regs *ctx)
 #ifdef WITH_VFS_READV
 int vfs_readv_enter(struct pt_regs *ctx)
 {
-	u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	if (!is_target(tgid))
+	if (!is_target(bpf_get_current_pid_tgid() >> 32))
 		return 0;
 	struct pending_read p = {};
-	p.dst = PT_REGS_PARM2(ctx);
-	p.nsegs = (u32)PT_REGS_PARM3(ctx);
-	if (p.nsegs == 0)
-		return 0;
-	p.probe = PROBE_VFS_READV;
-	p.kind = DST_UIOV;
-	remember(&p);
+	if (vfs_readv_dst(&p, PT_REGS_PARM2(ctx), PT_REGS_PARM3(ctx)))
+		remember(&p);
 	return 0;
 }
 int vfs_readv_exit(struct pt_regs *ctx)
@@ -231,31 +313,13 @@ int vfs_readv_exit(struct pt_regs *ctx)
 #endif
 
 #ifdef WITH_AIO_READ
-/* fs/aio.c: iocb is the kernel's copy of the user's struct iocb */
 int aio_read_enter(struct pt_regs *ctx)
 {
-	u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	if (!is_target(tgid))
-		return 0;
-	struct iocb cb = {};
-	if (bpf_probe_read_kernel(&cb, sizeof(cb), (void *)PT_REGS_PARM2(ctx)))
+	if (!is_target(bpf_get_current_pid_tgid() >> 32))
 		return 0;
 	struct pending_read p = {};
-	p.dst = cb.aio_buf;
-	p.probe = PROBE_AIO_READ;
-	if ((u8)PT_REGS_PARM3(ctx)) {
-		p.kind = DST_UIOV;
-		p.nsegs = (u32)cb.aio_nbytes;
-		p.all = 1;
-		if (p.nsegs == 0)
-			return 0;
-	} else {
-		p.kind = DST_BUF;
-		p.want = cb.aio_nbytes;
-		if (p.want < MIN_BYTES)
-			return 0;
-	}
-	remember(&p);
+	if (aio_read_dst(&p, PT_REGS_PARM2(ctx), (u8)PT_REGS_PARM3(ctx)))
+		remember(&p);
 	return 0;
 }
 int aio_read_exit(struct pt_regs *ctx)
@@ -272,26 +336,229 @@ int filemap_read_enter(struct pt_regs *ctx)
 		return 0;
 	if (pending.lookup(&id))
 		return 0; /* an outer probe reports this read */
-	struct pending_read p = {};
-	if (from_iter(&p, (const struct iov_iter *)PT_REGS_PARM2(ctx)))
-		return 0;
-	p.probe = PROBE_FILEMAP_READ;
-	p.skip = PT_REGS_PARM3(ctx);
-	inner.update(&id, &p);
+	inner_enter(id, PT_REGS_PARM2(ctx), PT_REGS_PARM3(ctx));
 	return 0;
 }
 int filemap_read_exit(struct pt_regs *ctx)
 {
-	u64 id = bpf_get_current_pid_tgid();
-	struct pending_read *p = inner.lookup(&id);
-	if (!p)
-		return 0;
-	struct pending_read r = *p;
-	inner.delete(&id);
-	long ret = PT_REGS_RC(ctx);
-	if (ret <= 0 || (u64)ret <= r.skip)
-		return 0;
-	emit_dst(id >> 32, &r, (u64)ret - r.skip, KIND_BUF | KIND_KIOV);
+	inner_exit(PT_REGS_RC(ctx));
 	return 0;
 }
 #endif
+
+#else /* TRAMPOLINES */
+/*
+ * ---- BPF trampolines: fexit (and fentry where a read must be marked) ----
+ *
+ * Arguments are declared u64 (the trampoline passes each as one 64-bit
+ * slot) and narrowed where the kernel's type is narrower; the kernel's
+ * prototypes are in the table at the top. A non-target's read runs two
+ * programs: vfs_read's (or vfs_readv's) fexit and filemap_read's fexit.
+ *
+ * filemap_read has no entry program: when it returns, its iterator stands
+ * just past the bytes it copied (ret - already_read), so emit_copied()
+ * finds those ranges walking back from there (6.12's iterate_ubuf and
+ * iterate_iovec only move forward; filemap_read never reverts).
+ *
+ * Which filemap_read calls an outer probe reports, without marking every
+ * read: vfs_read and vfs_readv read through a synchronous kiocb
+ * (init_sync_kiocb: ki_complete == NULL), io_uring and AIO set ki_complete.
+ * In 6.12 a synchronous kiocb with a user iterator reaches filemap_read
+ * only under vfs_read or vfs_readv (overlayfs and fuse passthrough hand a
+ * synchronous read on through vfs_iter_read, still under the outer
+ * vfs_read; kernel_read, splice, loop and nfsd use kernel iterators). So
+ * with both probed, filemap_read skips synchronous kiocbs (SYNC_IS_OUTER).
+ * Reads the kiocb cannot tell apart are marked per thread in `outer` at
+ * fentry and unmarked at fexit: AIO under aio_read, and vfs_read or
+ * vfs_readv when only one of the two is probed. The loader's _hooks()
+ * follows the same rules.
+ */
+#ifdef WITH_FILEMAP_READ
+#if defined(WITH_VFS_READ) && defined(WITH_VFS_READV)
+#define SYNC_IS_OUTER 1
+#else
+#ifdef WITH_VFS_READ
+#define MARK_VFS_READ 1
+#endif
+#ifdef WITH_VFS_READV
+#define MARK_VFS_READV 1
+#endif
+#endif
+#ifdef WITH_AIO_READ
+#define MARK_AIO_READ 1
+#endif
+#endif
+#if defined(MARK_VFS_READ) || defined(MARK_VFS_READV) || defined(MARK_AIO_READ)
+#define MARK_OUTER 1
+BPF_HASH(outer, u64, u32, 16384); /* threads inside a marked outer read of a target */
+
+static __always_inline int mark_outer(void)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	if (is_target(id >> 32)) {
+		u32 one = 1;
+		outer.update(&id, &one);
+	}
+	return 0;
+}
+
+/* fexit of a marked read: it reports if it was marked (a target at entry) */
+static __always_inline int unmark_outer(u64 id)
+{
+	if (!outer.lookup(&id))
+		return 0;
+	outer.delete(&id);
+	return 1;
+}
+#endif
+
+#ifdef WITH_VFS_READ
+#ifdef MARK_VFS_READ
+KFUNC_PROBE(vfs_read, u64 file, u64 buf, u64 count, u64 pos)
+{
+	return mark_outer();
+}
+#endif
+KRETFUNC_PROBE(vfs_read, u64 file, u64 buf, u64 count, u64 pos, long ret)
+{
+	u64 id = bpf_get_current_pid_tgid();
+#ifdef MARK_VFS_READ
+	if (!unmark_outer(id))
+		return 0;
+#else
+	if (!is_target(id >> 32))
+		return 0;
+#endif
+	struct pending_read r = {};
+	if (vfs_read_dst(&r, buf, count))
+		outer_done(id >> 32, &r, ret, KIND_BUF);
+	return 0;
+}
+#endif
+
+#ifdef WITH_VFS_READV
+#ifdef MARK_VFS_READV
+KFUNC_PROBE(vfs_readv, u64 file, u64 vec, u64 vlen, u64 pos, u64 flags)
+{
+	return mark_outer();
+}
+#endif
+KRETFUNC_PROBE(vfs_readv, u64 file, u64 vec, u64 vlen, u64 pos, u64 flags, long ret)
+{
+	u64 id = bpf_get_current_pid_tgid();
+#ifdef MARK_VFS_READV
+	if (!unmark_outer(id))
+		return 0;
+#else
+	if (!is_target(id >> 32))
+		return 0;
+#endif
+	struct pending_read r = {};
+	if (vfs_readv_dst(&r, vec, vlen))
+		outer_done(id >> 32, &r, ret, KIND_UIOV);
+	return 0;
+}
+#endif
+
+#ifdef WITH_AIO_READ
+#ifdef MARK_AIO_READ
+KFUNC_PROBE(aio_read, u64 req, u64 iocb, u64 vectored, u64 compat)
+{
+	return mark_outer();
+}
+#endif
+/* iocb is still the caller's (io_submit_one's) copy when aio_read returns */
+KRETFUNC_PROBE(aio_read, u64 req, u64 iocb, u64 vectored, u64 compat, long ret)
+{
+	u64 id = bpf_get_current_pid_tgid();
+#ifdef MARK_AIO_READ
+	if (!unmark_outer(id))
+		return 0;
+#else
+	if (!is_target(id >> 32))
+		return 0;
+#endif
+	struct pending_read r = {};
+	if (aio_read_dst(&r, iocb, (u8)vectored))
+		outer_done(id >> 32, &r, (int)ret, KIND_BUF | KIND_ALL);
+	return 0;
+}
+#endif
+
+#ifdef WITH_FILEMAP_READ
+/*
+ * The last `n` bytes an iterator moved over, as ranges (one per iovec),
+ * found walking back from where it stands now.
+ */
+static __always_inline void emit_copied(u32 tgid, u64 iter, u64 n)
+{
+	struct iov_iter it = {};
+	if (bpf_probe_read_kernel(&it, sizeof(it), (void *)iter))
+		return;
+	if (it.iter_type == ITER_UBUF) {
+		if (it.iov_offset < n) {
+			count(STAT_IOV_CUT);
+			return;
+		}
+		emit(tgid, PROBE_FILEMAP_READ, (u64)it.ubuf + it.iov_offset - n, n);
+		return;
+	}
+	if (it.iter_type != ITER_IOVEC) {
+		count(STAT_NOT_USER);
+		return;
+	}
+	/* The current iovec: its first iov_offset bytes are consumed. */
+	u64 vec = (u64)it.__iov;
+	u64 left = n;
+	struct iovec iov = {};
+	if (it.iov_offset) {
+		if (bpf_probe_read_kernel(&iov, sizeof(iov), (void *)vec))
+			return;
+		u64 take = it.iov_offset < left ? it.iov_offset : left;
+		emit(tgid, PROBE_FILEMAP_READ, (u64)iov.iov_base + it.iov_offset - take, take);
+		left -= take;
+	}
+	/* Earlier iovecs, consumed whole (the first one maybe only at its end). */
+	for (int i = 1; i < MAX_IOV; i++) {
+		if (left == 0)
+			break;
+		if (bpf_probe_read_kernel(&iov, sizeof(iov), (void *)(vec - i * sizeof(iov))))
+			break;
+		u64 take = iov.iov_len < left ? iov.iov_len : left;
+		if (take)
+			emit(tgid, PROBE_FILEMAP_READ, (u64)iov.iov_base + iov.iov_len - take, take);
+		left -= take;
+	}
+	if (left)
+		count(STAT_IOV_CUT);
+}
+
+KRETFUNC_PROBE(filemap_read, u64 iocb, u64 iter, u64 already_read, long ret)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	if (!is_target(id >> 32))
+		return 0;
+	if (ret <= 0 || (u64)ret <= already_read)
+		return 0;
+#ifdef MARK_OUTER
+	if (outer.lookup(&id))
+		return 0; /* a marked outer probe reports this read */
+#endif
+#ifdef SYNC_IS_OUTER
+	u64 complete = 0;
+	if (bpf_probe_read_kernel(&complete, sizeof(complete),
+				  &((struct kiocb *)iocb)->ki_complete))
+		return 0;
+	if (!complete)
+		return 0; /* synchronous: vfs_read or vfs_readv reports it */
+#endif
+	u64 n = (u64)ret - already_read;
+	if (n < MIN_BYTES) {
+		count(STAT_SHORT);
+		return 0;
+	}
+	emit_copied(id >> 32, iter, n);
+	return 0;
+}
+#endif
+#endif /* TRAMPOLINES */

@@ -1,7 +1,8 @@
 """Inside the test kernel: what each probe layer costs a process that is NOT a target.
 
 A 4 KiB read() loop (``dd bs=4k`` of a LOOP_MIB file on ramfs, whose reads
-go vfs_read -> filemap_read as on ext4) runs with no probes and with each
+go vfs_read -> filemap_read as on ext4; each read() is followed by dd's
+write() to /dev/null) runs with no probes and with each
 probe layer attached in turn, in CYCLES cycles, all in one boot:
 
 - ``syscalls``: read_trace.c with every read syscall (what ``-p`` attaches);
@@ -38,7 +39,7 @@ from pathlib import Path
 from pyksm.collect.cli import QEMU_SYSCALLS
 from pyksm.probes import features, loader
 
-LOOP_MIB = int(os.environ.get("LOOP_MIB", "256"))
+LOOP_MIB = int(os.environ.get("LOOP_MIB", "1024"))
 CYCLES = int(os.environ.get("CYCLES", "7"))
 OUTER = ("vfs_read", "vfs_readv", "aio_read")
 LAYERS: dict[str, loader.ProbeOptions] = {
@@ -71,9 +72,10 @@ def main() -> None:
     ram = Path(tempfile.mkdtemp(prefix="overhead-"))
     subprocess.run(["mount", "-t", "ramfs", "ramfs", str(ram)], check=True)
     data = ram / "loop.bin"
+    block = os.urandom(1 << 20)  # what the pages hold does not matter to read()
     with data.open("wb") as f:
         for _ in range(LOOP_MIB):
-            f.write(os.urandom(1 << 20))
+            f.write(block)
     sleeper = subprocess.Popen(["sleep", "86400"])  # the one target: never reads
     probes: dict[str, loader.ReadProbes] = {}
     compile_s: dict[str, float] = {}

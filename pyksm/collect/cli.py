@@ -1,7 +1,8 @@
 """Command-line subcommands of pyksm.collect (registered by pyksm.cli).
 
 pyksm collect [-p PID] [--cgroup PATH] [--qemu] [--qmp SOCKET] [-d SECONDS]
-              [--record FILE] [--json] [--ebpf] [--layer auto|syscalls|vfs]
+              [--record FILE] [--json] [--ebpf]
+              [--layer auto|syscalls|vfs|vfs-fentry|vfs-kprobe]
               [--syscalls LIST | --functions LIST] [--safe --allow PID|COMM
               --trust-group NAME=PID,...] [interval [count]]
 pyksm trace show FILE     (summary of a recorded hint trace)
@@ -19,13 +20,13 @@ from pyksm.errors import PyksmError
 
 # pyksm.probes.loader's LAYER_CHOICES, spelled out so that building the parser
 # imports no probe code (tests/unit/test_probe_layers.py checks they agree).
-LAYER_CHOICES = ("auto", "syscalls", "vfs")
+LAYER_CHOICES = ("auto", "syscalls", "vfs", "vfs-kprobe", "vfs-fentry")
 
 EXAMPLES = """examples:
   pyksm collect --qemu                    # hint every QEMU's disk reads (KSM++ kernel)
   pyksm collect -p 1234 -d 60 --json      # one process for a minute, JSON statistics
   pyksm collect --qemu --record q.trace   # record only: any kernel, no hints sent
-  pyksm collect --qemu --layer vfs        # kprobes: also io_uring (buffered) reads
+  pyksm collect --qemu --layer vfs        # kernel functions: also io_uring (buffered) reads
   pyksm collect --qmp /run/vm1.qmp 5      # the QEMU behind a QMP socket; stats every 5 s
   pyksm collect --cgroup machine.slice --safe --trust-group a=101,102 --allow 101 --allow 102
   pyksm collect --ebpf                    # print the BPF program and exit
@@ -61,18 +62,22 @@ def _functions(args: argparse.Namespace) -> tuple[str, ...]:
     return _list(args.functions) if args.functions else VFS_FUNCTIONS
 
 
-def _check_layer(args: argparse.Namespace) -> None:
-    """Layer flags that contradict each other, and vfs without kprobes: fail early."""
-    if args.layer == "vfs":
+def _check_layer(args: argparse.Namespace) -> Any:
+    """Layer flags that contradict each other, and a vfs layer the kernel cannot run:
+    fail early, before anything starts. Returns the probed Features (vfs layers) or None."""
+    if args.layer.startswith("vfs"):
         if args.syscalls:
             raise PyksmError(
-                "--syscalls chooses tracepoints of the syscalls layer, not --layer vfs"
+                f"--syscalls chooses tracepoints of the syscalls layer, not --layer {args.layer}"
             )
         from pyksm.probes import features, loader
 
-        loader.resolve_layer(args.layer, features.probe())
-    elif args.functions:
-        raise PyksmError("--functions chooses kernel functions of --layer vfs")
+        feats = features.probe(trampolines=loader.needs_trampoline_check(args.layer))
+        loader.resolve_layer(args.layer, feats)
+        return feats
+    if args.functions:
+        raise PyksmError("--functions chooses kernel functions of the vfs layers (--layer vfs)")
+    return None
 
 
 def _syscalls(args: argparse.Namespace) -> tuple[str, ...]:
@@ -104,7 +109,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     err = Console(stderr=True, soft_wrap=True)
-    _check_layer(args)
+    feats = _check_layer(args)
     if args.ebpf:
         from pyksm.probes import features, loader
 
@@ -114,7 +119,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
             layer=args.layer,
             functions=_functions(args),
         )
-        feats = features.probe()
+        if feats is None:
+            feats = features.probe(trampolines=loader.needs_trampoline_check(args.layer))
         text, cflags = loader.program_text(popts, feats)
         layer = loader.resolve_layer(args.layer, feats)
         print(f"// layer: {layer} ({args.layer})\n// cflags: {' '.join(cflags)}\n{text}")
@@ -224,14 +230,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--layer",
         choices=LAYER_CHOICES,
         default="auto",
-        help="probe layer: syscalls (tracepoints, any kernel), vfs (kprobes on vfs_read, "
-        "vfs_readv, aio_read, filemap_read: also io_uring reads, which make no read "
-        "syscall); auto = syscalls (default)",
+        help="probe layer: syscalls (tracepoints, any kernel); vfs (vfs_read, vfs_readv, "
+        "aio_read, filemap_read: also io_uring reads, which make no read syscall) through "
+        "BPF trampolines where they work (vfs-fentry), else kprobes (vfs-kprobe); "
+        "auto = syscalls (default)",
     )
     c.add_argument(
         "--functions",
         metavar="LIST",
-        help="--layer vfs: kernel functions to probe, comma-separated (default: all)",
+        help="vfs layers: kernel functions to probe, comma-separated (default: all)",
     )
     c.add_argument(
         "--no-memory-filter",

@@ -6,7 +6,7 @@ Two modes share the loop:
   and refuses to start elsewhere;
 - record (``record=PATH``): raw probe events are appended to a hint trace
   (pyksm.collect.tracefile); works on any kernel with syscall tracepoints
-  (the vfs probe layer needs kprobes).
+  (the vfs probe layers need BPF trampolines or kprobes).
   The controller still runs, without sending, so the statistics say how
   much would have been hinted and how much landed outside target memory.
 
@@ -51,7 +51,7 @@ class CollectOptions:
     count: int | None = None
     min_bytes: int = 512
     syscalls: tuple[str, ...] = READ_SYSCALLS
-    layer: str = "auto"  # probe layer: auto (= syscalls), syscalls, vfs
+    layer: str = "auto"  # probe layer: pyksm.probes.loader.LAYER_CHOICES
     functions: tuple[str, ...] = VFS_FUNCTIONS  # vfs layer
     qmp_sockets: tuple[str, ...] = ()
     policy: TrustPolicy = field(default_factory=TrustPolicy)

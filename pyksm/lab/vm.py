@@ -44,6 +44,9 @@ class VmRequest:
     append: list[str] = field(default_factory=list)
     cwd: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
+    # Extra QEMU arguments (vng --qemu-opts), e.g. ["-icount", "shift=0,sleep=off"]
+    # for instruction-counted guest time (benchmarks/guest/collect_overhead.py).
+    qemu_opts: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -109,6 +112,8 @@ def build_argv(req: VmRequest, kvm: bool) -> list[str]:
     for a in append:
         argv += ["--append", a]
     argv += ["--exec", _guest_script(req)]
+    if req.qemu_opts:  # vng wants these last
+        argv += ["--qemu-opts", shlex.join(req.qemu_opts)]
     return argv
 
 

@@ -29,3 +29,11 @@ def test_argv_has_console_shares_and_command(tmp_path: Path) -> None:
 def test_kvm_argv_does_not_disable_kvm(tmp_path: Path) -> None:
     req = vm.VmRequest(bzimage=tmp_path / "bzImage", command=["true"], outdir=tmp_path)
     assert "--disable-kvm" not in vm.build_argv(req, kvm=True)
+
+
+def test_qemu_opts_go_last_as_one_argument(tmp_path: Path) -> None:
+    req = vm.VmRequest(bzimage=tmp_path / "bzImage", command=["true"], outdir=tmp_path)
+    assert "--qemu-opts" not in vm.build_argv(req, kvm=False)
+    req.qemu_opts = ["-icount", "shift=0,sleep=off"]
+    argv = vm.build_argv(req, kvm=False)
+    assert argv[-2:] == ["--qemu-opts", "-icount shift=0,sleep=off"]

@@ -7,14 +7,17 @@ the collector keeps running, and the collector is stopped with SIGINT.
 Finally the recorded variant: `collect --record` of a second reader, and
 `pyksm hint --replay` of that trace while the reader is still alive.
 
---layer vfs: the collectors use the kprobe layer (bpf/vfs_read_trace.c), the
-reader also reads with io_uring (READ, READV: no read syscall), and the file
-lives on a ramfs (page cache: io_uring reads it inline, filemap_read runs).
-The record phase then runs two more recorders on the same reader for
-comparison: the syscalls layer, and the vfs layer without aio_read (so AIO
-reads reach it through filemap_read, like io_uring's always do).
+--layer vfs (or vfs-fentry, vfs-kprobe): the collectors use the vfs layer
+(bpf/vfs_read_trace.c; `vfs` is BPF trampolines where they work, else
+kprobes), the reader also reads with io_uring (READ, READV: no read syscall),
+and the file lives on a ramfs (page cache: io_uring reads it inline,
+filemap_read runs). The record phase then runs three more recorders on the
+same reader for comparison: the syscalls layer, the same vfs layer without
+aio_read (so AIO reads reach it through filemap_read, like io_uring's always
+do), and the vfs layer through the other mechanism (kprobes when the main
+one is trampolines, and the other way round).
 
-usage: collect_live.py OUT.json WORKDIR [--layer syscalls|vfs]
+usage: collect_live.py OUT.json WORKDIR [--layer syscalls|vfs|vfs-fentry|vfs-kprobe]
 """
 
 from __future__ import annotations
@@ -38,11 +41,13 @@ PY = sys.executable
 ap = argparse.ArgumentParser()
 ap.add_argument("out")
 ap.add_argument("work")
-ap.add_argument("--layer", choices=("syscalls", "vfs"), default="syscalls")
+ap.add_argument(
+    "--layer", choices=("syscalls", "vfs", "vfs-fentry", "vfs-kprobe"), default="syscalls"
+)
 cli = ap.parse_args()
 out_path, work = Path(cli.out), Path(cli.work)
 work.mkdir(parents=True, exist_ok=True)
-VFS = cli.layer == "vfs"
+VFS = cli.layer.startswith("vfs")
 LAYER_ARGS = ["--layer", cli.layer]
 READER_ARGS = ["--io-uring"] if VFS else []
 # What each probe of each layer reports a reader's call as (tracefile.probe_name).
@@ -170,14 +175,20 @@ res["live_stderr"] = log.read_text()[-2000:]
 # --- record, then replay --------------------------------------------------
 # name -> (collect arguments, how its probes name the reader's calls)
 recorders: dict[str, tuple[list[str], dict[str, str]]] = {
-    "record": (LAYER_ARGS, AS_PROBE[cli.layer]),
+    "record": (LAYER_ARGS, AS_PROBE["vfs" if VFS else "syscalls"]),
 }
 if VFS:
     recorders["syscalls"] = (["--layer", "syscalls"], AS_PROBE["syscalls"])
     recorders["vfs-fallback"] = (
-        ["--layer", "vfs", "--functions", ",".join(FALLBACK)],
+        [*LAYER_ARGS, "--functions", ",".join(FALLBACK)],
         AS_PROBE["vfs-fallback"],
     )
+    # the same layer through the other mechanism than the live collector's
+    live_stats = res["live_stats"]
+    main = live_stats.get("layer") if isinstance(live_stats, dict) else None
+    other = "vfs-kprobe" if main == "vfs-fentry" else "vfs-fentry"
+    res["other_mechanism"] = other
+    recorders[other] = (["--layer", other], AS_PROBE["vfs"])
 ready2 = work / "ready-record"
 expected2 = work / "expected-record.json"
 reader2 = start_reader(expected2, ready2)
@@ -187,8 +198,15 @@ for name, (args, _names) in recorders.items():
     proc, log = start_collector(["-p", str(reader2.pid), *args, "--record", str(trace)], name)
     running[name] = (proc, log, trace)
 res["record_attached"] = wait_for(
-    lambda: all("attached" in log.read_text() for _, log, _ in running.values()), 600
+    lambda: all(
+        "attached" in log.read_text() or proc.poll() is not None
+        for proc, log, _ in running.values()
+    ),
+    900,
 )
+res["record_started"] = {
+    name: "attached" in log.read_text() for name, (_, log, _) in running.items()
+}
 ready2.touch()
 wait_for(expected2.exists, 120)
 time.sleep(0.5)
@@ -199,9 +217,11 @@ for name, (proc, log, trace) in running.items():
     proc.send_signal(signal.SIGTERM)
     text, _ = proc.communicate(timeout=60)
     stats = json.loads(text) if text.strip() else None
-    cmp = compare(seen_in(trace, reader2.pid), record_expected, recorders[name][1])
+    seen = seen_in(trace, reader2.pid) if trace.exists() else []
+    cmp = compare(seen, record_expected, recorders[name][1])
     cmp["exit"] = proc.returncode
     cmp["bpf"] = stats["bpf"] if stats else log.read_text()[-2000:]
+    cmp["layer"] = stats["layer"] if stats else None
     comparison[name] = cmp
     if name == "record":
         res["record_exit"] = proc.returncode
