@@ -61,12 +61,20 @@ class CollectOptions:
     refresh_s: float = 1.0
 
 
-class _Stop(Exception):
-    pass
+class _StopFlag:
+    """Signal handler that only records the signal.
 
+    Raising from the handler is not enough: a signal that lands while
+    Python runs bcc's ring-buffer callback (a ctypes callback) has its
+    exception printed and dropped, and the collector would run on. The
+    loop checks the flag instead, at least every drain interval.
+    """
 
-def _on_term(_sig: int, _frame: FrameType | None) -> None:
-    raise _Stop
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __call__(self, signum: int, _frame: FrameType | None) -> None:
+        self.signum = signum
 
 
 def _live_writer() -> tuple[HintWriter, PageBudget]:
@@ -145,7 +153,9 @@ def run(
         probes.set_targets(current)
         seen.update(tgids)
 
-    old_term = signal.signal(signal.SIGTERM, _on_term)
+    stop = _StopFlag()
+    old_int = signal.signal(signal.SIGINT, stop)
+    old_term = signal.signal(signal.SIGTERM, stop)
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.monotonic()
     next_refresh = t0
@@ -169,7 +179,7 @@ def run(
         f"layer, tracing {', '.join(probes.attached)}; headers {probes.headers}"
     )
     try:
-        while True:
+        while stop.signum is None:
             now = time.monotonic()
             if now >= next_refresh:
                 refresh()
@@ -184,9 +194,11 @@ def run(
             if opts.duration is not None and now - t0 >= opts.duration:
                 break
             time.sleep(opts.drain_s)
-    except (KeyboardInterrupt, _Stop):
+        interrupted = stop.signum is not None
+    except KeyboardInterrupt:
         interrupted = True
     finally:
+        signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
         try:
             step()
