@@ -35,27 +35,9 @@ from pyksm.experiment.oracle_ledger import LedgerOracle
 from pyksm.kernel import ksm
 
 MODES = ("ksm", "ksm++", "ksm-nosmart", "ksm++-nosmart", "ksm-advisor", "ksm++-advisor")
-COUNTERS = (
-    "pages_shared",
-    "pages_sharing",
-    "pages_unshared",
-    "pages_volatile",
-    "pages_skipped",
-    "pages_scanned",
-    "full_scans",
-    "ksm_zero_pages",
-    "general_profit",
-    "pages_to_scan",
-    "hints_received",
-    "hints_invalid",
-    "hints_pending",
-    "hints_dropped_overflow",
-    "hints_dropped_age",
-    "hints_dropped_stale",
-    "hints_dropped_flush",
-    "hint_pages_scanned",
-    "hint_pages_merged",
-)
+# Sampled every second: every read-only value, and pages_to_scan (the
+# scan-time advisor changes it).
+COUNTERS = (*ksm.STATS, "pages_to_scan")
 
 
 @dataclass(frozen=True)

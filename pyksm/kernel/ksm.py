@@ -27,6 +27,7 @@ class Knob:
     writable: bool
     since: str
     doc: str
+    monotonic: bool = False  # a count that only grows (a rate over time)
 
 
 _K = Knob
@@ -50,9 +51,9 @@ KNOBS: dict[str, Knob] = {
         _K("pages_sharing", "int", False, "2.6.32", "sites sharing them (memory saved)"),
         _K("pages_unshared", "int", False, "2.6.32", "unique pages checked repeatedly"),
         _K("pages_volatile", "int", False, "2.6.32", "pages changing too fast to merge"),
-        _K("pages_skipped", "int", False, "6.7", "pages smart_scan skipped"),
-        _K("pages_scanned", "int", False, "6.8", "pages scanned (all time)"),
-        _K("full_scans", "int", False, "2.6.32", "completed full scans"),
+        _K("pages_skipped", "int", False, "6.7", "pages smart_scan skipped", monotonic=True),
+        _K("pages_scanned", "int", False, "6.8", "pages scanned (all time)", monotonic=True),
+        _K("full_scans", "int", False, "2.6.32", "completed full scans", monotonic=True),
         _K("stable_node_chains", "int", False, "4.13", "stable chains"),
         _K("stable_node_dups", "int", False, "4.13", "stable dups"),
         _K("ksm_zero_pages", "int", False, "6.10", "pages merged with the zero page"),
@@ -62,18 +63,48 @@ KNOBS: dict[str, Knob] = {
         _K("hint_interleave", "str", True, "KSM++", "H:L hint to linear steps per batch"),
         _K("hint_max_age_ms", "int", True, "KSM++", "hints older than this are dropped"),
         _K("hint_skip_volatility", "bool", True, "KSM++", "hinted pages skip the volatility gate"),
-        _K("hints_received", "int", False, "KSM++", "records accepted"),
-        _K("hints_invalid", "int", False, "KSM++", "records rejected"),
+        _K("hints_received", "int", False, "KSM++", "records accepted", monotonic=True),
+        _K("hints_invalid", "int", False, "KSM++", "records rejected", monotonic=True),
         _K("hints_pending", "int", False, "KSM++", "records in the stack now"),
-        _K("hints_dropped_overflow", "int", False, "KSM++", "overwritten by newer hints"),
-        _K("hints_dropped_age", "int", False, "KSM++", "expired unprocessed"),
-        _K("hints_dropped_stale", "int", False, "KSM++", "target mm gone or not under KSM"),
-        _K("hints_dropped_flush", "int", False, "KSM++", "flushed (run=2, capacity change)"),
-        _K("hint_pages_scanned", "int", False, "KSM++", "pages ksmd visited through hints"),
-        _K("hint_pages_merged", "int", False, "KSM++", "hinted visits that merged"),
+        _K(
+            "hints_dropped_overflow",
+            "int",
+            False,
+            "KSM++",
+            "overwritten by newer hints",
+            monotonic=True,
+        ),
+        _K("hints_dropped_age", "int", False, "KSM++", "expired unprocessed", monotonic=True),
+        _K(
+            "hints_dropped_stale",
+            "int",
+            False,
+            "KSM++",
+            "target mm gone or not under KSM",
+            monotonic=True,
+        ),
+        _K(
+            "hints_dropped_flush",
+            "int",
+            False,
+            "KSM++",
+            "flushed (run=2, capacity change)",
+            monotonic=True,
+        ),
+        _K(
+            "hint_pages_scanned",
+            "int",
+            False,
+            "KSM++",
+            "pages ksmd visited through hints",
+            monotonic=True,
+        ),
+        _K("hint_pages_merged", "int", False, "KSM++", "hinted visits that merged", monotonic=True),
     )
 }
 HINT_KNOBS = tuple(n for n, k in KNOBS.items() if k.since == "KSM++")
+STATS = tuple(n for n, k in KNOBS.items() if not k.writable)  # read-only values
+MONOTONIC = frozenset(n for n, k in KNOBS.items() if k.monotonic)
 
 
 class Ksm:

@@ -47,6 +47,7 @@ __all__ = [
     "BPF_SOURCE",
     "LAYER_CHOICES",
     "PROBE_NAMES",
+    "VFS_PROBE_FOR",
     "ProbeOptions",
     "ReadEvent",
     "ReadProbes",
@@ -75,6 +76,17 @@ PROBE_NAMES: dict[int, str] = {
     8: "vfs_readv",
     9: "aio_read",
     10: "filemap_read",
+}
+# Which vfs-layer probe reports a read made through each interface
+# (bpf/vfs_read_trace.c): io_uring's own read path is notrace in 6.12, so
+# its page-cache reads come in through filemap_read.
+VFS_PROBE_FOR = {
+    "read": "vfs_read",
+    "pread64": "vfs_read",
+    "readv": "vfs_readv",
+    "preadv": "vfs_readv",
+    "io_submit": "aio_read",
+    "io_uring": "filemap_read",
 }
 # read_trace.c's tracepoints per syscall: io_submit is emitted at entry only.
 SYSCALL_PROBES = {"io_submit": ("enter",)}

@@ -19,21 +19,7 @@ from rich.table import Table
 from pyksm.kernel import ksm
 
 # Global values that only grow: exported as counters, shown as rates.
-COUNTERS = frozenset(
-    {
-        "full_scans",
-        "pages_scanned",
-        "pages_skipped",
-        "hints_received",
-        "hints_invalid",
-        "hints_dropped_overflow",
-        "hints_dropped_age",
-        "hints_dropped_stale",
-        "hints_dropped_flush",
-        "hint_pages_scanned",
-        "hint_pages_merged",
-    }
-)
+COUNTERS = ksm.MONOTONIC
 RATES = ("pages_scanned", "hints_received", "hint_pages_scanned", "hint_pages_merged")
 PROC_FIELDS = ("ksm_merging_pages", "ksm_process_profit", "ksm_rmap_items", "ksm_zero_pages")
 

@@ -5,24 +5,35 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from pyksm.probes import loader
 from tests.vm.conftest import Boot, summarize
 
 GUEST = Path(__file__).parent / "guest"
 
 
-def test_live_collect_hints_exact_reads_and_they_merge(
-    boot: Boot, python: str, tmp_path: Path
-) -> None:
+def _collect_live(
+    boot: Boot, python: str, tmp_path: Path, *args: str, **boot_kw: Any
+) -> dict[str, Any]:
+    """Run guest/collect_live.py in the test kernel; its JSON result."""
     out = tmp_path / "collect.json"
-    result = boot([python, str(GUEST / "collect_live.py"), str(out), str(tmp_path / "work")])
+    argv = [python, str(GUEST / "collect_live.py"), str(out), str(tmp_path / "work"), *args]
+    result = boot(argv, **boot_kw)
     assert result.command_exit == 0, result.output_log.read_text()[-3000:]
-    r = json.loads(out.read_text())
+    r: dict[str, Any] = json.loads(out.read_text())
     if not r["hints_supported"]:
         pytest.skip("this test kernel has no KSM++ hints (kernel-patches/series applies none)")
     print(json.dumps({k: v for k, v in r.items() if "stderr" not in k}, indent=1))
+    return r
+
+
+def test_live_collect_hints_exact_reads_and_they_merge(
+    boot: Boot, python: str, tmp_path: Path
+) -> None:
+    r = _collect_live(boot, python, tmp_path)
     assert r["attached"], r["live_stderr"]
     expected = r["expected"]
     assert {e[0] for e in expected} == {"preadv", "readv", "pread64", "read", "io_submit"}
@@ -47,14 +58,7 @@ def test_live_collect_hints_exact_reads_and_they_merge(
 
 
 # How the vfs layer names each of the reader's calls (bpf/vfs_read_trace.c).
-VFS_PROBE = {
-    "read": "vfs_read",
-    "pread64": "vfs_read",
-    "readv": "vfs_readv",
-    "preadv": "vfs_readv",
-    "io_submit": "aio_read",
-    "io_uring": "filemap_read",  # io_uring's own read path is notrace in 6.12
-}
+VFS_PROBE = loader.VFS_PROBE_FOR
 
 
 def test_vfs_layer_sees_io_uring_and_reports_exact_reads(
@@ -64,15 +68,8 @@ def test_vfs_layer_sees_io_uring_and_reports_exact_reads(
     preadv, io_submit and io_uring READ/READV from a ramfs file into
     MADV_MERGEABLE memory, live and recorded; the syscalls layer, the
     filemap_read fallback and the kprobe mechanism record the same reader."""
-    out = tmp_path / "collect.json"
-    argv = [python, str(GUEST / "collect_live.py"), str(out), str(tmp_path / "work")]
     # Four bcc compiles run at once in the record phase (~3 min each under TCG).
-    result = boot([*argv, "--layer", "vfs"], timeout=3600, memory="3G")
-    assert result.command_exit == 0, result.output_log.read_text()[-3000:]
-    r = json.loads(out.read_text())
-    if not r["hints_supported"]:
-        pytest.skip("this test kernel has no KSM++ hints (kernel-patches/series applies none)")
-    print(json.dumps({k: v for k, v in r.items() if "stderr" not in k}, indent=1))
+    r = _collect_live(boot, python, tmp_path, "--layer", "vfs", timeout=3600, memory="3G")
     assert r["attached"], r["live_stderr"]
     expected = r["expected"]
     assert {e[0] for e in expected} == set(VFS_PROBE)

@@ -34,6 +34,7 @@ from typing import Any
 
 from pyksm.collect import tracefile
 from pyksm.kernel import hints, ksm
+from pyksm.probes import loader
 
 HERE = Path(__file__).parent
 READER = HERE / "read_into_mergeable.py"
@@ -53,14 +54,7 @@ READER_ARGS = ["--io-uring"] if VFS else []
 # What each probe of each layer reports a reader's call as (tracefile.probe_name).
 AS_PROBE = {
     "syscalls": {"preadv2": "preadv"},  # Python's os.preadv may use preadv2
-    "vfs": {
-        "read": "vfs_read",
-        "pread64": "vfs_read",
-        "readv": "vfs_readv",
-        "preadv": "vfs_readv",
-        "io_submit": "aio_read",
-        "io_uring": "filemap_read",  # io_uring's own read path is notrace in 6.12
-    },
+    "vfs": loader.VFS_PROBE_FOR,
 }
 FALLBACK = ("vfs_read", "vfs_readv", "filemap_read")
 AS_PROBE["vfs-fallback"] = {**AS_PROBE["vfs"], "io_submit": "filemap_read"}
