@@ -38,6 +38,11 @@ MODES = ("ksm", "ksm++", "ksm-nosmart", "ksm++-nosmart", "ksm-advisor", "ksm++-a
 # Sampled every second: every read-only value, and pages_to_scan (the
 # scan-time advisor changes it).
 COUNTERS = (*ksm.STATS, "pages_to_scan")
+# Warm-up before each mode's workload (see _warm_up).
+WARM_ROUNDS = 2
+WARM_PAGES = 4000
+# A guest that read less than this share of its set rate was CPU-bound.
+IO_PACE_OK = 0.95
 
 
 @dataclass(frozen=True)
@@ -67,16 +72,48 @@ def _reset(k: ksm.Ksm, cfg: ModeConfig, pages: int, sleep_ms: int) -> None:
     deadline = time.monotonic() + 120
     while k.read_int("pages_shared") and time.monotonic() < deadline:
         time.sleep(0.2)
-    k.write("pages_to_scan", pages)
     k.write("sleep_millisecs", sleep_ms)
     if k.has("smart_scan"):
         k.write("smart_scan", cfg.smart_scan)
     if k.has("advisor_mode"):
-        k.write("advisor_mode", "scan-time" if cfg.advisor else "none")
+        k.write("advisor_mode", "none")
     if k.has("hint_capacity"):
         k.write("hint_capacity", 4096 if cfg.hints else 0)
     elif cfg.hints:
         raise PyksmError("mode ksm++ needs the patched kernel (no ksm/hint_capacity)")
+
+
+def _warm_up(k: ksm.Ksm, cfg: ModeConfig, pages: int, rounds: int = WARM_ROUNDS) -> float:
+    """Let ksmd scan the booted guests for ``rounds`` full rounds, fast, then
+    set the measured scan rate. On a host ksmd has been running long before
+    a workload starts: every page has an rmap_item and a checksum, and the
+    unstable tree is built each round. Starting cold would charge the first
+    round's cheap, merge-free visits to linear KSM only. Returns seconds."""
+    t0 = time.monotonic()
+    start = k.read_int("full_scans")
+    k.write("pages_to_scan", WARM_PAGES)
+    k.write("run", 1)
+    deadline = t0 + 600
+    while k.read_int("full_scans") < start + rounds:
+        if time.monotonic() > deadline:
+            raise PyksmError(f"ksmd did not finish {rounds} warm-up rounds in 600 s")
+        time.sleep(0.2)
+    k.write("pages_to_scan", pages)
+    if cfg.advisor and k.has("advisor_mode"):
+        k.write("advisor_mode", "scan-time")
+    return time.monotonic() - t0
+
+
+def io_achieved(
+    spec: scenarios.GuestSpec, stats: dict[str, int] | None, duration: float
+) -> float | None:
+    """Bytes a guest read over what its read rate asked for (None: no I/O).
+    Below 1, the guest could not keep its pace (CPU-bound) and the modes'
+    workloads may differ."""
+    if spec.io == "none" or stats is None:
+        return None
+    asked = spec.read_mib_s * (1 << 20) * max(duration - spec.start_delay_s, 1e-9)
+    return stats["read_bytes"] / asked
 
 
 def run_mode(
@@ -119,14 +156,22 @@ def run_mode(
         )
         _wait_attached(collector, out / "collector.log")
     oracle = LedgerOracle(ledgers)
-    # ksmd starts with the workload in every mode: started before the
-    # collector's attach (bcc compiles for minutes under TCG), it would
-    # have scanned a round or more ahead in ksm++ modes only.
-    k.write("run", 1)
+    # ksmd warms up after the collector's attach (bcc compiles for a minute
+    # or more under TCG): before it, ksmd would run longer in ksm++ modes.
+    warm_s = _warm_up(k, cfg, pages)
+    print(f"  {cfg.name:>14} warm-up: {WARM_ROUNDS} rounds in {warm_s:.0f} s", flush=True)
     for g in guests:
         _say(g.stdin, "go")
     t0 = time.monotonic()
-    ticks0 = ksm.ksmd_cpu_ticks()
+    # CPU time of every party, so a run shows where the (virtual) CPUs went
+    # and whether the workload had the CPU it asked for.
+    tasks = {"ksmd": ksm.ksmd_pid(), "runner": os.getpid()}
+    tasks |= {spec.name: g.pid for spec, g in zip(scenario.guests, guests, strict=True)}
+    if collector:
+        tasks["collector"] = collector.pid
+    cpu0 = {name: ksm.cpu_ticks(pid) for name, pid in tasks.items()}
+    idle0 = ksm.idle_ticks()
+    ticks0 = cpu0["ksmd"]
     samples = (out / "samples.jsonl").open("w")
     next_t = t0
     last_print = -1
@@ -137,7 +182,9 @@ def run_mode(
             row = {
                 "t": round(now - t0, 3),
                 **state,
-                "ksmd_ticks": ksm.ksmd_cpu_ticks() - ticks0,
+                "ksmd_ticks": ksm.cpu_ticks(tasks["ksmd"]) - ticks0,
+                "cpu_ticks": {n: ksm.cpu_ticks(pid) - cpu0[n] for n, pid in tasks.items()},
+                "idle_ticks": ksm.idle_ticks() - idle0,
                 "oracle": o.opportunities,
                 "oracle_file": o.file,
                 "oracle_anon": o.anon,
@@ -171,13 +218,29 @@ def run_mode(
             g.wait(timeout=60)
         for p in ledgers:
             p.unlink(missing_ok=True)
+    elapsed = time.monotonic() - t0
+    guest_stats = [json.loads(s) if s else None for s in stats]
+    achieved = [
+        io_achieved(spec, st, min(elapsed, duration))
+        for spec, st in zip(scenario.guests, guest_stats, strict=True)
+    ]
+    for spec, a in zip(scenario.guests, achieved, strict=True):
+        if a is not None and a < IO_PACE_OK:
+            print(
+                f"  {cfg.name:>14} warning: {spec.name} read {a:.0%} of its set rate "
+                f"({spec.read_mib_s} MiB/s): CPU-bound, modes may not be comparable",
+                flush=True,
+            )
     summary = {
         "mode": cfg.name,
         "config": asdict(cfg),
         "guests": info,
-        "guest_stats": [json.loads(s) if s else None for s in stats],
+        "guest_stats": guest_stats,
+        "io_achieved": achieved,
+        "warm_up": {"rounds": WARM_ROUNDS, "pages_to_scan": WARM_PAGES, "seconds": warm_s},
         "lifetimes": oracle.histogram(time.monotonic() - t0),
         "clk_tck": os.sysconf("SC_CLK_TCK"),
+        "cpus": os.cpu_count(),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary

@@ -186,14 +186,32 @@ def process_stat(pid: int) -> dict[str, int | str]:
     return out
 
 
-def ksmd_cpu_ticks() -> int:
-    """utime + stime of the ksmd kernel thread, in clock ticks (SC_CLK_TCK)."""
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of a task, in clock ticks (SC_CLK_TCK); 0 once it is gone."""
+    try:
+        f = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(f[11]) + int(f[12])
+
+
+def ksmd_pid() -> int:
     for p in Path("/proc").iterdir():
         if p.name.isdigit():
             try:
                 if (p / "comm").read_text().strip() == "ksmd":
-                    f = (p / "stat").read_text().rsplit(")", 1)[1].split()
-                    return int(f[11]) + int(f[12])
+                    return int(p.name)
             except OSError:
                 continue
     raise PyksmError("no ksmd thread: is CONFIG_KSM set?")
+
+
+def ksmd_cpu_ticks() -> int:
+    """utime + stime of the ksmd kernel thread, in clock ticks (SC_CLK_TCK)."""
+    return cpu_ticks(ksmd_pid())
+
+
+def idle_ticks() -> int:
+    """Idle + iowait time of all CPUs (the first line of /proc/stat), in ticks."""
+    f = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return int(f[4]) + int(f[5])

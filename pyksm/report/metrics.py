@@ -5,7 +5,12 @@ oracle, ksmd CPU, hint statistics.
   1 s samples): the share of all possible sharing over time that KSM got.
 - t50 / t90: first time pages_sharing reached 50 % / 90 % of the oracle at
   that moment (the oracle being non-zero); None if never.
-- ksmd CPU: ksmd's utime+stime over the run, as % of one CPU.
+- ksmd CPU: ksmd's utime+stime over the run, as % of one CPU; per scanned
+  page (linear and hinted visits).
+- CPU by task: every party's CPU over the run, as % of one CPU (guests,
+  collector, the runner's sampler and oracle, ksmd, idle of all CPUs).
+- guest I/O: the lowest share of its set read rate a guest achieved (below
+  0.95 the guest was CPU-bound and the modes' workloads may differ).
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ class ModeMetrics:
     hint_pages_scanned: int
     hint_pages_merged: int
     hints_dropped: int
+    ksmd_us_per_page: float
+    cpu_by_task: dict[str, float]
+    io_achieved: float | None
 
 
 def _integral(y: np.ndarray, t: np.ndarray) -> float:
@@ -55,6 +63,17 @@ def compute(run: ModeRun) -> ModeMetrics:
         run.last(k) - run.first(k)
         for k in ("hints_dropped_overflow", "hints_dropped_age", "hints_dropped_stale")
     )
+    scanned = run.last("pages_scanned") - run.first("pages_scanned")
+    ticks = run.rows[-1].get("cpu_ticks", {}) if run.rows else {}
+    by_task: dict[str, float] = {}
+    if duration and ticks:
+        guests = sum(v for k, v in ticks.items() if k.startswith("guest"))
+        by_task = {
+            k: v / clk / duration * 100 for k, v in ticks.items() if not k.startswith("guest")
+        }
+        by_task["guests"] = guests / clk / duration * 100
+        by_task["idle"] = run.last("idle_ticks") / clk / duration * 100
+    achieved = [a for a in run.summary.get("io_achieved", []) if a is not None]
     return ModeMetrics(
         mode=run.mode,
         captured=_integral(run.pages_sharing, run.t) / oracle_area if oracle_area else 0.0,
@@ -64,9 +83,12 @@ def compute(run: ModeRun) -> ModeMetrics:
         mean_oracle=float(run.oracle.mean()),
         peak_oracle=float(run.oracle.max()),
         ksmd_cpu_pct=cpu,
-        pages_scanned=run.last("pages_scanned") - run.first("pages_scanned"),
+        pages_scanned=scanned,
         hints_received=run.last("hints_received") - run.first("hints_received"),
         hint_pages_scanned=run.last("hint_pages_scanned") - run.first("hint_pages_scanned"),
         hint_pages_merged=run.last("hint_pages_merged") - run.first("hint_pages_merged"),
         hints_dropped=dropped,
+        ksmd_us_per_page=run.ksmd_ticks[-1] / clk / scanned * 1e6 if scanned else 0.0,
+        cpu_by_task=by_task,
+        io_achieved=min(achieved) if achieved else None,
     )

@@ -19,6 +19,16 @@ def _fmt_t(v: float | None) -> str:
     return "never" if v is None else f"{v:.0f} s"
 
 
+def _ratio(value: float, base: float | None) -> str:
+    """value / base; a base below 0.001 of the oracle (KSM merged next to
+    nothing) makes the quotient meaningless."""
+    if base is None:
+        return ""
+    if base < 1e-3:
+        return "ksm ≈ 0" if value >= 1e-3 else "—"
+    return f"{value / base:.2f}x"
+
+
 def metric_rows(exp: Experiment) -> list[dict[str, str]]:
     ms = {m: metrics.compute(r) for m, r in exp.runs.items()}
     base = ms.get("ksm")
@@ -28,7 +38,7 @@ def metric_rows(exp: Experiment) -> list[dict[str, str]]:
             {
                 "mode": mode,
                 "captured sharing": f"{m.captured:.3f}",
-                "vs ksm": f"{m.captured / base.captured:.2f}x" if base and base.captured else "",
+                "vs ksm": _ratio(m.captured, base.captured if base else None),
                 "t50": _fmt_t(m.t50),
                 "t90": _fmt_t(m.t90),
                 "mean saved / oracle (MiB)": f"{m.mean_sharing * 4 / 1024:.0f} / {m.mean_oracle * 4 / 1024:.0f}",
@@ -36,22 +46,52 @@ def metric_rows(exp: Experiment) -> list[dict[str, str]]:
                 "CPU vs ksm": f"{m.ksmd_cpu_pct / base.ksmd_cpu_pct:.2f}"
                 if base and base.ksmd_cpu_pct
                 else "",
+                "ksmd µs/page": f"{m.ksmd_us_per_page:.1f}",
                 "hints rcvd / pages / merged": f"{m.hints_received} / {m.hint_pages_scanned} / {m.hint_pages_merged}",
+                "guest I/O": "" if m.io_achieved is None else f"{m.io_achieved:.0%}",
             }
         )
     return rows
 
 
+CPU_TASKS = ("ksmd", "guests", "collector", "runner", "idle")
+
+
+def cpu_rows(exp: Experiment) -> list[dict[str, str]]:
+    """Where the CPUs went in each mode, in % of one CPU."""
+    rows = []
+    for mode, run in exp.runs.items():
+        by = metrics.compute(run).cpu_by_task
+        if by:
+            rows.append(
+                {"mode": mode} | {t: f"{by[t]:.0f} %" if t in by else "" for t in CPU_TASKS}
+            )
+    return rows
+
+
+def _rich_table(title: str, rows: list[dict[str, str]]) -> Table:
+    table = Table(title=title)
+    for col in rows[0]:
+        table.add_column(col, justify="left" if col == "mode" else "right")
+    for r in rows:
+        table.add_row(*r.values())
+    return table
+
+
+def _html_table(rows: list[dict[str, str]]) -> str:
+    head = "<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in rows[0]) + "</tr>"
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in r.values()) + "</tr>" for r in rows
+    )
+    return f"<table>{head}{body}</table>"
+
+
 def terminal_summary(exps: list[Experiment], console: Console) -> None:
     for exp in exps:
-        rows = metric_rows(exp)
         title = f"{exp.scenario} ({exp.path})" + ("" if exp.complete else " — PARTIAL RESULTS")
-        table = Table(title=title)
-        for col in rows[0]:
-            table.add_column(col, justify="left" if col == "mode" else "right")
-        for r in rows:
-            table.add_row(*r.values())
-        console.print(table)
+        console.print(_rich_table(title, metric_rows(exp)))
+        if cpu := cpu_rows(exp):
+            console.print(_rich_table(f"{exp.scenario}: CPU by task (% of one CPU)", cpu))
 
 
 def _img(path: Path) -> str:
@@ -83,14 +123,9 @@ def write(exps: list[Experiment], outdir: Path) -> Path:
             )
         desc = exp.config.get("scenario", {}).get("description", "")
         parts.append(f"<p>{html.escape(str(desc))}</p>")
-        parts.append(
-            "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in rows[0]) + "</tr>"
-        )
-        for r in rows:
-            parts.append(
-                "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in r.values()) + "</tr>"
-            )
-        parts.append("</table>")
+        parts.append(_html_table(rows))
+        if cpu := cpu_rows(exp):
+            parts.append("<h3>CPU by task (% of one CPU)</h3>" + _html_table(cpu))
         parts.append(_img(merge))
         parts.append(_img(life))
         cfg = {k: v for k, v in exp.config.items() if k != "ksm_knobs_before"}

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import numpy as np
 
-from pyksm.experiment.guest import IMAGE_TAG, PAGE, Guest, block_id, make_image
+from pyksm.experiment.guest import (
+    IMAGE_TAG,
+    PAGE,
+    SHARED_TAG,
+    UNIQUE_TAG,
+    Guest,
+    block_id,
+    make_image,
+)
 from pyksm.experiment.guest import argv as guest_argv
 from pyksm.experiment.oracle_ledger import LedgerOracle
 from pyksm.experiment.scenarios import GuestSpec
@@ -79,3 +87,35 @@ def test_guest_process_protocol(tmp_path: Path) -> None:
     assert lines[0]["ram"][1] == 4 << 20
     assert lines[1]["read_bytes"] > 0 and lines[1]["preadv_calls"] > 0
     assert p.returncode == 0
+
+
+def test_fast_count_agrees_with_sorting() -> None:
+    """The oracle's count (bincount over disk blocks, unique-tagged ids not
+    counted one by one) gives what np.unique over everything gives."""
+    rng = np.random.default_rng(3)
+    ids = np.concatenate(
+        [
+            IMAGE_TAG | rng.integers(1, 500, 3000),
+            UNIQUE_TAG | (1 << 40) | np.arange(2000),
+            SHARED_TAG | rng.integers(1, 50, 400),
+            rng.integers(1, 30, 100),
+        ]
+    ).astype(np.int64)
+    rng.shuffle(ids)
+    o = LedgerOracle([])
+    s = o.observe(ids, 0.0)
+    uniq, counts = np.unique(ids, return_counts=True)
+    assert s.distinct == uniq.size
+    assert s.opportunities == ids.size - uniq.size
+    file = (uniq & IMAGE_TAG) != 0
+    assert s.file == int((counts[file] - 1).sum())
+    assert s.anon == int((counts[~file] - 1).sum())
+
+
+def test_io_achieved_is_bytes_over_the_set_pace() -> None:
+    from pyksm.experiment.runner import io_achieved
+
+    spec = GuestSpec(name="g", read_mib_s=2.0, start_delay_s=3.0)
+    assert io_achieved(spec, {"read_bytes": 2 << 20, "preadv_calls": 1}, 4.0) == 1.0
+    assert io_achieved(spec, {"read_bytes": 1 << 20, "preadv_calls": 1}, 4.0) == 0.5
+    assert io_achieved(GuestSpec(name="n", io="none"), {"read_bytes": 0}, 4.0) is None

@@ -117,3 +117,50 @@ def test_not_a_results_dir(tmp_path: Path) -> None:
         dataset.load(tmp_path)
     with pytest.raises(PyksmError, match="no experiment results"):
         dataset.find([tmp_path])
+
+
+def test_cpu_by_task_and_guest_pace(tmp_path: Path) -> None:
+    """The CPU table shares out each task's ticks over the run (% of one CPU,
+    guests summed) and the guest I/O column is the slowest guest's pace."""
+    d = tmp_path / "apache" / "ksm++"
+    d.mkdir(parents=True)
+    (tmp_path / "apache" / "config.json").write_text(
+        json.dumps({"scenario": {"name": "apache"}, "modes": ["ksm++"]})
+    )
+    rows = [
+        {"t": 0.0, "pages_sharing": 0, "oracle": 1, "ksmd_ticks": 0, "pages_scanned": 1000},
+        {
+            "t": 10.0,
+            "pages_sharing": 1,
+            "oracle": 1,
+            "ksmd_ticks": 50,
+            "pages_scanned": 6000,
+            "cpu_ticks": {
+                "ksmd": 50,
+                "runner": 100,
+                "guest-a": 300,
+                "guest-b": 200,
+                "collector": 7,
+            },
+            "idle_ticks": 1343,
+        },
+    ]
+    (d / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (d / "summary.json").write_text(json.dumps({"clk_tck": 100, "io_achieved": [0.97, 0.5, None]}))
+    exp = dataset.load(tmp_path / "apache")
+    m = metrics.compute(exp.runs["ksm++"])
+    assert m.cpu_by_task == pytest.approx(
+        {"ksmd": 5.0, "runner": 10.0, "collector": 0.7, "guests": 50.0, "idle": 134.3}
+    )
+    assert m.ksmd_us_per_page == pytest.approx(0.5 / 5000 * 1e6)
+    assert m.io_achieved == 0.5
+    (row,) = render.cpu_rows(exp)
+    assert row == {
+        "mode": "ksm++",
+        "ksmd": "5 %",
+        "guests": "50 %",
+        "collector": "1 %",
+        "runner": "10 %",
+        "idle": "134 %",
+    }
+    assert render.metric_rows(exp)[0]["guest I/O"] == "50%"
