@@ -202,6 +202,7 @@ def cmd_experiment_run(args: argparse.Namespace) -> int:
         args.scan_rate,
         Path(args.outdir).resolve(),
         err,
+        warm_up=args.warm_up,
     )
     render.terminal_summary([dataset.load(path)], out)
     err.print(f"results: {path}  (pyksm report {path})")
@@ -323,9 +324,20 @@ def parser() -> argparse.ArgumentParser:
     )
     er = ep.add_parser("run", help="boot the test kernel and run a scenario once per mode")
     er.add_argument("scenario", choices=sorted(scenarios.SCENARIOS))
-    er.add_argument("--modes", default="ksm,ksm++", help=f"comma list of {', '.join(runner.MODES)}")
+    er.add_argument(
+        "--modes",
+        default="ksm,ksm++",
+        help=f"comma list of {', '.join(runner.MODES)}; MODE@PAGES:MS gives a mode its own scan rate",
+    )
     er.add_argument("--duration", type=float, default=None, help="seconds per mode")
     er.add_argument("--scan-rate", default="100:20", help="PAGES:MILLISECONDS (default 100:20)")
+    er.add_argument(
+        "--warm-up",
+        type=int,
+        default=runner.WARM_ROUNDS,
+        help="full ksmd rounds over the booted guests before each mode's workload "
+        f"(default {runner.WARM_ROUNDS}; 0: ksmd starts cold with the workload)",
+    )
     er.add_argument("--outdir", "-o", default="pyksm-results")
     er.set_defaults(func=cmd_experiment_run)
     rp = sub.add_parser("report", help="merge report (HTML, PNG, summary) from results")

@@ -22,8 +22,12 @@ def run(
     outdir: Path,
     console: Console,
     kernel: kbuild.KernelBuild | None = None,
+    warm_up: int = runner.WARM_ROUNDS,
 ) -> Path:
     sc = scenarios.get(scenario)
+    runner.parse_scan_rate(scan_rate)
+    if warm_up < 0:
+        raise PyksmError(f"--warm-up {warm_up}: rounds must be >= 0")
     for m in modes:
         runner.mode_config(m)
     kernel = kernel or kbuild.build(kbuild.BuildRequest(), console)
@@ -45,6 +49,8 @@ def run(
         str(dur),
         "--scan-rate",
         scan_rate,
+        "--warm-up",
+        str(warm_up),
     ]
     res = vm.run(
         vm.VmRequest(

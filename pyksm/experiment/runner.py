@@ -9,6 +9,9 @@ Modes (same seeded workload each time, KSM fully unmerged in between):
   ksm-advisor    linear KSM with the scan-time advisor
   ksm++-advisor  KSM++ with the scan-time advisor
 
+A mode may carry its own scan rate, MODE@PAGES:MS (e.g. ksm@175:20): linear
+KSM given the ksmd CPU that KSM++ used, to compare the two at equal cost.
+
 Per mode it writes OUTDIR/SCENARIO/MODE/samples.jsonl (one JSON per second)
 and summary.json; OUTDIR/SCENARIO/config.json holds the full configuration.
 """
@@ -51,12 +54,35 @@ class ModeConfig:
     hints: bool
     smart_scan: bool
     advisor: bool
+    # The mode's own scan rate (MODE@PAGES:MS); None: the experiment's.
+    scan_rate: tuple[int, int] | None = None
+
+
+def parse_scan_rate(text: str) -> tuple[int, int]:
+    """ "PAGES:MILLISECONDS" -> (pages_to_scan, sleep_millisecs)."""
+    pages, sep, ms = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        rate = int(pages), int(ms)
+    except ValueError:
+        raise PyksmError(f"scan rate {text!r} is not PAGES:MILLISECONDS (e.g. 100:20)") from None
+    if rate[0] < 1 or rate[1] < 0:
+        raise PyksmError(f"scan rate {text!r}: PAGES must be >= 1 and MILLISECONDS >= 0")
+    return rate
 
 
 def mode_config(name: str) -> ModeConfig:
-    if name not in MODES:
-        raise PyksmError(f"unknown mode {name!r} (choose from {', '.join(MODES)})")
-    return ModeConfig(name, name.startswith("ksm++"), "nosmart" not in name, "advisor" in name)
+    base, at, rate = name.partition("@")
+    if base not in MODES:
+        raise PyksmError(f"unknown mode {base!r} (choose from {', '.join(MODES)})")
+    return ModeConfig(
+        name,
+        base.startswith("ksm++"),
+        "nosmart" not in base,
+        "advisor" in base,
+        parse_scan_rate(rate) if at else None,
+    )
 
 
 def collector_argv(pids: list[int]) -> list[str]:
@@ -88,10 +114,11 @@ def _warm_up(k: ksm.Ksm, cfg: ModeConfig, pages: int, rounds: int = WARM_ROUNDS)
     set the measured scan rate. On a host ksmd has been running long before
     a workload starts: every page has an rmap_item and a checksum, and the
     unstable tree is built each round. Starting cold would charge the first
-    round's cheap, merge-free visits to linear KSM only. Returns seconds."""
+    round's cheap, merge-free visits to linear KSM only. With no rounds,
+    ksmd starts cold with the workload. Returns seconds."""
     t0 = time.monotonic()
     start = k.read_int("full_scans")
-    k.write("pages_to_scan", WARM_PAGES)
+    k.write("pages_to_scan", WARM_PAGES if rounds else pages)
     k.write("run", 1)
     deadline = t0 + 600
     while k.read_int("full_scans") < start + rounds:
@@ -107,13 +134,13 @@ def _warm_up(k: ksm.Ksm, cfg: ModeConfig, pages: int, rounds: int = WARM_ROUNDS)
 def io_achieved(
     spec: scenarios.GuestSpec, stats: dict[str, int] | None, duration: float
 ) -> float | None:
-    """Bytes a guest read over what its read rate asked for (None: no I/O).
-    Below 1, the guest could not keep its pace (CPU-bound) and the modes'
-    workloads may differ."""
+    """Bytes a guest's workload read (page-cache hits included) over what its
+    read rate asked for (None: no I/O). Below 1, the guest could not keep its
+    pace (CPU-bound) and the modes' workloads may differ."""
     if spec.io == "none" or stats is None:
         return None
     asked = spec.read_mib_s * (1 << 20) * max(duration - spec.start_delay_s, 1e-9)
-    return stats["read_bytes"] / asked
+    return stats.get("served_bytes", stats["read_bytes"]) / asked
 
 
 def run_mode(
@@ -124,8 +151,11 @@ def run_mode(
     pages: int,
     sleep_ms: int,
     image: Path,
+    warm_rounds: int = WARM_ROUNDS,
 ) -> dict[str, object]:
     k = ksm.Ksm()
+    if cfg.scan_rate:
+        pages, sleep_ms = cfg.scan_rate
     _reset(k, cfg, pages, sleep_ms)
     out.mkdir(parents=True, exist_ok=True)
     shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path("/tmp")
@@ -158,8 +188,8 @@ def run_mode(
     oracle = LedgerOracle(ledgers)
     # ksmd warms up after the collector's attach (bcc compiles for a minute
     # or more under TCG): before it, ksmd would run longer in ksm++ modes.
-    warm_s = _warm_up(k, cfg, pages)
-    print(f"  {cfg.name:>14} warm-up: {WARM_ROUNDS} rounds in {warm_s:.0f} s", flush=True)
+    warm_s = _warm_up(k, cfg, pages, warm_rounds)
+    print(f"  {cfg.name:>14} warm-up: {warm_rounds} rounds in {warm_s:.0f} s", flush=True)
     for g in guests:
         _say(g.stdin, "go")
     t0 = time.monotonic()
@@ -237,7 +267,8 @@ def run_mode(
         "guests": info,
         "guest_stats": guest_stats,
         "io_achieved": achieved,
-        "warm_up": {"rounds": WARM_ROUNDS, "pages_to_scan": WARM_PAGES, "seconds": warm_s},
+        "scan_rate": {"pages_to_scan": pages, "sleep_millisecs": sleep_ms},
+        "warm_up": {"rounds": warm_rounds, "pages_to_scan": WARM_PAGES, "seconds": warm_s},
         "lifetimes": oracle.histogram(time.monotonic() - t0),
         "clk_tck": os.sysconf("SC_CLK_TCK"),
         "cpus": os.cpu_count(),
@@ -285,10 +316,11 @@ def main() -> int:
     p.add_argument("--modes", default="ksm,ksm++")
     p.add_argument("--duration", type=float, default=None)
     p.add_argument("--scan-rate", default="100:20", help="PAGES:MILLISECONDS")
+    p.add_argument("--warm-up", type=int, default=WARM_ROUNDS, help="ksmd rounds before go")
     a = p.parse_args()
     sc = scenarios.get(a.scenario)
     duration = a.duration or sc.duration_s
-    pages, _, ms = a.scan_rate.partition(":")
+    pages, ms = parse_scan_rate(a.scan_rate)
     modes = [mode_config(m) for m in a.modes.split(",")]
     base = a.outdir / sc.name
     base.mkdir(parents=True, exist_ok=True)
@@ -299,8 +331,9 @@ def main() -> int:
         "scenario": sc.to_dict(),
         "modes": [m.name for m in modes],
         "duration_s": duration,
-        "pages_to_scan": int(pages),
-        "sleep_millisecs": int(ms),
+        "pages_to_scan": pages,
+        "sleep_millisecs": ms,
+        "warm_up_rounds": a.warm_up,
         "pyksm": __version__,
         "kernel": platform.release(),
         "ksm_knobs_before": k.state(),
@@ -309,7 +342,7 @@ def main() -> int:
     (base / "config.json").write_text(json.dumps(config, indent=1))
     for m in modes:
         print(f"running {sc.name} / {m.name} for {duration:.0f} s", flush=True)
-        run_mode(sc, m, base / m.name, duration, int(pages), int(ms), image)
+        run_mode(sc, m, base / m.name, duration, pages, ms, image, a.warm_up)
     (base / "complete").write_text("ok\n")
     return 0
 

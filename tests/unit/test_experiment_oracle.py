@@ -117,5 +117,7 @@ def test_io_achieved_is_bytes_over_the_set_pace() -> None:
 
     spec = GuestSpec(name="g", read_mib_s=2.0, start_delay_s=3.0)
     assert io_achieved(spec, {"read_bytes": 2 << 20, "preadv_calls": 1}, 4.0) == 1.0
+    hits = {"read_bytes": 0, "served_bytes": 3 << 20, "preadv_calls": 0}
+    assert io_achieved(spec, hits, 4.0) == 1.5  # cache hits are reads of the workload too
     assert io_achieved(spec, {"read_bytes": 1 << 20, "preadv_calls": 1}, 4.0) == 0.5
     assert io_achieved(GuestSpec(name="n", io="none"), {"read_bytes": 0}, 4.0) is None

@@ -1,0 +1,44 @@
+"""Experiment modes and scan rates as the user spells them."""
+
+from __future__ import annotations
+
+import pytest
+
+from pyksm.errors import PyksmError
+from pyksm.experiment.runner import MODES, mode_config, parse_scan_rate
+
+
+def test_every_named_mode_parses_to_its_settings() -> None:
+    got = {m: mode_config(m) for m in MODES}
+    assert [m for m, c in got.items() if c.hints] == ["ksm++", "ksm++-nosmart", "ksm++-advisor"]
+    assert [m for m, c in got.items() if not c.smart_scan] == ["ksm-nosmart", "ksm++-nosmart"]
+    assert [m for m, c in got.items() if c.advisor] == ["ksm-advisor", "ksm++-advisor"]
+    assert all(c.scan_rate is None for c in got.values())
+
+
+def test_a_mode_may_carry_its_own_scan_rate() -> None:
+    c = mode_config("ksm@175:20")
+    assert (c.name, c.hints, c.scan_rate) == ("ksm@175:20", False, (175, 20))
+    assert mode_config("ksm++-nosmart@100:10").scan_rate == (100, 10)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("100", "not PAGES:MILLISECONDS"),
+        ("a:20", "not PAGES:MILLISECONDS"),
+        ("0:20", "PAGES must be >= 1"),
+        ("100:-1", "MILLISECONDS >= 0"),
+    ],
+)
+def test_bad_scan_rates_are_refused(text: str, message: str) -> None:
+    with pytest.raises(PyksmError, match=message):
+        parse_scan_rate(text)
+    with pytest.raises(PyksmError, match=message):
+        mode_config(f"ksm@{text}")
+
+
+def test_unknown_mode_names_the_choices() -> None:
+    with pytest.raises(PyksmError, match=r"unknown mode 'kms'.*ksm\+\+-advisor"):
+        mode_config("kms")
+    assert parse_scan_rate("100:20") == (100, 20)
