@@ -203,6 +203,7 @@ def cmd_experiment_run(args: argparse.Namespace) -> int:
         Path(args.outdir).resolve(),
         err,
         warm_up=args.warm_up,
+        trace_hints=args.trace_hints,
     )
     render.terminal_summary([dataset.load(path)], out)
     err.print(f"results: {path}  (pyksm report {path})")
@@ -337,6 +338,12 @@ def parser() -> argparse.ArgumentParser:
         default=runner.WARM_ROUNDS,
         help="full ksmd rounds over the booted guests before each mode's workload "
         f"(default {runner.WARM_ROUNDS}; 0: ksmd starts cold with the workload)",
+    )
+    er.add_argument(
+        "--trace-hints",
+        action="store_true",
+        help="trace every hinted visit (ksm:ksm_hint_page) and count, per ksm++ mode, "
+        "visits that missed a partner copy visited before in the same round",
     )
     er.add_argument("--outdir", "-o", default="pyksm-results")
     er.set_defaults(func=cmd_experiment_run)

@@ -23,6 +23,7 @@ def run(
     console: Console,
     kernel: kbuild.KernelBuild | None = None,
     warm_up: int = runner.WARM_ROUNDS,
+    trace_hints: bool = False,
 ) -> Path:
     sc = scenarios.get(scenario)
     runner.parse_scan_rate(scan_rate)
@@ -51,6 +52,7 @@ def run(
         scan_rate,
         "--warm-up",
         str(warm_up),
+        *(["--trace-hints"] if trace_hints else []),
     ]
     res = vm.run(
         vm.VmRequest(

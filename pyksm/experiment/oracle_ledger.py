@@ -41,9 +41,12 @@ class LedgerOracle:
     open_since: dict[int, float] = field(default_factory=dict)
     lifetimes: list[float] = field(default_factory=list)
     _prev: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    # Each guest's ledger as read by the last sample().
+    last_parts: list[np.ndarray] = field(default_factory=list)
 
     def _read(self) -> np.ndarray:
         parts = [np.fromfile(p, dtype=np.int64) for p in self.paths]
+        self.last_parts = parts
         ids = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
         nonzero: np.ndarray = ids[ids != 0]
         return nonzero

@@ -32,7 +32,7 @@ from typing import IO
 
 from pyksm import __version__
 from pyksm.errors import PyksmError
-from pyksm.experiment import guest, scenarios
+from pyksm.experiment import guest, hintpairs, scenarios
 from pyksm.experiment.guest import make_image
 from pyksm.experiment.oracle_ledger import LedgerOracle
 from pyksm.kernel import ksm
@@ -152,6 +152,7 @@ def run_mode(
     sleep_ms: int,
     image: Path,
     warm_rounds: int = WARM_ROUNDS,
+    trace_hints: bool = False,
 ) -> dict[str, object]:
     k = ksm.Ksm()
     if cfg.scan_rate:
@@ -190,6 +191,13 @@ def run_mode(
     # or more under TCG): before it, ksmd would run longer in ksm++ modes.
     warm_s = _warm_up(k, cfg, pages, warm_rounds)
     print(f"  {cfg.name:>14} warm-up: {warm_rounds} rounds in {warm_s:.0f} s", flush=True)
+    tracer = None
+    history = hintpairs.LedgerHistory()
+    if trace_hints and cfg.hints:
+        tracer = hintpairs.HintTrace()
+        if not tracer.available():
+            raise PyksmError(f"--trace-hints: no tracefs {hintpairs.EVENT} in this kernel")
+        tracer.start()
     for g in guests:
         _say(g.stdin, "go")
     t0 = time.monotonic()
@@ -209,6 +217,8 @@ def run_mode(
         while (now := time.monotonic()) - t0 <= duration:
             state = {c: k.read_int(c) for c in COUNTERS if k.has(c)}
             o = oracle.sample(now - t0)
+            if tracer:
+                history.record(now, state["full_scans"], oracle.last_parts)
             row = {
                 "t": round(now - t0, 3),
                 **state,
@@ -234,6 +244,10 @@ def run_mode(
             time.sleep(max(0.0, next_t - time.monotonic()))
     finally:
         samples.close()
+        visits: list[hintpairs.Visit] = []
+        lost = 0
+        if tracer:
+            visits, lost = tracer.stop()
         if collector:
             collector.send_signal(signal.SIGINT)
             try:
@@ -273,6 +287,11 @@ def run_mode(
         "clk_tck": os.sysconf("SC_CLK_TCK"),
         "cpus": os.cpu_count(),
     }
+    if tracer:
+        rams = [(int(x["ram"][0]), int(x["ram"][1])) for x in info]
+        counts = hintpairs.classify(history, visits, rams)
+        summary["hint_visits"] = {**counts, "traced": len(visits), "lost": lost}
+        print(f"  {cfg.name:>14} hinted visits: {dict(counts)} (lost {lost})", flush=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 
@@ -317,6 +336,7 @@ def main() -> int:
     p.add_argument("--duration", type=float, default=None)
     p.add_argument("--scan-rate", default="100:20", help="PAGES:MILLISECONDS")
     p.add_argument("--warm-up", type=int, default=WARM_ROUNDS, help="ksmd rounds before go")
+    p.add_argument("--trace-hints", action="store_true", help="classify hinted visits")
     a = p.parse_args()
     sc = scenarios.get(a.scenario)
     duration = a.duration or sc.duration_s
@@ -334,6 +354,7 @@ def main() -> int:
         "pages_to_scan": pages,
         "sleep_millisecs": ms,
         "warm_up_rounds": a.warm_up,
+        "trace_hints": a.trace_hints,
         "pyksm": __version__,
         "kernel": platform.release(),
         "ksm_knobs_before": k.state(),
@@ -342,7 +363,7 @@ def main() -> int:
     (base / "config.json").write_text(json.dumps(config, indent=1))
     for m in modes:
         print(f"running {sc.name} / {m.name} for {duration:.0f} s", flush=True)
-        run_mode(sc, m, base / m.name, duration, pages, ms, image, a.warm_up)
+        run_mode(sc, m, base / m.name, duration, pages, ms, image, a.warm_up, a.trace_hints)
     (base / "complete").write_text("ok\n")
     return 0
 

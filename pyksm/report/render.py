@@ -69,6 +69,32 @@ def cpu_rows(exp: Experiment) -> list[dict[str, str]]:
     return rows
 
 
+HINT_CLASSES = ("merged", "first", "missed", "other")
+
+
+def hint_visit_rows(exp: Experiment) -> list[dict[str, str]]:
+    """Hinted visits by class (runs with --trace-hints; see
+    pyksm.experiment.hintpairs): of the visits that could have paired with a
+    copy visited before, the share the unstable-tree search missed."""
+    rows = []
+    for mode, run in exp.runs.items():
+        hv = run.summary.get("hint_visits")
+        if not hv:
+            continue
+        second = hv.get("missed", 0) + hv.get("merged", 0)
+        rows.append(
+            {"mode": mode}
+            | {c: str(hv.get(c, 0)) for c in HINT_CLASSES}
+            | {
+                "missed / (missed + merged)": f"{hv.get('missed', 0) / second:.0%}"
+                if second
+                else "",
+                "lost events": str(hv.get("lost", 0)),
+            }
+        )
+    return rows
+
+
 def _rich_table(title: str, rows: list[dict[str, str]]) -> Table:
     table = Table(title=title)
     for col in rows[0]:
@@ -92,6 +118,8 @@ def terminal_summary(exps: list[Experiment], console: Console) -> None:
         console.print(_rich_table(title, metric_rows(exp)))
         if cpu := cpu_rows(exp):
             console.print(_rich_table(f"{exp.scenario}: CPU by task (% of one CPU)", cpu))
+        if hv := hint_visit_rows(exp):
+            console.print(_rich_table(f"{exp.scenario}: hinted visits", hv))
 
 
 def _img(path: Path) -> str:
@@ -126,6 +154,12 @@ def write(exps: list[Experiment], outdir: Path) -> Path:
         parts.append(_html_table(rows))
         if cpu := cpu_rows(exp):
             parts.append("<h3>CPU by task (% of one CPU)</h3>" + _html_table(cpu))
+        if hv := hint_visit_rows(exp):
+            parts.append(
+                "<h3>Hinted visits</h3><p>merged: stable/pair; first: no copy elsewhere "
+                "visited yet in this round; missed: not merged although a copy elsewhere "
+                "was visited before in this round and still held the content.</p>" + _html_table(hv)
+            )
         parts.append(_img(merge))
         parts.append(_img(life))
         cfg = {k: v for k, v in exp.config.items() if k != "ksm_knobs_before"}

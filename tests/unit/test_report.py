@@ -146,7 +146,15 @@ def test_cpu_by_task_and_guest_pace(tmp_path: Path) -> None:
         },
     ]
     (d / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (d / "summary.json").write_text(json.dumps({"clk_tck": 100, "io_achieved": [0.97, 0.5, None]}))
+    (d / "summary.json").write_text(
+        json.dumps(
+            {
+                "clk_tck": 100,
+                "io_achieved": [0.97, 0.5, None],
+                "hint_visits": {"merged": 30, "first": 50, "missed": 10, "traced": 90, "lost": 0},
+            }
+        )
+    )
     exp = dataset.load(tmp_path / "apache")
     m = metrics.compute(exp.runs["ksm++"])
     assert m.cpu_by_task == pytest.approx(
@@ -164,3 +172,6 @@ def test_cpu_by_task_and_guest_pace(tmp_path: Path) -> None:
         "idle": "134 %",
     }
     assert render.metric_rows(exp)[0]["guest I/O"] == "50%"
+    (hv,) = render.hint_visit_rows(exp)
+    assert (hv["merged"], hv["first"], hv["missed"], hv["other"]) == ("30", "50", "10", "0")
+    assert hv["missed / (missed + merged)"] == "25%"

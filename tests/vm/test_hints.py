@@ -41,3 +41,24 @@ def test_python_wire_format_and_writer_against_the_kernel(
     assert r["invalid_delta_at_least"] >= 2
     assert r["text_received_delta"] == 1
     assert r["prometheus_has_hints"] and r["prometheus_has_self"]
+
+
+def test_hinted_visits_are_traced_with_their_results(
+    boot: Boot, python: str, tmp_path: Path
+) -> None:
+    """--trace-hints reads ksm:ksm_hint_page from tracefs: one event per
+    hinted page, at its address, with the merge result, on CLOCK_MONOTONIC."""
+    out = tmp_path / "trace.json"
+    result = boot([python, str(GUEST / "hint_trace.py"), str(out)])
+    assert result.command_exit == 0, result.output_log.read_text()[-3000:]
+    r = json.loads(out.read_text())
+    assert r["available"]
+    assert r["scanned"] >= 32
+    assert r["visits"] == r["scanned"] and r["lost"] == 0
+    assert r["inside"] == r["visits"]
+    # Pages i and i + 16 are equal: hinted visits pair them (the linear steps
+    # interleaved with them may get to some pairs first).
+    assert r["pairs"] >= 1
+    assert set(r["results"]) <= {"pair", "unstable", "stable", "none"}
+    first, now = r["monotonic"]
+    assert 0 < now - first < 120  # the trace clock is this process's monotonic clock
