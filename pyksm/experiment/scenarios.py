@@ -34,7 +34,7 @@ class GuestSpec:
     # with local reordering), "random" (apache: files drawn at random),
     # "none" (no I/O).
     io: str = "sequential"
-    read_mib_s: float = 4.0
+    read_mib_s: float = 4.0  # the workload's reads (cache hits included)
     files: str = "tree"  # which file set of the image the guest reads
     order_seed: int = 1
     # Anonymous duplicates (no-io): pages of this many MiB of heap are written
@@ -74,9 +74,10 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             "apache",
-            "Two guests serve the same files in different random orders, 3 MiB/s each; "
-            "the file set (192 MiB) is larger than their caches (128 MiB), so "
-            "opportunities are short-lived.",
+            "Two guests serve the same files in different random orders, 3 MiB/s of "
+            "requests each; the file set (192 MiB) is larger than their caches (128 MiB): "
+            "about a third of the requests miss and are read from disk, evicting "
+            "blocks, so opportunities are short-lived.",
             _two("random", cache_mib=128, read_mib_s=RANDOM_READ_MIB_S),
         ),
         Scenario(
