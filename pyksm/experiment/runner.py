@@ -209,7 +209,6 @@ def run_mode(
         tasks["collector"] = collector.pid
     cpu0 = {name: ksm.cpu_ticks(pid) for name, pid in tasks.items()}
     idle0 = ksm.idle_ticks()
-    ticks0 = cpu0["ksmd"]
     samples = (out / "samples.jsonl").open("w")
     next_t = t0
     last_print = -1
@@ -217,13 +216,14 @@ def run_mode(
         while (now := time.monotonic()) - t0 <= duration:
             state = {c: k.read_int(c) for c in COUNTERS if k.has(c)}
             o = oracle.sample(now - t0)
+            cpu = {n: ksm.cpu_ticks(pid) - cpu0[n] for n, pid in tasks.items()}
             if tracer:
                 history.record(now, state["full_scans"], oracle.last_parts)
             row = {
                 "t": round(now - t0, 3),
                 **state,
-                "ksmd_ticks": ksm.cpu_ticks(tasks["ksmd"]) - ticks0,
-                "cpu_ticks": {n: ksm.cpu_ticks(pid) - cpu0[n] for n, pid in tasks.items()},
+                "ksmd_ticks": cpu["ksmd"],
+                "cpu_ticks": cpu,
                 "idle_ticks": ksm.idle_ticks() - idle0,
                 "oracle": o.opportunities,
                 "oracle_file": o.file,
