@@ -13,8 +13,10 @@ Classes of hinted visits:
   merged   result stable, pair or zero
   first    unstable, no copy elsewhere visited in this round
   missed   unstable, a copy elsewhere was visited in this round and kept its content
-  other    none, volatile or failed; or not decidable (outside the samples or
-           the guests' RAM, or the scan round ended within the sample)
+  failed   an identical page was found but the merge failed (page busy, or
+           both in one huge page, which KSM then splits)
+  other    none or volatile; or not decidable (outside the samples or the
+           guests' RAM, or the scan round ended within the sample)
 
 Content is known at 1 s resolution: a visit is taken to see what its frame
 held at the next sample, so a frame rewritten twice within one second can be
@@ -117,6 +119,8 @@ def classify(
             c = int(state[g][frame])
             if v.result in MERGED:
                 out["merged"] += 1
+            elif v.result == "failed":
+                out["failed"] += 1
             elif v.result == "unstable":
                 partner = any(
                     pg != g

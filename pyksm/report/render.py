@@ -69,7 +69,7 @@ def cpu_rows(exp: Experiment) -> list[dict[str, str]]:
     return rows
 
 
-HINT_CLASSES = ("merged", "first", "missed", "other")
+HINT_CLASSES = ("merged", "first", "missed", "failed", "other")
 
 
 def hint_visit_rows(exp: Experiment) -> list[dict[str, str]]:
@@ -158,7 +158,8 @@ def write(exps: list[Experiment], outdir: Path) -> Path:
             parts.append(
                 "<h3>Hinted visits</h3><p>merged: stable/pair; first: no copy elsewhere "
                 "visited yet in this round; missed: not merged although a copy elsewhere "
-                "was visited before in this round and still held the content.</p>" + _html_table(hv)
+                "was visited before in this round and still held the content; failed: an "
+                "identical page was found but the merge failed.</p>" + _html_table(hv)
             )
         parts.append(_img(merge))
         parts.append(_img(life))

@@ -34,12 +34,13 @@ def test_a_visit_that_misses_a_partner_visited_before_is_a_miss() -> None:
         Visit(1.6, B + 2 * 4096, "pair"),
         Visit(2.5, B + 3 * 4096, "unstable"),  # guest 0's X is gone: first
         Visit(2.6, A + 1 * 4096, "volatile"),
+        Visit(2.7, A + 2 * 4096, "failed"),
         Visit(3.5, B, "unstable"),  # the round ended within the sample
         Visit(9.0, B, "unstable"),  # after the last sample
         Visit(1.2, 0x900000, "pair"),  # not guest RAM
     ]
     got = classify(h, visits, RAMS)
-    assert got == {"first": 2, "missed": 1, "merged": 1, "other": 4}
+    assert got == {"first": 2, "missed": 1, "merged": 1, "failed": 1, "other": 4}
 
 
 def test_a_partner_from_an_earlier_round_does_not_count() -> None:

@@ -62,3 +62,20 @@ def test_hinted_visits_are_traced_with_their_results(
     assert set(r["results"]) <= {"pair", "unstable", "stable", "none"}
     first, now = r["monotonic"]
     assert 0 < now - first < 120  # the trace clock is this process's monotonic clock
+
+
+def test_hinted_pair_merges_past_stale_unstable_tree_nodes(
+    boot: Boot, python: str, tmp_path: Path
+) -> None:
+    """Hinted pages keep a tree of their own: a hinted page finds its hinted
+    partner even after every other node of the unstable tree went stale
+    (rewritten since its insertion), which would send its search astray."""
+    out = tmp_path / "tree.json"
+    result = boot([python, str(GUEST / "hint_tree.py"), str(out)])
+    assert result.command_exit == 0, result.output_log.read_text()[-3000:]
+    attempts = json.loads(out.read_text())["attempts"]
+    last = attempts[-1]
+    summarize(f"hint tree: {attempts}")
+    assert last["same_round"], f"every attempt straddled two rounds: {attempts}"
+    assert last["merged"] == 1, f"the second hinted page did not merge: {attempts}"
+    assert last["merging"] == 2

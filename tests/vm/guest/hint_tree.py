@@ -1,0 +1,114 @@
+"""Guest side of test_hints.py's hint tree test: a hinted page finds its
+hinted partner although the unstable tree between them went stale.
+
+One mergeable region, in the linear scan's order: S (stale: N distinct
+pages), P1 and P2 (the pair), T (a tail that keeps the round going).
+Within one round, after the linear scan has put S, P1 and P2 into the
+unstable tree: P1 gets the pair's contents and is hinted; then every page
+of S is rewritten (its nodes now sort by contents they no longer have);
+then P2 gets the pair's contents and is hinted. A search for P2 through the
+stale S nodes turns at random and misses P1; in a tree of hinted pages of
+its own, P1 is found. The pair's contents sort in the middle of S's, so the
+rewrite changes the turns."""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+from mergeable import PAGE, Region  # the script's own directory is on sys.path
+
+from pyksm.kernel import hints, ksm, wire
+
+N_STALE = 4096
+N_TAIL = 20000
+SPACING = 10**8 // N_STALE // 2 * 2  # even: S values never equal the pair's (odd)
+
+
+def page(text: str) -> bytes:
+    return text.encode() * (PAGE // len(text))
+
+
+def number(n: int) -> bytes:
+    """A page of n's eight digits: pages sort as their numbers do."""
+    return page(f"{n:08d}")
+
+
+k = ksm.Ksm()
+k.write("run", 2)
+if k.has("smart_scan"):
+    k.write("smart_scan", 0)  # smart scan would skip S in the measured round
+k.write("hint_capacity", 4096)
+k.write("hint_interleave", "1:1")
+k.write("hint_skip_volatility", 1)
+k.write("sleep_millisecs", 20)
+
+region = Region(N_STALE + 2 + N_TAIL)
+# P1 and P2 in one huge page would not merge (KSM splits it instead)
+region.map.madvise(mmap.MADV_NOHUGEPAGE)
+p1, p2 = N_STALE, N_STALE + 1
+stale_values = [i * SPACING for i in range(N_STALE)]
+for i, v in enumerate(stale_values):
+    region.fill(i, number(v))
+region.fill(p1, number(11111111))
+region.fill(p2, number(33333333))
+for i in range(N_TAIL):
+    region.fill(p2 + 1 + i, page(f"T{i:07d}"))
+
+# Two rounds give every page a stable checksum, so the next round inserts them.
+k.write("pages_to_scan", 2000)
+full0 = k.read_int("full_scans")
+k.write("run", 1)
+deadline = time.monotonic() + 120
+while k.read_int("full_scans") < full0 + 3 and time.monotonic() < deadline:
+    time.sleep(0.05)
+k.write("pages_to_scan", 100)
+
+out: dict[str, object] = {"attempts": []}
+rng = random.Random(7)
+for attempt in range(3):
+    # Wait for a round to start, then until the scan is past S, P1 and P2.
+    f = k.read_int("full_scans")
+    while k.read_int("full_scans") == f:
+        time.sleep(0.005)
+    round_no = f + 1
+    x = k.read_int("pages_scanned")
+    while k.read_int("pages_scanned") < x + N_STALE + 2 + 500:
+        time.sleep(0.005)
+    scanned0 = k.read_int("hint_pages_scanned")
+    merged0 = k.read_int("hint_pages_merged")
+    pair = number(50000001 + 2 * attempt)
+    with hints.HintWriter() as w:
+        region.fill(p1, pair)
+        w.send([wire.Hint(os.getpid(), region.addr + p1 * PAGE, PAGE)])
+        while k.read_int("hint_pages_scanned") < scanned0 + 1:
+            time.sleep(0.005)
+        rng.shuffle(stale_values)
+        for i, v in enumerate(stale_values):
+            region.fill(i, number(v))
+        region.fill(p2, pair)
+        w.send([wire.Hint(os.getpid(), region.addr + p2 * PAGE, PAGE)])
+        while k.read_int("hint_pages_scanned") < scanned0 + 2:
+            time.sleep(0.005)
+    same_round = k.read_int("full_scans") == round_no
+    merged = k.read_int("hint_pages_merged") - merged0
+    merging = int(Path("/proc/self/ksm_merging_pages").read_text())
+    out["attempts"].append(  # type: ignore[union-attr]
+        {"same_round": same_round, "merged": merged, "merging": merging}
+    )
+    if same_round:
+        break
+    # The round ended in between (a slow guest): unmerge and try again,
+    # after a round that sees S's new contents twice (stable checksums).
+    region.fill(p1, number(11111111))
+    region.fill(p2, number(33333333))
+    f = k.read_int("full_scans")
+    while k.read_int("full_scans") < f + 1:
+        time.sleep(0.05)
+k.write("run", 0)
+Path(sys.argv[1]).write_text(json.dumps(out))
