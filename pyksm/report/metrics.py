@@ -3,8 +3,11 @@ oracle, ksmd CPU, hint statistics.
 
 - captured sharing = ∫ pages_sharing dt / ∫ oracle dt (trapezoids over the
   1 s samples): the share of all possible sharing over time that KSM got.
-- t50 / t90: first time pages_sharing reached 50 % / 90 % of the oracle at
-  that moment (the oracle being non-zero); None if never.
+- t50 / t90: the time from which on pages_sharing stays at or above 50 % /
+  90 % of the oracle at each moment (samples where the oracle is zero do not
+  count); None if it is below at the end. Not the first time it got there: a
+  mode that keeps up while little is shareable and falls behind later has
+  not reached it.
 - ksmd CPU: ksmd's utime+stime over the run, as % of one CPU; per scanned
   page (linear and hinted visits).
 - CPU by task: every party's CPU over the run, as % of one CPU (guests,
@@ -49,9 +52,15 @@ def _integral(y: np.ndarray, t: np.ndarray) -> float:
 
 
 def time_to_fraction(run: ModeRun, frac: float) -> float | None:
-    ok = (run.oracle > 0) & (run.pages_sharing >= frac * run.oracle)
-    idx = np.flatnonzero(ok)
-    return float(run.t[idx[0]]) if idx.size else None
+    idx = np.flatnonzero(run.oracle > 0)
+    if not idx.size:
+        return None
+    short = np.flatnonzero(run.pages_sharing[idx] < frac * run.oracle[idx])
+    if not short.size:
+        return float(run.t[idx[0]])
+    if short[-1] + 1 == idx.size:
+        return None
+    return float(run.t[idx[short[-1] + 1]])
 
 
 def compute(run: ModeRun) -> ModeMetrics:

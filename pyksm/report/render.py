@@ -136,8 +136,8 @@ def write(exps: list[Experiment], outdir: Path) -> Path:
         "text-align:right}td:first-child{text-align:left}img{max-width:100%}"
         ".partial{color:#b00}</style></head><body><h1>pyksm merge report</h1>",
         "<p>KSM vs KSM++ against the oracle (pages that could have been shared at each "
-        "moment). Captured sharing = ∫pages_sharing dt / ∫oracle dt; t50/t90 = first time "
-        "pages_sharing reached 50 %/90 % of the oracle at that moment.</p>",
+        "moment). Captured sharing = ∫pages_sharing dt / ∫oracle dt; t50/t90 = the time from "
+        "which on pages_sharing stays at or above 50 %/90 % of the oracle at each moment.</p>",
     ]
     for exp in exps:
         merge = figures.merge_figure(exp, outdir / f"{exp.scenario}-merges.png")

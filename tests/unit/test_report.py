@@ -92,6 +92,16 @@ def test_captured_sharing_and_times(results: Path) -> None:
     assert plus.hints_received == 40
 
 
+def test_t90_is_when_the_share_holds_from_then_on(tmp_path: Path) -> None:
+    # 95 % at t=1 but 40 % at t=2: t90 is 3, when it reached 90 % for good.
+    write_run(tmp_path, "ksm++", [0, 95, 40, 95, 95], [0, 100, 100, 100, 100], [0, 1, 2, 3, 4])
+    run = dataset.load_mode("s", tmp_path / "ksm++")
+    assert metrics.time_to_fraction(run, 0.9) == 3.0
+    assert metrics.time_to_fraction(run, 0.3) == 1.0
+    write_run(tmp_path, "ksm", [0, 95, 95, 95, 40], [0, 100, 100, 100, 100], [0, 1, 2, 3, 4])
+    assert metrics.time_to_fraction(dataset.load_mode("s", tmp_path / "ksm"), 0.9) is None
+
+
 def test_torn_last_line_is_kept_out_but_earlier_samples_stay(results: Path) -> None:
     run = dataset.load(results).runs["ksm++"]
     assert np.array_equal(run.t, [0, 1, 2, 3, 4])
