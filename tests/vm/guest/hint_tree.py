@@ -40,6 +40,19 @@ def number(n: int) -> bytes:
 
 
 k = ksm.Ksm()
+
+
+def wait_until(counter: str, at_least: int, poll: float = 0.005, timeout: float = 120) -> int:
+    """Poll a KSM counter until it reaches ``at_least``; fail the script if
+    ksmd does not get there in time (rather than hang until the VM's timeout)."""
+    deadline = time.monotonic() + timeout
+    while (value := k.read_int(counter)) < at_least:
+        if time.monotonic() > deadline:
+            sys.exit(f"hint_tree: {counter} stayed at {value} < {at_least} for {timeout:.0f} s")
+        time.sleep(poll)
+    return value
+
+
 k.write("run", 2)
 if k.has("smart_scan"):
     k.write("smart_scan", 0)  # smart scan would skip S in the measured round
@@ -64,37 +77,28 @@ for i in range(N_TAIL):
 k.write("pages_to_scan", 2000)
 full0 = k.read_int("full_scans")
 k.write("run", 1)
-deadline = time.monotonic() + 120
-while k.read_int("full_scans") < full0 + 3 and time.monotonic() < deadline:
-    time.sleep(0.05)
+wait_until("full_scans", full0 + 3, poll=0.05)
 k.write("pages_to_scan", 100)
 
 out: dict[str, object] = {"attempts": []}
 rng = random.Random(7)
 for attempt in range(3):
     # Wait for a round to start, then until the scan is past S, P1 and P2.
-    f = k.read_int("full_scans")
-    while k.read_int("full_scans") == f:
-        time.sleep(0.005)
-    round_no = f + 1
-    x = k.read_int("pages_scanned")
-    while k.read_int("pages_scanned") < x + N_STALE + 2 + 500:
-        time.sleep(0.005)
+    round_no = wait_until("full_scans", k.read_int("full_scans") + 1)
+    wait_until("pages_scanned", k.read_int("pages_scanned") + N_STALE + 2 + 500)
     scanned0 = k.read_int("hint_pages_scanned")
     merged0 = k.read_int("hint_pages_merged")
     pair = number(50000001 + 2 * attempt)
     with hints.HintWriter() as w:
         region.fill(p1, pair)
         w.send([wire.Hint(os.getpid(), region.addr + p1 * PAGE, PAGE)])
-        while k.read_int("hint_pages_scanned") < scanned0 + 1:
-            time.sleep(0.005)
+        wait_until("hint_pages_scanned", scanned0 + 1)
         rng.shuffle(stale_values)
         for i, v in enumerate(stale_values):
             region.fill(i, number(v))
         region.fill(p2, pair)
         w.send([wire.Hint(os.getpid(), region.addr + p2 * PAGE, PAGE)])
-        while k.read_int("hint_pages_scanned") < scanned0 + 2:
-            time.sleep(0.005)
+        wait_until("hint_pages_scanned", scanned0 + 2)
     same_round = k.read_int("full_scans") == round_no
     merged = k.read_int("hint_pages_merged") - merged0
     merging = int(Path("/proc/self/ksm_merging_pages").read_text())
@@ -107,8 +111,6 @@ for attempt in range(3):
     # after a round that sees S's new contents twice (stable checksums).
     region.fill(p1, number(11111111))
     region.fill(p2, number(33333333))
-    f = k.read_int("full_scans")
-    while k.read_int("full_scans") < f + 1:
-        time.sleep(0.05)
+    wait_until("full_scans", k.read_int("full_scans") + 1, poll=0.05)
 k.write("run", 0)
 Path(sys.argv[1]).write_text(json.dumps(out))
