@@ -172,7 +172,11 @@ def cmd_hint(args: argparse.Namespace) -> int:
     if args.replay:
         from pyksm.collect import replay
 
-        stats = replay.replay(Path(args.replay), speed=args.speed)
+        sink = hints.open_intake(args.intake)
+        try:
+            stats = replay.replay(Path(args.replay), speed=args.speed, writer=sink)
+        finally:
+            sink.close()
         print(json.dumps(stats, indent=2))
         return 0
     if args.pid is None or args.start is None or args.len is None:
@@ -182,12 +186,15 @@ def cmd_hint(args: argparse.Namespace) -> int:
         hints.send_text([f"{args.pid} {args.start:#x} {args.len}"])
         err.print(f"sent text hint pid {args.pid} {args.start:#x}+{args.len}")
         return 0
-    with hints.HintWriter() as w:
+    w = hints.open_intake(args.intake)
+    try:
         ok = w.send([wire.Hint(args.pid, args.start, args.len)])
+    finally:
+        w.close()
     if not ok:
         reason = ", ".join(w.rejected) or "rejected"
-        raise PyksmError(f"the kernel rejected the hint: {reason}")
-    err.print(f"sent hint pid {args.pid} {args.start:#x}+{args.len}")
+        raise PyksmError(f"the kernel rejected the hint ({w.name}): {reason}")
+    err.print(f"sent hint pid {args.pid} {args.start:#x}+{args.len} ({w.name})")
     return 0
 
 
@@ -304,6 +311,12 @@ def parser() -> argparse.ArgumentParser:
     h.add_argument("start", type=_int, nargs="?", help="virtual address (0x... accepted)")
     h.add_argument("len", type=_int, nargs="?", help="bytes")
     h.add_argument("--text", action="store_true", help="use the text interface ksm/hints")
+    h.add_argument(
+        "--intake",
+        choices=("auto", "madvise", "debugfs"),
+        default="auto",
+        help="process_madvise(MADV_KSM_HINT), debugfs ksm/hints_raw, or auto (default)",
+    )
     h.add_argument("--replay", metavar="FILE", help="send the hints of a recorded trace")
     h.add_argument("--speed", type=float, default=1.0, help="replay speed (0: no pauses)")
     h.set_defaults(func=cmd_hint)

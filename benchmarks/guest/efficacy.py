@@ -151,6 +151,132 @@ def ingest(seconds: float = 3.0) -> dict[str, float]:
     return {"records_per_s": rate, "batch": len(batch)}
 
 
+def madvise_ingest(seconds: float = 3.0) -> dict[str, float]:
+    """process_madvise(MADV_KSM_HINT) into this process, UIO_MAXIOV ranges a call."""
+    k.write("hint_capacity", 4096)
+    m, addr = region(64 * PAGE)
+    m[:] = b"\1" * len(m)
+    ranges = [(addr + (i % 64) * PAGE, PAGE) for i in range(hints.MAX_IOV)]
+    fd = os.pidfd_open(os.getpid())
+    n = 0
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        hints.process_madvise(fd, ranges, hints.MADV_KSM_HINT)
+        n += len(ranges)
+    rate = n / (time.monotonic() - t0)
+    os.close(fd)
+    return {"ranges_per_s": rate, "batch": len(ranges)}
+
+
+def ksmd_cpu_s() -> float:
+    pid = next(
+        int(d.name)
+        for d in Path("/proc").iterdir()
+        if d.name.isdigit() and (d / "comm").read_text().strip() == "ksmd"
+    )
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_full_scans(n: int, timeout: float = 900) -> None:
+    target = k.read_int("full_scans") + n
+    deadline = time.monotonic() + timeout
+    while k.read_int("full_scans") < target:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"ksmd did not finish {n} rounds in {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+def index_memory() -> dict[str, float]:
+    """Slab bytes per rmap_item with hints off and on (the per-mm index).
+
+    BIG MiB of unique mergeable memory; every page gets an rmap_item after
+    two full scans. Hints off: no index. Hints on: items linked while hints
+    are on are indexed. The difference of Slab between the two, over the
+    number of rmap_items, is the index's cost per item; Slab with hints off
+    against Slab with no rmap_items, less 64 bytes an item, is what hints
+    off cost beyond upstream (0 by construction).
+    """
+    k.write("run", 2)
+    k.write("hint_capacity", 0)
+    k.write("pages_to_scan", 10000)
+    k.write("sleep_millisecs", 10)
+    big, _ = region(BIG_MIB << 20)
+    arr = np.frombuffer(big, dtype=np.uint64)
+    arr[:: PAGE // 8] = np.arange(len(arr[:: PAGE // 8]), dtype=np.uint64) + 7
+    base = meminfo("Slab")
+    out: dict[str, float] = {}
+    for mode, cap in (("off", 0), ("on", 4096)):
+        k.write("run", 2)
+        k.write("hint_capacity", cap)
+        k.write("run", 1)
+        wait_full_scans(2)
+        k.write("run", 0)
+        time.sleep(0.5)
+        out[f"slab_{mode}_bytes"] = meminfo("Slab")
+        out[f"rmap_items_{mode}"] = float(ksm.process_stat(os.getpid())["ksm_rmap_items"])
+    items = out["rmap_items_on"]
+    out["slab_base_bytes"] = base
+    out["index_bytes_per_item"] = (out["slab_on_bytes"] - out["slab_off_bytes"]) / items
+    out["hints_off_extra_bytes_per_item"] = (
+        out["slab_off_bytes"] - base - 64 * out["rmap_items_off"]
+    ) / out["rmap_items_off"]
+    k.write("run", 2)
+    k.write("hint_capacity", 0)  # frees the indexes
+    k.write("hint_capacity", 4096)
+    del arr
+    big.close()
+    return out
+
+
+def linear_cost(window: float = 30.0) -> dict[str, float]:
+    """ksmd CPU per scanned page over unique memory, hints off against hints
+    on with a full hint tree: only linear steps run in the window (the hints
+    were consumed first, in the same round), so the ratio is what hints cost
+    a linear visit."""
+    k.write("run", 2)
+    k.write("pages_to_scan", 100)
+    k.write("sleep_millisecs", 20)
+    if k.has("smart_scan"):
+        k.write("smart_scan", 0)
+    big, _ = region(BIG_MIB << 20)
+    arr = np.frombuffer(big, dtype=np.uint64)
+    arr[:: PAGE // 8] = np.arange(len(arr[:: PAGE // 8]), dtype=np.uint64) + 11
+    small, saddr = region(4096 * PAGE)
+    sarr = np.frombuffer(small, dtype=np.uint64)
+    sarr[:: PAGE // 8] = np.arange(4096, dtype=np.uint64) + (1 << 40)
+    out: dict[str, float] = {}
+    for mode, cap in (("off", 0), ("on", 4096), ("off2", 0)):
+        k.write("run", 2)
+        k.write("hint_capacity", cap)
+        k.write("run", 1)
+        wait_full_scans(1)
+        if cap:
+            with hints.HintWriter() as w:
+                w.send(
+                    [wire.Hint(os.getpid(), saddr + i * 64 * PAGE, 64 * PAGE) for i in range(64)]
+                )
+            while k.read_int("hints_pending"):
+                time.sleep(0.01)
+        scans = k.read_int("full_scans")
+        c0, p0 = ksmd_cpu_s(), k.read_int("pages_scanned")
+        time.sleep(window)
+        c1, p1 = ksmd_cpu_s(), k.read_int("pages_scanned")
+        out[f"us_per_page_{mode}"] = (c1 - c0) * 1e6 / max(1, p1 - p0)
+        out[f"same_round_{mode}"] = float(k.read_int("full_scans") == scans)
+        if cap:
+            out["hinted_pages"] = float(k.read_int("hint_pages_scanned"))
+    off = (out["us_per_page_off"] + out["us_per_page_off2"]) / 2
+    out["ratio_on_off"] = out["us_per_page_on"] / off
+    k.write("run", 2)
+    if k.has("smart_scan"):
+        k.write("smart_scan", 1)
+    del arr, sarr
+    big.close()
+    small.close()
+    return out
+
+
 def meminfo(field: str) -> int:
     # Fold the per-cpu vmstat deltas first: unfolded, MemFree lags by up
     # to a second and by hundreds of pages per CPU.
@@ -184,7 +310,7 @@ def buffer_size(rounds: int = 7) -> dict[str, object]:
     the whole VM), so the capacity is switched back and forth ``rounds``
     times next to a control that changes nothing (0 -> 0); medians are
     reported. The stack itself is capacity x sizeof(struct ksm_hint) =
-    32 bytes on 64-bit.
+    40 bytes on 64-bit.
     """
     k.write("hint_capacity", 0)
     cap = 1 << 24
@@ -208,7 +334,7 @@ def buffer_size(rounds: int = 7) -> dict[str, object]:
     drop = float(np.median(drops)) - float(np.median(control))
     return {
         "max_capacity": cap,
-        "by_construction_bytes": cap * 32,
+        "by_construction_bytes": cap * 40,
         "free_drop_bytes": drop,
         "drops": drops,
         "control": control,
@@ -232,6 +358,11 @@ def main() -> None:
         result["off"] = efficacy(False, data)
         result["on"] = efficacy(True, data)
     result["ingest"] = ingest()
+    if hints.madvise_supported():
+        result["madvise_ingest"] = madvise_ingest()
+    if os.environ.get("COST", "1") != "0":  # COST=0: skip the index and linear-visit costs
+        result["index_memory"] = index_memory()
+        result["linear_cost"] = linear_cost(float(os.environ.get("COST_WINDOW", "30")))
     result["buffer"] = buffer_size()
     Path(sys.argv[1]).write_text(json.dumps(result, indent=1))
     print(json.dumps(result))

@@ -61,6 +61,10 @@ COUNTERS = (
 )
 
 
+# hint_interleave's bound in the KSM++ series: H <= 16 L, L >= 1.
+MAX_HINT_RATIO = 16
+
+
 @dataclass(frozen=True)
 class ScanParams:
     pages_to_scan: int = 100
@@ -84,6 +88,13 @@ class ScanParams:
             raise PyksmError("max_page_sharing must be at least 2")
         if min(self.interleave) < 0 or self.hint_capacity < 0:
             raise PyksmError("interleave and hint_capacity must not be negative")
+        hint, linear = self.interleave
+        # As the kernel's hint_interleave: the linear scan keeps a share.
+        if linear < 1 or hint > MAX_HINT_RATIO * linear:
+            raise PyksmError(
+                f"interleave {hint}:{linear}: L must be at least 1 and H at most "
+                f"{MAX_HINT_RATIO} x L (the kernel refuses it)"
+            )
 
 
 @dataclass

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pyksm.errors import PyksmError
+from pyksm.kernel.hints import INTAKES
 
 # pyksm.probes.loader's LAYER_CHOICES, spelled out so that building the parser
 # imports no probe code (tests/unit/test_probe_layers.py checks they agree).
@@ -143,6 +144,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
         qmp_sockets=tuple(args.qmp or ()),
         policy=_policy(args),
         filter_memory=not args.no_memory_filter,
+        intake=args.intake,
     )
 
     def report(s: dict[str, Any]) -> None:
@@ -244,6 +246,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--no-memory-filter",
         action="store_true",
         help="hint reads outside MADV_MERGEABLE memory too (the kernel rejects them)",
+    )
+    c.add_argument(
+        "--intake",
+        choices=INTAKES,
+        default="auto",
+        help="how hints reach the kernel: process_madvise(MADV_KSM_HINT) through pidfds, "
+        "debugfs ksm/hints_raw, or auto (madvise where the kernel has it; default)",
     )
     c.add_argument("--safe", action="store_true", help="hint only --allow'ed targets")
     c.add_argument("--allow", action="append", metavar="PID|COMM", help="safe mode allowlist")

@@ -16,7 +16,7 @@ from typing import Any
 
 from pyksm.collect.tracefile import read_trace
 from pyksm.control.controller import Controller
-from pyksm.kernel.hints import HintWriter
+from pyksm.kernel.hints import HintSink, open_intake
 from pyksm.probes.loader import ReadEvent
 
 __all__ = ["batches", "replay"]
@@ -34,12 +34,12 @@ def batches(events: Iterator[ReadEvent], batch_ns: int) -> Iterator[list[ReadEve
 
 
 def replay(
-    path: Path, speed: float = 1.0, batch_ns: int = 50_000_000, writer: HintWriter | None = None
+    path: Path, speed: float = 1.0, batch_ns: int = 50_000_000, writer: HintSink | None = None
 ) -> dict[str, Any]:
     events = read_trace(path)  # validates the whole file before anything is sent
     ctl = Controller()
     own = writer is None
-    w = writer or HintWriter()
+    w = writer or open_intake("auto")
     t0_wall = time.monotonic()
     t0_trace: int | None = None
     try:

@@ -34,7 +34,7 @@ from pyksm.control.controller import Controller
 from pyksm.control.ratecap import PageBudget
 from pyksm.control.trust import TrustPolicy
 from pyksm.errors import PyksmError
-from pyksm.kernel.hints import HintWriter
+from pyksm.kernel.hints import HintSink, open_intake
 from pyksm.kernel.ksm import Ksm
 from pyksm.probes.features import READ_SYSCALLS, VFS_FUNCTIONS
 from pyksm.probes.loader import PROBE_NAMES, ProbeOptions, ReadProbes
@@ -59,6 +59,7 @@ class CollectOptions:
     rate_cap: bool = True
     drain_s: float = 0.05
     refresh_s: float = 1.0
+    intake: str = "auto"  # pyksm.kernel.hints.INTAKES
 
 
 class _StopFlag:
@@ -77,7 +78,7 @@ class _StopFlag:
         self.signum = signum
 
 
-def _live_writer() -> tuple[HintWriter, PageBudget]:
+def _live_writer(intake: str) -> tuple[HintSink, PageBudget]:
     k = Ksm()
     if not k.hints_supported:
         raise PyksmError(
@@ -89,7 +90,7 @@ def _live_writer() -> tuple[HintWriter, PageBudget]:
             "KSM++ hints are off (ksm/hint_capacity = 0)",
             hint="pyksm ksm set hint_capacity=4096",
         )
-    return HintWriter(), PageBudget.from_ksm(k)
+    return open_intake(intake), PageBudget.from_ksm(k)
 
 
 def run(
@@ -108,10 +109,10 @@ def run(
         ram_sizes[q.pid] = q.ram_bytes
         opts.targets.pids = (*opts.targets.pids, q.pid)
     opts.targets.check()
-    writer: HintWriter | None = None
+    writer: HintSink | None = None
     budget: PageBudget | None = None
     if opts.record is None:
-        writer, budget = _live_writer()
+        writer, budget = _live_writer(opts.intake)
     probes = ReadProbes(
         ProbeOptions(
             min_bytes=opts.min_bytes,
@@ -217,7 +218,7 @@ def run(
 def _snapshot(
     stats: dict[str, Any],
     ctl: Controller,
-    writer: HintWriter | None,
+    writer: HintSink | None,
     trace: TraceWriter | None,
     probes: ReadProbes,
     t0: float,
@@ -237,6 +238,7 @@ def _snapshot(
         "rate_dropped_pages": ctl.budget.dropped_pages if ctl.budget else 0,
         "policy_refused": ctl.policy.refused,
         "records_written": trace.written if trace else 0,
+        "intake": writer.name if writer else None,
         "hints_sent": writer.sent if writer else 0,
         "hint_writes": writer.writes if writer else 0,
         "hints_rejected": dict(writer.rejected) if writer else {},

@@ -40,6 +40,10 @@ def test_python_wire_format_and_writer_against_the_kernel(
     assert r["rejected"] == {"EOPNOTSUPP": 1, "ESRCH": 1}
     assert r["invalid_delta_at_least"] >= 2
     assert r["text_received_delta"] == 1
+    assert r["madvise_supported"] and r["auto_intake"] == "madvise"
+    assert r["madvise_accepted"] == 2 and r["madvise_received_delta"] == 2
+    assert r["madvise_rejected"] == {"EOPNOTSUPP": 1, "ESRCH": 1}
+    assert r["madvise_unaligned"] == 1
     assert r["prometheus_has_hints"] and r["prometheus_has_self"]
 
 
@@ -79,3 +83,25 @@ def test_hinted_pair_merges_past_stale_unstable_tree_nodes(
     assert last["same_round"], f"every attempt straddled two rounds: {attempts}"
     assert last["merged"] == 1, f"the second hinted page did not merge: {attempts}"
     assert last["merging"] == 2
+
+
+def test_index_and_intake_survive_allocation_failures(
+    boot: Boot, python: str, tmp_path: Path
+) -> None:
+    """failslab on ksmd (30 % of its allocations, sleeping ones included)
+    while pages are freed and faulted back at the same addresses under hints:
+    the per-mm index fails to insert and to erase. The index may lose
+    entries but must never point at a freed rmap_item, and the linear scan
+    must never stall. An intake whose allocation fails reports ENOMEM and
+    works again on the next write."""
+    out = tmp_path / "faults.json"
+    result = boot([python, str(GUEST / "index_faults.py"), str(out)], timeout=1200.0)
+    assert result.command_exit == 0, result.output_log.read_text()[-3000:]
+    r = json.loads(out.read_text())
+    summarize(f"index faults: {r}")
+    assert r["injected"] > 100, "failslab injected too few failures to test anything"
+    assert r["full_scans_after"] is not None, "the linear scan stalled after the faults"
+    assert r["full_scans_after"] >= 2
+    assert r["wrong_pages"] == 0
+    assert r["merged_after"], "hinted duplicates no longer merge"
+    assert r["intake_faults"] == {"raw": "ENOMEM", "text": "ENOMEM"}

@@ -40,14 +40,28 @@ with hints.HintWriter() as w:
     gone.wait()
     inv0 = k.read_int("hints_invalid")
     bad = [wire.Hint(sleeper.pid, 0x400000, PAGE), wire.Hint(gone.pid, 0x400000, PAGE)]
-    # A batch mixing good and bad records: the writer bisects, the good go in.
+    # A batch mixing good and bad records: the kernel queues up to the first
+    # bad one and the write comes back short; the writer skips the bad record.
     rec0 = k.read_int("hints_received")
     good = wire.Hint(os.getpid(), region.addr, PAGE)
     out["mixed_accepted"] = w.send([good, *bad, good])
     out["mixed_received_delta"] = k.read_int("hints_received") - rec0
     out["rejected"] = dict(w.rejected)
     out["invalid_delta_at_least"] = k.read_int("hints_invalid") - inv0
-    sleeper.kill()
+
+# The same batch through process_madvise(MADV_KSM_HINT) and pidfds.
+out["madvise_supported"] = hints.madvise_supported()
+with hints.MadviseWriter() as m:
+    rec0 = k.read_int("hints_received")
+    out["madvise_accepted"] = m.send([good, *bad, good])
+    out["madvise_received_delta"] = k.read_int("hints_received") - rec0
+    out["madvise_rejected"] = dict(m.rejected)
+    # An unaligned range is widened to pages, as the debugfs intake does.
+    out["madvise_unaligned"] = m.send([wire.Hint(os.getpid(), region.addr + 100, 10)])
+auto = hints.open_intake("auto")
+out["auto_intake"] = auto.name
+auto.close()
+sleeper.kill()
 
 t0 = k.read_int("hints_received")
 hints.send_text([f"{os.getpid()} {region.addr:#x} {2 * PAGE}"])
