@@ -42,6 +42,7 @@ def run(console: Console) -> dict[str, Any]:
                         "EFFICACY",
                         "COST",
                         "COST_WINDOW",
+                        "HINT_SKIP_VOLATILITY",
                     )
                 },
             )

@@ -40,6 +40,8 @@ CPU_WINDOW = float(os.environ.get("CPU_WINDOW", "480"))
 # None keeps the kernel's default hint_max_age_ms.
 _age = os.environ.get("HINT_MAX_AGE_MS")
 HINT_MAX_AGE_MS = int(_age) if _age else None
+# hint_skip_volatility for the hinted run (the Security section's trade-off).
+SKIP_VOLATILITY = int(os.environ.get("HINT_SKIP_VOLATILITY", "1"))
 k = ksm.Ksm()
 
 
@@ -72,6 +74,7 @@ def efficacy(hinted: bool, data: Path) -> dict[str, object]:
     k.write("hint_capacity", 4096 if hinted else 0)
     if HINT_MAX_AGE_MS is not None:
         k.write("hint_max_age_ms", HINT_MAX_AGE_MS)
+    k.write("hint_skip_volatility", SKIP_VOLATILITY)
     k.write("pages_to_scan", 100)
     k.write("sleep_millisecs", 20)
     big, _ = region(BIG_MIB << 20)
@@ -350,6 +353,7 @@ def main() -> None:
         "big_mib": BIG_MIB,
         "file_mib": FILE_MIB,
         "cpu_window_s": CPU_WINDOW,
+        "hint_skip_volatility": SKIP_VOLATILITY,
         "hint_max_age_ms": k.read_int("hint_max_age_ms")
         if HINT_MAX_AGE_MS is None
         else HINT_MAX_AGE_MS,
