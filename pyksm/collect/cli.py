@@ -102,6 +102,13 @@ def _policy(args: argparse.Namespace) -> Any:
     comms = frozenset(a for a in allow if not a.isdigit())
     if not tgids and not comms:
         raise PyksmError("--safe needs at least one --allow PID|COMM")
+    for name in comms:
+        # The kernel keeps TASK_COMM_LEN - 1 characters: a longer name never matches.
+        if len(name) > 15 or "/" in name or not name:
+            raise PyksmError(
+                f"--allow {name!r}: a command name as in /proc/PID/comm "
+                f"(at most 15 characters, e.g. {name[:15]!r}), no '/'"
+            )
     return TrustPolicy(safe=True, allow_tgids=tgids, allow_comms=comms, groups=groups)
 
 

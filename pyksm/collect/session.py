@@ -143,11 +143,14 @@ def run(
 
     def refresh() -> None:
         tgids = opts.targets.resolve()
+        for t in tgids:
+            opts.policy.learn(t)
         tgids = {t for t in tgids if opts.policy.allowed(t)}
         for gone in set(current) - tgids:
             stats["targets_exited"].append(gone)
             ctl.forget(gone)
             memory.forget(gone)
+            opts.policy.forget(gone)
         current.clear()
         current.update({t: 0 for t in tgids})
         probes.set_targets(current)

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from pyksm.collect import tracefile
-from pyksm.collect.targets import mergeable_spans
 from pyksm.control.ranges import clip
 from pyksm.lab import cache
+from pyksm.procfs import mergeable_spans, read_smaps
 
 INIT = """#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -173,8 +173,7 @@ class Collector:
 
 
 def guest_ram(pid: int, memory_mib: int) -> list[tuple[int, int]]:
-    text = Path(f"/proc/{pid}/smaps").read_text()
-    return mergeable_spans(text, size=memory_mib << 20)
+    return mergeable_spans(read_smaps(pid), size=memory_mib << 20)
 
 
 def coverage(trace: Path, pid: int, ram: list[tuple[int, int]], disk_bytes: int) -> dict[str, Any]:
