@@ -412,6 +412,8 @@ def capture(
         raise PyksmError("no process to snapshot: give at least one pid")
     if interval <= 0 or count <= 0:
         raise PyksmError("interval and count must be positive")
+    for pid in pids:
+        read_smaps(pid)  # a missing or unreadable process: say so now, not an empty series
     snaps: list[dict[str, npt.ArrayLike]] = []
     times: list[float] = []
     ksm: list[dict[str, int]] = []
@@ -425,6 +427,12 @@ def capture(
         start = time.monotonic()
         ksm.append(_ksm_counters())
         snaps.append(dict(snapshot_once(pids, select, raw)))
+        gone = [pid for pid in pids if not Path(f"/proc/{pid}").exists()]
+        if gone:
+            raise PyksmError(
+                f"process {gone[0]} exited during snapshot {i + 1} of {count}: "
+                "the series would be silently partial"
+            )
         times.append(start - t0)
         durations.append(time.monotonic() - start)
         if progress:

@@ -16,7 +16,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from pyksm import argtypes
 from pyksm.errors import PyksmError
+from pyksm.terminal import err, escape
 
 # pyksm.probes.loader's LAYER_CHOICES, spelled out so that building the parser
 # imports no probe code (tests/unit/test_probe_layers.py checks they agree).
@@ -52,14 +54,10 @@ def _trust_group(text: str) -> tuple[str, list[int]]:
 QEMU_SYSCALLS = ("pread64", "preadv", "preadv2", "io_submit")
 
 
-def _list(text: str) -> tuple[str, ...]:
-    return tuple(s.strip() for s in text.split(",") if s.strip())
-
-
 def _functions(args: argparse.Namespace) -> tuple[str, ...]:
     from pyksm.probes.features import VFS_FUNCTIONS
 
-    return _list(args.functions) if args.functions else VFS_FUNCTIONS
+    return tuple(args.functions) if args.functions else VFS_FUNCTIONS
 
 
 def _check_layer(args: argparse.Namespace) -> Any:
@@ -84,7 +82,7 @@ def _syscalls(args: argparse.Namespace) -> tuple[str, ...]:
     from pyksm.probes.features import READ_SYSCALLS
 
     if args.syscalls:
-        return _list(args.syscalls)
+        return tuple(args.syscalls)
     only_qemu = (args.qemu or args.qmp) and not (args.pid or args.cgroup)
     return QEMU_SYSCALLS if only_qemu else READ_SYSCALLS
 
@@ -113,9 +111,6 @@ def _policy(args: argparse.Namespace) -> Any:
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    err = Console(stderr=True, soft_wrap=True)
     feats = _check_layer(args)
     if args.ebpf:
         from pyksm.probes import features, loader
@@ -165,12 +160,14 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
     if not (opts.targets.pids or opts.targets.cgroups or opts.targets.qemu or opts.qmp_sockets):
         raise PyksmError("no targets: give -p PID, --cgroup PATH, --qemu or --qmp SOCKET")
-    stats = run(opts, report, ready=lambda msg: err.print(f"collect: {msg}", highlight=False))
+    stats = run(
+        opts, report, ready=lambda msg: err.print(f"collect: {escape(msg)}", highlight=False)
+    )
     if args.json:
         print(json.dumps(stats, indent=2, sort_keys=True))
     else:
         report(stats)
-        where = f"; trace in {stats['record']}" if stats["record"] else ""
+        where = f"; trace in {escape(stats['record'])}" if stats["record"] else ""
         err.print(
             f"collect: {stats['mode']} mode, {len(stats['targets_seen'])} target(s), "
             f"{stats['events']} reads, {stats['hinted_pages']} pages hinted{where}",
@@ -206,6 +203,31 @@ def cmd_trace_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hint(args: argparse.Namespace) -> int:
+    from pyksm.kernel import hints, wire
+
+    if args.replay:
+        from pyksm.collect import replay
+
+        stats = replay.replay(Path(args.replay), speed=args.speed)
+        print(json.dumps(stats, indent=2))
+        return 0
+    if args.pid is None or args.start is None or args.len is None:
+        raise PyksmError("pyksm hint needs PID START LEN (or --replay FILE)")
+
+    if args.text:
+        hints.send_text([f"{args.pid} {args.start:#x} {args.len}"])
+        err.print(f"sent text hint pid {args.pid} {args.start:#x}+{args.len}")
+        return 0
+    with hints.HintWriter() as w:
+        ok = w.send([wire.Hint(args.pid, args.start, args.len)])
+    if not ok:
+        reason = ", ".join(w.rejected) or "rejected"
+        raise PyksmError(f"the kernel rejected the hint: {reason}")
+    err.print(f"sent hint pid {args.pid} {args.start:#x}+{args.len}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add this package's subcommands to the top-level parser."""
     c = sub.add_parser(
@@ -214,22 +236,33 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    c.add_argument("-p", "--pid", type=int, action="append", help="target process (repeatable)")
+    c.add_argument(
+        "-p", "--pid", type=argtypes.pid, action="append", help="target process (repeatable)"
+    )
     c.add_argument("--cgroup", action="append", help="cgroup v2 path (repeatable)")
     c.add_argument(
         "--qemu", action="store_true", help="every qemu-system-* process, also later ones"
     )
     c.add_argument("--qmp", action="append", metavar="SOCKET", help="a QEMU's QMP socket")
-    c.add_argument("-d", "--duration", type=float, help="stop after SECONDS")
+    c.add_argument("-d", "--duration", type=argtypes.positive_float, help="stop after SECONDS")
     c.add_argument(
-        "--record", metavar="FILE", help="append probe events to a hint trace; send no hints"
+        "--record",
+        metavar="FILE",
+        type=argtypes.output_file,
+        help="append probe events to a hint trace; send no hints",
     )
     c.add_argument("-j", "--json", action="store_true", help="statistics as JSON")
     c.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
-    c.add_argument("--min-bytes", type=int, default=512, help="ignore shorter reads (default 512)")
+    c.add_argument(
+        "--min-bytes",
+        type=argtypes.nonneg_int,
+        default=512,
+        help="ignore shorter reads (default 512)",
+    )
     c.add_argument(
         "--syscalls",
         metavar="LIST",
+        type=argtypes.comma_list,
         help="read syscalls to attach, comma-separated (default: all; with only "
         "--qemu/--qmp targets: " + ",".join(QEMU_SYSCALLS) + ")",
     )
@@ -245,6 +278,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c.add_argument(
         "--functions",
         metavar="LIST",
+        type=argtypes.comma_list,
         help="vfs layers: kernel functions to probe, comma-separated (default: all)",
     )
     c.add_argument(
@@ -261,8 +295,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="NAME=PID,...",
         help="safe mode: one group's processes are hinted at a time",
     )
-    c.add_argument("interval", nargs="?", type=float, help="print statistics every INTERVAL s")
-    c.add_argument("count", nargs="?", type=int, help="stop after COUNT intervals")
+    c.add_argument(
+        "interval",
+        nargs="?",
+        type=argtypes.positive_float,
+        help="print statistics every INTERVAL s",
+    )
+    c.add_argument(
+        "count", nargs="?", type=argtypes.positive_int, help="stop after COUNT intervals"
+    )
     c.set_defaults(func=cmd_collect)
 
     t = sub.add_parser("trace", help="hint trace files").add_subparsers(
@@ -271,3 +312,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s = t.add_parser("show", help="summarise a recorded hint trace")
     s.add_argument("file")
     s.set_defaults(func=cmd_trace_show)
+
+    h = sub.add_parser("hint", help="send one hint to the KSM++ kernel")
+    h.add_argument("pid", type=argtypes.pid, nargs="?")
+    h.add_argument("start", type=argtypes.address, nargs="?", help="virtual address (0x... ok)")
+    h.add_argument("len", type=argtypes.positive_int, nargs="?", help="bytes")
+    h.add_argument("--text", action="store_true", help="use the text interface ksm/hints")
+    h.add_argument("--replay", metavar="FILE", help="send the hints of a recorded trace")
+    h.add_argument(
+        "--speed", type=argtypes.nonneg_float, default=1.0, help="replay speed (0: no pauses)"
+    )
+    h.set_defaults(func=cmd_hint)

@@ -17,11 +17,12 @@ and flushes the trace on every drain and on SIGINT/SIGTERM.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import resource
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -92,6 +93,134 @@ def _live_writer() -> tuple[HintWriter, PageBudget]:
     return HintWriter(), PageBudget.from_ksm(k)
 
 
+def _query_qmp(opts: CollectOptions, ready: Callable[[str], None]) -> dict[int, int]:
+    """Each --qmp socket's QEMU joins the targets; returns its RAM size by pid."""
+    ram_sizes: dict[int, int] = {}
+    for sock in opts.qmp_sockets:
+        q = qmp.query(sock)
+        ready(f"QMP {sock}: QEMU pid {q.pid}, RAM {q.ram_bytes >> 20} MiB")
+        ram_sizes[q.pid] = q.ram_bytes
+        opts.targets.pids = (*opts.targets.pids, q.pid)
+    return ram_sizes
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[_StopFlag]:
+    """SIGINT/SIGTERM set a flag for the loop; the old handlers come back on exit."""
+    stop = _StopFlag()
+    old_int = signal.signal(signal.SIGINT, stop)
+    old_term = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
+
+
+class _Session:
+    """The parts of one run, opened in order; ``stack`` closes whatever was opened."""
+
+    def __init__(self, opts: CollectOptions, stack: contextlib.ExitStack) -> None:
+        self.opts = opts
+        self.trace: TraceWriter | None = None
+        self.writer: HintWriter | None = None
+        budget: PageBudget | None = None
+        # Output first: a bad trace file fails before any probe is attached.
+        if opts.record is not None:
+            self.trace = stack.enter_context(TraceWriter(opts.record))
+        else:
+            self.writer, budget = _live_writer()
+            stack.enter_context(self.writer)
+        self.probes = ReadProbes(
+            ProbeOptions(
+                min_bytes=opts.min_bytes,
+                syscalls=opts.syscalls,
+                layer=opts.layer,
+                functions=opts.functions,
+            )
+        )
+        stack.callback(self.probes.close)
+        self.memory = MemoryMaps()
+        self.ctl = Controller(
+            memory=(lambda tgid: self.memory.spans(tgid)) if opts.filter_memory else None,
+            policy=opts.policy,
+            budget=budget if opts.rate_cap else None,
+        )
+        self.stats: dict[str, Any] = {
+            "mode": "record" if self.trace else "live",
+            "record": str(opts.record) if opts.record else None,
+            "headers": self.probes.headers,
+            "features": self.probes.features.describe(),
+            "layer": self.probes.layer,
+            "syscalls": list(self.probes.syscalls),
+            "functions": list(self.probes.functions),
+            "targets_seen": [],
+            "targets_exited": [],
+        }
+        self.current: dict[int, int] = {}
+        self.seen: set[int] = set()
+        self.cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+        self.t0 = time.monotonic()
+
+    def refresh(self) -> None:
+        """Targets now: new ones join, exited ones leave (and are forgotten)."""
+        policy = self.opts.policy
+        tgids = self.opts.targets.resolve()
+        for t in tgids:
+            policy.learn(t)
+        tgids = {t for t in tgids if policy.allowed(t)}
+        for gone in set(self.current) - tgids:
+            self.stats["targets_exited"].append(gone)
+            self.ctl.forget(gone)
+            self.memory.forget(gone)
+            policy.forget(gone)
+        self.current.clear()
+        self.current.update({t: 0 for t in tgids})
+        self.probes.set_targets(self.current)
+        self.seen.update(tgids)
+
+    def step(self) -> None:
+        """Drain the probes once: record, control, send."""
+        events = self.probes.drain()
+        if self.trace is not None:
+            self.trace.add(events)
+            self.trace.flush()
+        hints = self.ctl.process(events, time.monotonic_ns())
+        if self.writer is not None and hints:
+            self.writer.send(hints)
+
+    def snapshot(self) -> dict[str, Any]:
+        return _snapshot(
+            self.stats, self.ctl, self.writer, self.trace, self.probes, self.t0, self.cpu0
+        )
+
+    def loop(self, stop: _StopFlag, report: Callable[[dict[str, Any]], None]) -> bool:
+        """Drain until the duration, count or a signal ends it; True if interrupted."""
+        opts = self.opts
+        next_refresh = self.t0 + opts.refresh_s
+        next_report = self.t0 + opts.interval if opts.interval else None
+        reports = 0
+        try:
+            while stop.signum is None:
+                now = time.monotonic()
+                if now >= next_refresh:
+                    self.refresh()
+                    next_refresh = now + opts.refresh_s
+                self.step()
+                if next_report is not None and now >= next_report:
+                    report(self.snapshot())
+                    reports += 1
+                    next_report += opts.interval or 0
+                    if opts.count and reports >= opts.count:
+                        break
+                if opts.duration is not None and now - self.t0 >= opts.duration:
+                    break
+                time.sleep(opts.drain_s)
+        except KeyboardInterrupt:
+            return True
+        return stop.signum is not None
+
+
 def run(
     opts: CollectOptions,
     report: Callable[[dict[str, Any]], None],
@@ -100,121 +229,29 @@ def run(
     """Collect until the duration ends or SIGINT/SIGTERM; return the statistics.
 
     ``report`` gets a statistics snapshot every ``interval``; ``ready`` one
-    line once the probes are attached and the targets are set.
+    line per QMP socket and one once the probes are attached and the targets
+    are set. Whatever was opened (trace, hint writer, probes, signal
+    handlers) is closed on every path, failures included.
     """
-    ram_sizes: dict[int, int] = {}
-    for sock in opts.qmp_sockets:
-        q = qmp.query(sock)
-        ram_sizes[q.pid] = q.ram_bytes
-        opts.targets.pids = (*opts.targets.pids, q.pid)
+    ram_sizes = _query_qmp(opts, ready)
     opts.targets.check()
-    writer: HintWriter | None = None
-    budget: PageBudget | None = None
-    if opts.record is None:
-        writer, budget = _live_writer()
-    probes = ReadProbes(
-        ProbeOptions(
-            min_bytes=opts.min_bytes,
-            syscalls=opts.syscalls,
-            layer=opts.layer,
-            functions=opts.functions,
+    with contextlib.ExitStack() as stack:
+        sess = _Session(opts, stack)
+        sess.memory.ram_sizes.update(ram_sizes)
+        stop = stack.enter_context(_stop_on_signals())
+        sess.refresh()
+        ready(
+            f"attached ({sess.stats['mode']} mode): {len(sess.current)} target(s) now; "
+            f"{sess.probes.layer} layer, tracing {', '.join(sess.probes.attached)}; "
+            f"headers {sess.probes.headers}"
         )
-    )
-    trace = TraceWriter(opts.record) if opts.record is not None else None
-    memory = MemoryMaps(ram_sizes=ram_sizes)
-    ctl = Controller(
-        memory=(lambda tgid: memory.spans(tgid)) if opts.filter_memory else None,
-        policy=opts.policy,
-        budget=budget if opts.rate_cap else None,
-    )
-    stats: dict[str, Any] = {
-        "mode": "record" if trace else "live",
-        "record": str(opts.record) if opts.record else None,
-        "headers": probes.headers,
-        "features": probes.features.describe(),
-        "layer": probes.layer,
-        "syscalls": list(probes.syscalls),
-        "functions": list(probes.functions),
-        "targets_seen": [],
-        "targets_exited": [],
-    }
-    current: dict[int, int] = {}
-    seen: set[int] = set()
-
-    def refresh() -> None:
-        tgids = opts.targets.resolve()
-        for t in tgids:
-            opts.policy.learn(t)
-        tgids = {t for t in tgids if opts.policy.allowed(t)}
-        for gone in set(current) - tgids:
-            stats["targets_exited"].append(gone)
-            ctl.forget(gone)
-            memory.forget(gone)
-            opts.policy.forget(gone)
-        current.clear()
-        current.update({t: 0 for t in tgids})
-        probes.set_targets(current)
-        seen.update(tgids)
-
-    stop = _StopFlag()
-    old_int = signal.signal(signal.SIGINT, stop)
-    old_term = signal.signal(signal.SIGTERM, stop)
-    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
-    t0 = time.monotonic()
-    next_refresh = t0
-    next_report = t0 + opts.interval if opts.interval else None
-    reports = 0
-    interrupted = False
-
-    def step() -> None:
-        events = probes.drain()
-        if trace is not None:
-            trace.add(events)
-            trace.flush()
-        hints = ctl.process(events, time.monotonic_ns())
-        if writer is not None and hints:
-            writer.send(hints)
-
-    refresh()
-    next_refresh = t0 + opts.refresh_s
-    ready(
-        f"attached ({stats['mode']} mode): {len(current)} target(s) now; {probes.layer} "
-        f"layer, tracing {', '.join(probes.attached)}; headers {probes.headers}"
-    )
-    try:
-        while stop.signum is None:
-            now = time.monotonic()
-            if now >= next_refresh:
-                refresh()
-                next_refresh = now + opts.refresh_s
-            step()
-            if next_report is not None and now >= next_report:
-                report(_snapshot(stats, ctl, writer, trace, probes, t0, cpu0))
-                reports += 1
-                next_report += opts.interval or 0
-                if opts.count and reports >= opts.count:
-                    break
-            if opts.duration is not None and now - t0 >= opts.duration:
-                break
-            time.sleep(opts.drain_s)
-        interrupted = stop.signum is not None
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        signal.signal(signal.SIGINT, old_int)
-        signal.signal(signal.SIGTERM, old_term)
-        try:
-            step()
-        finally:
-            if trace is not None:
-                trace.close()
-            if writer is not None:
-                writer.close()
-    stats["targets_seen"] = sorted(seen)
-    stats["interrupted"] = interrupted
-    out = _snapshot(stats, ctl, writer, trace, probes, t0, cpu0)
-    probes.close()
-    return out
+        interrupted = sess.loop(stop, report)
+        sess.step()  # what arrived since the last drain
+        sess.stats["targets_seen"] = sorted(sess.seen)
+        sess.stats["interrupted"] = interrupted
+        if sess.trace is not None:
+            sess.trace.flush()
+        return sess.snapshot()
 
 
 def _snapshot(
