@@ -40,9 +40,9 @@ from typing import Any
 
 from rich.console import Console
 
+from pyksm.experiment.qemu_guest import Collector, Guest, coverage, guest_ram, make_disk
 from pyksm.lab import build as kbuild
 from pyksm.lab import vm
-from pyksm.lab.qemu_guest import Collector, Guest, coverage, guest_ram, make_disk
 
 RUNS = 2  # per condition and cycle
 CYCLES = 3

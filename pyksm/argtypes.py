@@ -9,6 +9,7 @@ starts: no kernel build, no VM, no probe. Each type raises
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -27,6 +28,7 @@ __all__ = [
     "memory_size",
     "nonneg_float",
     "nonneg_int",
+    "open_fd",
     "output_dir",
     "output_file",
     "pid",
@@ -136,6 +138,16 @@ def listen_address(text: str) -> tuple[str, int]:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"port {port} is not 0..65535")
     return host, port
+
+
+def open_fd(text: str) -> int:
+    """A file descriptor this process has open (inherited from its parent)."""
+    fd = nonneg_int(text)
+    try:
+        os.fstat(fd)
+    except OSError:
+        raise argparse.ArgumentTypeError(f"file descriptor {fd} is not open") from None
+    return fd
 
 
 def _pseudo(path: Path) -> Path | None:

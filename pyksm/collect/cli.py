@@ -145,6 +145,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
         qmp_sockets=tuple(args.qmp or ()),
         policy=_policy(args),
         filter_memory=not args.no_memory_filter,
+        ready_fd=args.ready_fd,
+        ready_file=args.ready_file,
     )
 
     def report(s: dict[str, Any]) -> None:
@@ -285,6 +287,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--no-memory-filter",
         action="store_true",
         help="hint reads outside MADV_MERGEABLE memory too (the kernel rejects them)",
+    )
+    c.add_argument(
+        "--ready-fd",
+        type=argtypes.open_fd,
+        metavar="FD",
+        help="write one line to file descriptor FD (then close it) once attached",
+    )
+    c.add_argument(
+        "--ready-file",
+        type=argtypes.output_file,
+        metavar="FILE",
+        help="create FILE once attached (written to FILE.tmp, then renamed)",
     )
     c.add_argument("--safe", action="store_true", help="hint only --allow'ed targets")
     c.add_argument("--allow", action="append", metavar="PID|COMM", help="safe mode allowlist")

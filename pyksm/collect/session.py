@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import resource
 import signal
 import time
@@ -60,6 +61,9 @@ class CollectOptions:
     rate_cap: bool = True
     drain_s: float = 0.05
     refresh_s: float = 1.0
+    # Told "ready" once probes are attached and targets set (pyksm.collect.process).
+    ready_fd: int | None = None
+    ready_file: Path | None = None
 
 
 class _StopFlag:
@@ -221,6 +225,25 @@ class _Session:
         return stop.signum is not None
 
 
+def _tell_ready(opts: CollectOptions) -> None:
+    """One line to --ready-fd (then closed) and --ready-file (written whole, by rename)."""
+    if opts.ready_fd is not None:
+        try:
+            os.write(opts.ready_fd, b"ready\n")
+        except OSError as e:
+            raise PyksmError(f"--ready-fd {opts.ready_fd}: {e.strerror}") from None
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(opts.ready_fd)
+    if opts.ready_file is not None:
+        tmp = opts.ready_file.with_name(opts.ready_file.name + ".tmp")
+        try:
+            tmp.write_text("ready\n")
+            os.replace(tmp, opts.ready_file)
+        except OSError as e:
+            raise PyksmError(f"--ready-file {opts.ready_file}: {e.strerror}") from None
+
+
 def run(
     opts: CollectOptions,
     report: Callable[[dict[str, Any]], None],
@@ -236,15 +259,17 @@ def run(
     ram_sizes = _query_qmp(opts, ready)
     opts.targets.check()
     with contextlib.ExitStack() as stack:
+        # A signal while bcc compiles stops the run once attached, not mid-compile.
+        stop = stack.enter_context(_stop_on_signals())
         sess = _Session(opts, stack)
         sess.memory.ram_sizes.update(ram_sizes)
-        stop = stack.enter_context(_stop_on_signals())
         sess.refresh()
         ready(
             f"attached ({sess.stats['mode']} mode): {len(sess.current)} target(s) now; "
             f"{sess.probes.layer} layer, tracing {', '.join(sess.probes.attached)}; "
             f"headers {sess.probes.headers}"
         )
+        _tell_ready(opts)
         interrupted = sess.loop(stop, report)
         sess.step()  # what arrived since the last drain
         sess.stats["targets_seen"] = sorted(sess.seen)

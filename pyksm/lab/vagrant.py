@@ -36,9 +36,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from pyksm.cache import cache_root
 from pyksm.errors import PyksmError
 from pyksm.lab import build as kbuild
-from pyksm.lab.cache import cache_root
 
 __all__ = [
     "BOX_NAME",

@@ -45,6 +45,7 @@ def test_record_mode_traces_exact_ranges_and_survives_sigint(tmp_path: Path) -> 
     data = tmp_path / "data.bin"
     data.write_bytes(os.urandom(16 * 4096))
     trace = tmp_path / "r.trace"
+    ready = tmp_path / "ready"
     out = tmp_path / "expected.json"
     reader = subprocess.Popen(
         [
@@ -53,14 +54,14 @@ def test_record_mode_traces_exact_ranges_and_survives_sigint(tmp_path: Path) -> 
             str(data),
             str(out),
             "--wait-for",
-            str(trace),
+            str(ready),
             "--linger",
             "1",
         ]
     )
     collector = subprocess.Popen(
         [sys.executable, "-m", "pyksm.cli", "collect", "-p", str(reader.pid),
-         "--record", str(trace), "--json"],
+         "--record", str(trace), "--ready-file", str(ready), "--json"],
         stdout=subprocess.PIPE,
         text=True,
     )  # fmt: skip

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from pyksm.experiment.qemu_guest import Collector, Guest, coverage, guest_ram, make_disk
 from pyksm.lab import build as kbuild
-from pyksm.lab.qemu_guest import Collector, Guest, coverage, guest_ram, make_disk
 from tests.unit.test_collect_host_bcc import _bcc_usable
 
 

@@ -10,20 +10,18 @@ matter. The initramfs is built once under ~/.cache/pyksm/qemu-guest/.
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import select
 import shutil
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from pyksm import cache
 from pyksm.collect import tracefile
+from pyksm.collect.process import CollectorProcess
 from pyksm.control.ranges import clip
-from pyksm.lab import cache
 from pyksm.procfs import mergeable_spans, read_smaps
 
 INIT = """#!/bin/busybox sh
@@ -145,31 +143,8 @@ class Guest:
                 self.proc.wait()
 
 
-class Collector:
-    """``pyksm collect ARGS --json`` as a subprocess; ready once it says "attached"."""
-
-    def __init__(self, args: list[str], log: Path) -> None:
-        self.log = log
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pyksm.cli", "collect", *args, "--json"],
-            stdout=subprocess.PIPE,
-            stderr=open(log, "w"),  # noqa: SIM115
-            text=True,
-        )
-        end = time.monotonic() + 120
-        while "attached" not in log.read_text():
-            if time.monotonic() > end or self.proc.poll() is not None:
-                raise RuntimeError(f"collector did not attach: {log.read_text()[-1000:]}")
-            time.sleep(0.05)
-
-    def stop(self) -> dict[str, Any]:
-        self.proc.send_signal(signal.SIGINT)
-        out, _ = self.proc.communicate(timeout=60)
-        if self.proc.returncode != 0:
-            raise RuntimeError(
-                f"collector exit {self.proc.returncode}: {self.log.read_text()[-1000:]}"
-            )
-        return dict(json.loads(out))
+# The collector of a guest experiment: pyksm.collect.process's one helper.
+Collector = CollectorProcess
 
 
 def guest_ram(pid: int, memory_mib: int) -> list[tuple[int, int]]:
