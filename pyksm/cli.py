@@ -49,7 +49,7 @@ def _registrars() -> list[Register]:
         collect_cli.register,
         analysis_cli.register,
         vagrant_cli.register,
-        experiment_cli.register,
+        lambda sub: experiment_cli.register(sub, show=report_cli.show_summary),
         report_cli.register,
         monitor_cli.register,
         demo.register,

@@ -18,11 +18,8 @@ from typing import Any
 
 from pyksm import argtypes
 from pyksm.errors import PyksmError
+from pyksm.events import LAYER_CHOICES  # no probe code to build the parser
 from pyksm.terminal import err, escape
-
-# pyksm.probes.loader's LAYER_CHOICES, spelled out so that building the parser
-# imports no probe code (tests/unit/test_probe_layers.py checks they agree).
-LAYER_CHOICES = ("auto", "syscalls", "vfs", "vfs-kprobe", "vfs-fentry")
 
 EXAMPLES = """examples:
   pyksm collect --qemu                    # hint every QEMU's disk reads (KSM++ kernel)

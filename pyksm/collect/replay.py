@@ -16,8 +16,8 @@ from typing import Any
 
 from pyksm.collect.tracefile import inspect, read_trace
 from pyksm.control.controller import Controller
+from pyksm.events import ReadEvent
 from pyksm.kernel.hints import HintWriter
-from pyksm.probes.loader import ReadEvent
 
 __all__ = ["batches", "replay"]
 

@@ -36,10 +36,11 @@ from pyksm.control.controller import Controller
 from pyksm.control.ratecap import PageBudget
 from pyksm.control.trust import TrustPolicy
 from pyksm.errors import PyksmError
+from pyksm.events import PROBE_NAMES
 from pyksm.kernel.hints import HintWriter
 from pyksm.kernel.ksm import Ksm
 from pyksm.probes.features import READ_SYSCALLS, VFS_FUNCTIONS
-from pyksm.probes.loader import PROBE_NAMES, ProbeOptions, ReadProbes
+from pyksm.probes.loader import ProbeOptions, ReadProbes
 
 __all__ = ["CollectOptions", "run"]
 

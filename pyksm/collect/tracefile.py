@@ -27,14 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pyksm.errors import PyksmError
-from pyksm.probes.loader import PROBE_NAMES, ReadEvent
+from pyksm.events import RECORD, ReadEvent, probe_name
 
-__all__ = ["HEADER", "MAGIC", "RECORD", "VERSION", "TraceWriter", "read_trace"]
+__all__ = ["HEADER", "MAGIC", "RECORD", "VERSION", "TraceWriter", "probe_name", "read_trace"]
 
 MAGIC = b"PYKSMHT\n"
 VERSION = 1
 HEADER = struct.Struct("<8sHHIQ")
-RECORD = struct.Struct("<QIIQQ")
 
 
 @dataclass(frozen=True)
@@ -170,7 +169,3 @@ def read_trace(path: Path) -> Iterator[ReadEvent]:
             for ts, tgid, probe, start, length in RECORD.iter_unpack(data):
                 yield ReadEvent(ts, tgid, probe, start, length)
             remaining -= len(data) // RECORD.size
-
-
-def probe_name(probe: int) -> str:
-    return PROBE_NAMES.get(probe, f"probe{probe}")

@@ -1,15 +1,24 @@
-"""``pyksm experiment run`` (registered by pyksm.cli)."""
+"""``pyksm experiment run`` (registered by pyksm.cli).
+
+The results are shown by a function pyksm.cli passes in (the report's
+terminal summary): the experiment layer sits below the report and does not
+import it.
+"""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from pathlib import Path
 
 from pyksm import argtypes
 from pyksm.errors import PyksmError
 from pyksm.experiment import runner, scenarios
-from pyksm.terminal import err, escape, out
+from pyksm.terminal import err, escape
 
 __all__ = ["modes", "register"]
+
+Show = Callable[[Path], None]
 
 
 def modes(text: str) -> list[str]:
@@ -23,10 +32,7 @@ def modes(text: str) -> list[str]:
 
 
 def cmd_experiment_run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from pyksm.experiment import host
-    from pyksm.report import dataset, render
 
     path = host.run(
         args.scenario,
@@ -38,12 +44,16 @@ def cmd_experiment_run(args: argparse.Namespace) -> int:
         warm_up=args.warm_up,
         trace_hints=args.trace_hints,
     )
-    render.terminal_summary([dataset.load(path)], out)
+    if args.show is not None:
+        args.show(path)
     err.print(f"results: {escape(str(path))}  (pyksm report {escape(str(path))})")
     return 0
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], show: Show | None = None
+) -> None:
+    """``show(results_dir)`` prints what a run found (pyksm.cli passes the report's)."""
     ep = sub.add_parser("experiment", help="KSM vs KSM++ on built-in workloads").add_subparsers(
         dest="action", required=True
     )
@@ -78,4 +88,4 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "visits that missed a partner copy visited before in the same round",
     )
     er.add_argument("--outdir", "-o", type=argtypes.output_dir, default="pyksm-results")
-    er.set_defaults(func=cmd_experiment_run)
+    er.set_defaults(func=cmd_experiment_run, show=show)

@@ -8,7 +8,7 @@ from pathlib import Path
 from pyksm import argtypes
 from pyksm.terminal import err, escape, out
 
-__all__ = ["register"]
+__all__ = ["register", "show_summary"]
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -19,6 +19,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     index = render.write(exps, Path(args.out))
     err.print(f"report: {escape(str(index))} (PNGs and metrics.json beside it)")
     return 0
+
+
+def show_summary(path: Path) -> None:
+    """The terminal summary of one results directory (after ``pyksm experiment run``)."""
+    from pyksm.report import dataset, render
+
+    render.terminal_summary([dataset.load(path)], out)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

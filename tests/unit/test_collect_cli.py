@@ -12,8 +12,8 @@ from pyksm.cli import main, parser
 from pyksm.collect import cli as collect_cli
 from pyksm.control.controller import Controller
 from pyksm.control.trust import TrustPolicy
+from pyksm.events import ReadEvent
 from pyksm.kernel.ksm import SYSFS
-from pyksm.probes.loader import ReadEvent
 
 
 @pytest.mark.parametrize(

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from pyksm.collect import tracefile
+from pyksm.events import PROBE_NAMES
 from pyksm.probes import features
-from pyksm.probes.loader import PROBE_NAMES
 
 REPO = Path(__file__).resolve().parents[2]
 READER = REPO / "tests" / "vm" / "guest" / "read_into_mergeable.py"

@@ -10,7 +10,7 @@ from pyksm.cli import main
 from pyksm.collect import tracefile
 from pyksm.collect.replay import batches
 from pyksm.errors import PyksmError
-from pyksm.probes.loader import ReadEvent
+from pyksm.events import ReadEvent
 
 EVENTS = [ReadEvent(1000 + i, 42, 2, 0x7F0000000000 + i * 4096, 4096) for i in range(5)]
 
