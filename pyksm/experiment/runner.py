@@ -32,6 +32,7 @@ from typing import IO, Any
 
 from pyksm import __version__
 from pyksm.collect.process import CollectorProcess
+from pyksm.deadline import wait_for
 from pyksm.errors import PyksmError
 from pyksm.experiment import guest, hintpairs, scenarios
 from pyksm.experiment.guest import make_image
@@ -94,10 +95,7 @@ def collector_args(pids: list[int]) -> list[str]:
 
 
 def _reset(k: ksm.Ksm, cfg: ModeConfig, pages: int, sleep_ms: int) -> None:
-    k.write("run", 2)
-    deadline = time.monotonic() + 120
-    while k.read_int("pages_shared") and time.monotonic() < deadline:
-        time.sleep(0.2)
+    k.unmerge(timeout=120, then=2)
     k.write("sleep_millisecs", sleep_ms)
     if k.has("smart_scan"):
         k.write("smart_scan", cfg.smart_scan)
@@ -120,15 +118,16 @@ def _warm_up(k: ksm.Ksm, cfg: ModeConfig, pages: int, rounds: int = WARM_ROUNDS)
     start = k.read_int("full_scans")
     k.write("pages_to_scan", WARM_PAGES if rounds else pages)
     k.write("run", 1)
-    deadline = t0 + 600
-    while k.read_int("full_scans") < start + rounds:
-        if time.monotonic() > deadline:
-            raise PyksmError(f"ksmd did not finish {rounds} warm-up rounds in 600 s")
-        # Poll fast: each mode's measured round must start where the
-        # warm-up ended, at the start of the list. At 4000 pages a batch,
-        # a 0.2 s poll let ksmd run on by up to 15 % of a round, so the
-        # linear scan met the workload at a different point in each mode.
-        time.sleep(WARM_POLL_S)
+    # Poll fast: each mode's measured round must start where the warm-up
+    # ended, at the start of the list. At 4000 pages a batch, a 0.2 s poll
+    # let ksmd run on by up to 15 % of a round, so the linear scan met the
+    # workload at a different point in each mode.
+    wait_for(
+        lambda: k.read_int("full_scans") >= start + rounds,
+        600,
+        f"ksmd finishing {rounds} warm-up rounds",
+        poll=WARM_POLL_S,
+    )
     k.write("pages_to_scan", pages)
     if cfg.advisor and k.has("advisor_mode"):
         k.write("advisor_mode", "scan-time")

@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from pyksm.deadline import wait_for
 from pyksm.errors import PyksmError
 
 SYSFS = Path("/sys/kernel/mm/ksm")
@@ -158,6 +159,18 @@ class Ksm:
             raise PyksmError(
                 f"writing {text!r} to {self.root / name}: {os.strerror(e.errno or errno.EIO)}"
             ) from None
+
+    def unmerge(self, timeout: float = 120.0, then: int = 0) -> None:
+        """run=2 (unmerge every KSM page, flush hints), wait until no page is
+        shared, then write run=``then``. Raises if the pages stay merged."""
+        self.write("run", 2)
+        wait_for(
+            lambda: self.read_int("pages_shared") == 0 and self.read_int("pages_sharing") == 0,
+            timeout,
+            "KSM unmerge (run=2): pages_shared and pages_sharing back to 0",
+        )
+        if then != 2:
+            self.write("run", then)
 
     def state(self) -> dict[str, int | str]:
         """Every knob and counter present on this kernel."""

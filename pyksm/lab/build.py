@@ -85,6 +85,22 @@ class BuildRequest:
         return name
 
 
+# The kernels by name (``pyksm vm run --kernel``, ``PYKSM_VAGRANT_KERNEL``).
+VARIANTS: dict[str, BuildRequest] = {
+    "test": BuildRequest(),
+    "patched": BuildRequest(),
+    "debug": BuildRequest(variant="debug"),
+    "vanilla": BuildRequest(vanilla=True),
+    "vanilla-debug": BuildRequest(variant="debug", vanilla=True),
+}
+
+
+def build_command(req: BuildRequest) -> str:
+    """The ``pyksm kernel build`` command line that builds ``req``."""
+    flags = (" --debug" if req.variant == "debug" else "") + (" --vanilla" if req.vanilla else "")
+    return "pyksm kernel build" + flags
+
+
 @dataclass
 class KernelBuild:
     """A finished, cached build."""

@@ -17,13 +17,7 @@ from pyksm.terminal import err, escape, out
 
 __all__ = ["register", "report_vm_result", "resolve_kernel"]
 
-VARIANTS = {
-    "test": kbuild.BuildRequest(),
-    "patched": kbuild.BuildRequest(),
-    "debug": kbuild.BuildRequest(variant="debug"),
-    "vanilla": kbuild.BuildRequest(vanilla=True),
-    "vanilla-debug": kbuild.BuildRequest(variant="debug", vanilla=True),
-}
+VARIANTS = kbuild.VARIANTS
 
 
 def resolve_kernel(spec: str, console: Console) -> Path:

@@ -64,14 +64,7 @@ SETUP = "make vagrant-setup"
 
 # kernel setting -> (build request, command that builds it)
 KERNELS: dict[str, tuple[kbuild.BuildRequest, str]] = {
-    "test": (kbuild.BuildRequest(), "pyksm kernel build"),
-    "patched": (kbuild.BuildRequest(), "pyksm kernel build"),
-    "debug": (kbuild.BuildRequest(variant="debug"), "pyksm kernel build --debug"),
-    "vanilla": (kbuild.BuildRequest(vanilla=True), "pyksm kernel build --vanilla"),
-    "vanilla-debug": (
-        kbuild.BuildRequest(variant="debug", vanilla=True),
-        "pyksm kernel build --debug --vanilla",
-    ),
+    name: (req, kbuild.build_command(req)) for name, req in kbuild.VARIANTS.items()
 }
 
 ENV_DOC = {
