@@ -162,7 +162,9 @@ def cmd_collect(args: argparse.Namespace) -> int:
     stats = run(
         opts, report, ready=lambda msg: err.print(f"collect: {escape(msg)}", highlight=False)
     )
-    if args.json:
+    if args.json and args.interval:
+        report(stats)  # JSON Lines: one object a line, the final statistics last
+    elif args.json:
         print(json.dumps(stats, indent=2, sort_keys=True))
     else:
         report(stats)
@@ -250,7 +252,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=argtypes.output_file,
         help="append probe events to a hint trace; send no hints",
     )
-    c.add_argument("-j", "--json", action="store_true", help="statistics as JSON")
+    c.add_argument(
+        "-j",
+        "--json",
+        action="store_true",
+        help="statistics as JSON (with an INTERVAL: JSON Lines, one object a line)",
+    )
     c.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
     c.add_argument(
         "--min-bytes",

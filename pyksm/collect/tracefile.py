@@ -100,11 +100,13 @@ class TraceWriter:
             raise PyksmError(f"{path}: {e.strerror}") from None
         self._buf: list[bytes] = []
         self.written = 0
+        self.created = False
         try:
             st = os.fstat(self.fd)
             if not stat.S_ISREG(st.st_mode):
                 raise PyksmError(f"{path}: not a regular file")
             self.size = st.st_size
+            self.created = self.size == 0
             if self.size == 0:
                 self._write(HEADER.pack(MAGIC, VERSION, RECORD.size, 0, time.time_ns()))
             else:
@@ -154,6 +156,8 @@ class TraceWriter:
         if exc_type is not None:
             self._buf = []  # failing already: close without another write
         self.close()
+        if exc_type is not None and self.created and self.written == 0:
+            self.path.unlink(missing_ok=True)  # a run that failed before any record: no file
 
 
 def read_trace(path: Path) -> Iterator[ReadEvent]:

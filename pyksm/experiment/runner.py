@@ -215,7 +215,7 @@ def _measure(
 ) -> float:
     """One Sample a second for ``duration`` seconds; returns when it started."""
     t0 = time.monotonic()
-    cpu0 = {name: ksm.cpu_ticks(pid) for name, pid in tasks.items()}
+    cpu0 = _ticks(tasks)
     idle0 = ksm.idle_ticks()
     next_t = t0
     last_print = -1
@@ -223,20 +223,22 @@ def _measure(
         while (now := time.monotonic()) - t0 <= duration:
             state = {c: k.read_int(c) for c in COUNTERS if k.has(c)}
             o = oracle.sample(now - t0)
-            cpu = {n: ksm.cpu_ticks(pid) - cpu0[n] for n, pid in tasks.items()}
+            now_ticks = _ticks(tasks)
+            # A task that is gone (or was never read) is missing, not 0.
+            cpu = {n: v - cpu0[n] for n, v in now_ticks.items() if n in cpu0}
             if tracer:
                 history.record(now, state["full_scans"], oracle.last_parts)
             row = Sample(
                 t=round(now - t0, 3),
                 pages_sharing=state["pages_sharing"],
-                ksmd_ticks=cpu["ksmd"],
+                ksmd_ticks=_need(cpu, "ksmd"),
                 oracle=o.opportunities,
                 oracle_file=o.file,
                 oracle_anon=o.anon,
                 present=o.present,
                 idle_ticks=ksm.idle_ticks() - idle0,
                 cpu_ticks=cpu,
-                merging={str(g.pid): _merging(g.pid) for g in guests},
+                merging={str(g.pid): m for g in guests if (m := _merging(g.pid)) is not None},
                 counters=state,
             )
             samples.write(row.to_json() + "\n")
@@ -376,11 +378,23 @@ def _say(pipe: IO[str] | None, text: str) -> None:
         pass
 
 
-def _merging(pid: int) -> int:
+def _merging(pid: int) -> int | None:
+    """/proc/PID/ksm_merging_pages; None when it cannot be read (gone, no such file)."""
     try:
         return int(Path(f"/proc/{pid}/ksm_merging_pages").read_text())
     except (OSError, ValueError):
-        return 0
+        return None
+
+
+def _need(cpu: dict[str, int], task: str) -> int:
+    if task not in cpu:
+        raise PyksmError(f"cannot read the CPU time of {task}")
+    return cpu[task]
+
+
+def _ticks(tasks: dict[str, int]) -> dict[str, int]:
+    """CPU ticks of each task that can be read now."""
+    return {n: t for n, pid in tasks.items() if (t := ksm.cpu_ticks(pid)) is not None}
 
 
 def main() -> int:

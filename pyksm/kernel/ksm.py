@@ -199,12 +199,12 @@ def process_stat(pid: int) -> dict[str, int | str]:
     return out
 
 
-def cpu_ticks(pid: int) -> int:
-    """utime + stime of a task, in clock ticks (SC_CLK_TCK); 0 once it is gone."""
+def cpu_ticks(pid: int) -> int | None:
+    """utime + stime of a task, in clock ticks (SC_CLK_TCK); None once it is gone."""
     try:
         f = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return 0
+        return None
     return int(f[11]) + int(f[12])
 
 
@@ -221,7 +221,10 @@ def ksmd_pid() -> int:
 
 def ksmd_cpu_ticks() -> int:
     """utime + stime of the ksmd kernel thread, in clock ticks (SC_CLK_TCK)."""
-    return cpu_ticks(ksmd_pid())
+    ticks = cpu_ticks(ksmd_pid())
+    if ticks is None:
+        raise PyksmError("cannot read ksmd's /proc/PID/stat")
+    return ticks
 
 
 def idle_ticks() -> int:

@@ -51,8 +51,8 @@ def _proc_stats(proc: Path) -> dict[int, dict[str, int | str]]:
         try:
             stat = ksm.process_stat(int(d.name))
             comm = (d / "comm").read_text().strip()
-        except Exception:
-            continue
+        except (PyksmError, OSError, ValueError):
+            continue  # gone since the listing, or no KSM stats: not a KSM process
         # ksm_mergeable (newer kernels, not 6.12): the mm is registered with
         # KSM; without it, a process shows up once ksmd has scanned it.
         if stat.get("ksm_mergeable") == "yes" or int(stat.get("ksm_rmap_items", 0)):
