@@ -101,6 +101,7 @@ class TraceWriter:
         self._buf: list[bytes] = []
         self.written = 0
         self.created = False
+        self.write_failed = False
         try:
             st = os.fstat(self.fd)
             if not stat.S_ISREG(st.st_mode):
@@ -123,6 +124,7 @@ class TraceWriter:
                 done += os.write(self.fd, data[done:])
         except OSError as e:
             self._buf = []
+            self.write_failed = True
             with contextlib.suppress(OSError):
                 os.ftruncate(self.fd, self.size)
             raise PyksmError(
@@ -156,8 +158,9 @@ class TraceWriter:
         if exc_type is not None:
             self._buf = []  # failing already: close without another write
         self.close()
-        if exc_type is not None and self.created and self.written == 0:
-            self.path.unlink(missing_ok=True)  # a run that failed before any record: no file
+        if exc_type is not None and self.created and self.written == 0 and not self.write_failed:
+            # The run failed before it recorded anything (probes, targets): no file.
+            self.path.unlink(missing_ok=True)
 
 
 def read_trace(path: Path) -> Iterator[ReadEvent]:

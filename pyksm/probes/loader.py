@@ -279,15 +279,15 @@ class ReadProbes:
         except Exception as e:  # bcc raises plain Exception on compile/load/attach errors
             raise PyksmError(f"bcc could not load {self.source.name} ({self.layer}): {e}") from None
         self.attached_now = True
-        if self.layer == "vfs-kprobe":
-            try:
-                self._attach_kprobes()
-            except PyksmError:
-                self.bpf.cleanup()
-                raise
         self._batch: list[ReadEvent] = []
-        self.bpf["events"].open_ring_buffer(self._on_event)
         self._targets: dict[int, int] = {}
+        try:
+            if self.layer == "vfs-kprobe":
+                self._attach_kprobes()
+            self.bpf["events"].open_ring_buffer(self._on_event)
+        except BaseException:
+            self.bpf.cleanup()  # nothing stays attached when the start fails
+            raise
 
     def _hooks(self) -> list[tuple[str, str, str]]:
         """(kind, kernel hook, program) for everything this layer attaches."""

@@ -12,6 +12,7 @@ from pyksm.cli import main, parser
 from pyksm.collect import cli as collect_cli
 from pyksm.control.controller import Controller
 from pyksm.control.trust import TrustPolicy
+from pyksm.errors import PyksmError
 from pyksm.events import ReadEvent
 from pyksm.kernel.ksm import SYSFS
 
@@ -84,3 +85,27 @@ def test_safe_allow_comm_rereads_the_name_after_exec() -> None:
     assert policy.allowed(7)
     policy.forget(7)
     assert not policy.allowed(8)  # no such process: no name, not allowed
+
+
+def test_a_collector_that_fails_to_attach_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Trace file, its fd and the signal handlers: all back as they were."""
+    import signal
+
+    from pyksm.collect import session
+    from pyksm.collect.targets import TargetSpec
+
+    def no_probes(*_a: object) -> None:
+        raise PyksmError("bcc could not load read_trace.c (syscalls): provoked")
+
+    monkeypatch.setattr(session, "ReadProbes", no_probes)
+    handlers = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    fds = set(os.listdir("/proc/self/fd"))
+    trace = tmp_path / "t.trace"
+    opts = session.CollectOptions(targets=TargetSpec(pids=(os.getpid(),)), record=trace)
+    with pytest.raises(PyksmError, match="provoked"):
+        session.run(opts, lambda _s: None)
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
+    assert set(os.listdir("/proc/self/fd")) == fds
+    assert not trace.exists()

@@ -139,3 +139,72 @@ def test_kill_9_of_the_collector_leaves_a_readable_trace(tmp_path: Path) -> None
     records = list(tracefile.read_trace(trace))
     assert len(records) >= 1000
     assert {r.tgid for r in records} == {target.pid}
+
+
+def _reading_target(data: Path) -> subprocess.Popen[bytes]:
+    loop = (
+        "import os, sys, time\n"
+        "fd = os.open(sys.argv[1], os.O_RDONLY)\n"
+        "while True:\n"
+        "    for p in range(64):\n"
+        "        os.pread(fd, 4096, p * 4096)\n"
+        "    time.sleep(0.001)\n"
+    )
+    data.write_bytes(os.urandom(64 * 4096))
+    return subprocess.Popen([sys.executable, "-c", loop, str(data)])
+
+
+@pytest.mark.host_bcc
+def test_json_with_an_interval_is_json_lines(tmp_path: Path) -> None:
+    reason = _bcc_usable()
+    if reason:
+        pytest.skip(reason)
+    target = _reading_target(tmp_path / "data.bin")
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pyksm", "collect", "-p", str(target.pid),
+             "--record", str(tmp_path / "t.trace"), "-d", "2", "--json", "0.5"],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    finally:
+        target.kill()
+        target.wait()
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) >= 3
+    docs = [json.loads(line) for line in lines]  # every line is one whole object
+    assert all("events" in d for d in docs)
+
+
+def _limit_file_size() -> None:
+    import resource
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    # Records are written 2048 at a time: room for two writes and part of a third.
+    limit = tracefile.HEADER.size + 5000 * tracefile.RECORD.size + 7
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+@pytest.mark.host_bcc
+def test_a_full_disk_during_record_keeps_whole_records_and_is_one_line(tmp_path: Path) -> None:
+    reason = _bcc_usable()
+    if reason:
+        pytest.skip(reason)
+    target = _reading_target(tmp_path / "data.bin")
+    trace = tmp_path / "t.trace"
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pyksm", "collect", "-p", str(target.pid),
+             "--record", str(trace), "-d", "60"],
+            capture_output=True, text=True, timeout=300, preexec_fn=_limit_file_size,
+        )  # fmt: skip
+    finally:
+        target.kill()
+        target.wait()
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and "whole record" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    info = tracefile.inspect(trace)  # raises on a torn record
+    assert 0 < info.records <= 5000
+    assert trace.stat().st_mode & 0o777 == 0o600
