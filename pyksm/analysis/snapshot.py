@@ -41,7 +41,6 @@ __all__ = ["Region", "capture", "regions", "snapshot_once"]
 PM_PRESENT = np.uint64(1 << 63)
 PM_FILE = np.uint64(1 << 61)
 PM_PFN = np.uint64((1 << 55) - 1)
-KPF_ANON = 12
 KPF_KSM = 21
 KPF_ZERO_PAGE = 24
 READ_CHUNK = 16 << 20

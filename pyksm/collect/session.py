@@ -18,7 +18,6 @@ and flushes the trace on every drain and on SIGINT/SIGTERM.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import resource
 import signal
@@ -308,7 +307,3 @@ def _snapshot(
         "hints_rejected": dict(writer.rejected) if writer else {},
         "bpf": probes.stats(),
     }
-
-
-def dumps(stats: dict[str, Any]) -> str:
-    return json.dumps(stats, indent=2, sort_keys=True)

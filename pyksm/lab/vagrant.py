@@ -55,7 +55,6 @@ __all__ = [
 BOX_NAME = "pyksm/debian12"
 NETNS = "pyksm-vagrant"
 DOMAIN = "pyksm_default"  # libvirt domain: default_prefix "pyksm_" + machine "default"
-LIBVIRT_SOCK = Path("/run/libvirt/libvirt-sock")
 LIBVIRTD_PID = Path("/run/libvirtd.pid")
 VIRTLOGD_PID = Path("/run/virtlogd.pid")
 BOOT_DIR = Path("/var/lib/libvirt/boot")  # readable by libvirt's QEMU user
