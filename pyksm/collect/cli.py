@@ -125,6 +125,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
         print(f"// layer: {layer} ({args.layer})\n// cflags: {' '.join(cflags)}\n{text}")
         return 0
     from pyksm.collect.session import CollectOptions, run
+    from pyksm.collect.stats import CollectStats
     from pyksm.collect.targets import TargetSpec
 
     opts = CollectOptions(
@@ -146,14 +147,14 @@ def cmd_collect(args: argparse.Namespace) -> int:
         ready_file=args.ready_file,
     )
 
-    def report(s: dict[str, Any]) -> None:
+    def report(s: CollectStats) -> None:
         if args.json:
-            print(json.dumps(s, sort_keys=True), flush=True)
+            print(s.to_json(), flush=True)
         else:
             err.print(
-                f"{s['seconds']:8.1f}s events {s['events']:>9} read {s['bytes_read'] >> 20:>7} MiB "
-                f"hinted {s['hinted_pages']:>9} pages sent {s['hints_sent']:>8} "
-                f"rejected {sum(s['hints_rejected'].values()):>6} cpu {s['cpu_percent']:5.1f}%",
+                f"{s.seconds:8.1f}s events {s.events:>9} read {s.bytes_read >> 20:>7} MiB "
+                f"hinted {s.hinted_pages:>9} pages sent {s.hints_sent:>8} "
+                f"rejected {sum(s.hints_rejected.values()):>6} cpu {s.cpu_percent:5.1f}%",
                 highlight=False,
             )
 
@@ -165,13 +166,13 @@ def cmd_collect(args: argparse.Namespace) -> int:
     if args.json and args.interval:
         report(stats)  # JSON Lines: one object a line, the final statistics last
     elif args.json:
-        print(json.dumps(stats, indent=2, sort_keys=True))
+        print(stats.to_json(indent=2))
     else:
         report(stats)
-        where = f"; trace in {escape(stats['record'])}" if stats["record"] else ""
+        where = f"; trace in {escape(stats.record)}" if stats.record else ""
         err.print(
-            f"collect: {stats['mode']} mode, {len(stats['targets_seen'])} target(s), "
-            f"{stats['events']} reads, {stats['hinted_pages']} pages hinted{where}",
+            f"collect: {stats.mode} mode, {len(stats.targets_seen)} target(s), "
+            f"{stats.events} reads, {stats.hinted_pages} pages hinted{where}",
             highlight=False,
         )
     return 0

@@ -18,8 +18,8 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
+from pyksm.collect.stats import CollectStats
 from pyksm.errors import PyksmError
 
 __all__ = ["CollectorProcess"]
@@ -91,8 +91,8 @@ class CollectorProcess:
     def pid(self) -> int:
         return self.proc.pid
 
-    def stop(self, timeout: float = 60.0) -> dict[str, Any]:
-        """SIGINT, then its final statistics (``{}`` without ``stats``)."""
+    def interrupt(self, timeout: float = 60.0) -> str:
+        """SIGINT, wait for the collector to finish; returns its stdout."""
         self.proc.send_signal(signal.SIGINT)
         try:
             out, _ = self.proc.communicate(timeout=timeout)
@@ -101,7 +101,18 @@ class CollectorProcess:
             raise PyksmError(f"the collector did not stop within {timeout:.0f} s") from None
         if self.proc.returncode != 0:
             raise PyksmError(f"the collector exited {self.proc.returncode}: {self._tail()}")
-        return dict(json.loads(out)) if self.stats else {}
+        return out or ""
+
+    def stop(self, timeout: float = 60.0) -> CollectStats:
+        """SIGINT, then its final statistics (a collector started with ``stats``)."""
+        if not self.stats:
+            raise ValueError("stop() needs a collector started with stats=True; use interrupt()")
+        out = self.interrupt(timeout)
+        try:
+            doc = json.loads(out)
+        except json.JSONDecodeError as e:
+            raise PyksmError(f"the collector's statistics are not JSON ({e.msg})") from None
+        return CollectStats.from_dict(doc, "the collector's statistics")
 
     def kill(self) -> None:
         if self.proc.poll() is None:

@@ -29,6 +29,7 @@ from types import FrameType
 from typing import Any
 
 from pyksm.collect import qmp
+from pyksm.collect.stats import CollectStats
 from pyksm.collect.targets import MemoryMaps, TargetSpec
 from pyksm.collect.tracefile import TraceWriter
 from pyksm.control.controller import Controller
@@ -193,12 +194,12 @@ class _Session:
         if self.writer is not None and hints:
             self.writer.send(hints)
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> CollectStats:
         return _snapshot(
             self.stats, self.ctl, self.writer, self.trace, self.probes, self.t0, self.cpu0
         )
 
-    def loop(self, stop: _StopFlag, report: Callable[[dict[str, Any]], None]) -> bool:
+    def loop(self, stop: _StopFlag, report: Callable[[CollectStats], None]) -> bool:
         """Drain until the duration, count or a signal ends it; True if interrupted."""
         opts = self.opts
         next_refresh = self.t0 + opts.refresh_s
@@ -246,9 +247,9 @@ def _tell_ready(opts: CollectOptions) -> None:
 
 def run(
     opts: CollectOptions,
-    report: Callable[[dict[str, Any]], None],
+    report: Callable[[CollectStats], None],
     ready: Callable[[str], None] = lambda _msg: None,
-) -> dict[str, Any]:
+) -> CollectStats:
     """Collect until the duration ends or SIGINT/SIGTERM; return the statistics.
 
     ``report`` gets a statistics snapshot every ``interval``; ``ready`` one
@@ -287,23 +288,29 @@ def _snapshot(
     probes: ReadProbes,
     t0: float,
     cpu0: resource.struct_rusage,
-) -> dict[str, Any]:
+) -> CollectStats:
     cpu = resource.getrusage(resource.RUSAGE_SELF)
     wall = time.monotonic() - t0
     used = cpu.ru_utime + cpu.ru_stime - cpu0.ru_utime - cpu0.ru_stime
-    return {
+    c = ctl.stats
+    return CollectStats(
         **stats,
-        "seconds": round(wall, 3),
-        "cpu_seconds": round(used, 3),
-        "cpu_percent": round(100 * used / wall, 2) if wall > 0 else 0.0,
-        **ctl.stats.as_dict(),
-        "events_by_probe": {PROBE_NAMES.get(p, str(p)): n for p, n in ctl.stats.by_probe.items()},
-        "dedup_dropped": ctl.recent.dropped,
-        "rate_dropped_pages": ctl.budget.dropped_pages if ctl.budget else 0,
-        "policy_refused": ctl.policy.refused,
-        "records_written": trace.written if trace else 0,
-        "hints_sent": writer.sent if writer else 0,
-        "hint_writes": writer.writes if writer else 0,
-        "hints_rejected": dict(writer.rejected) if writer else {},
-        "bpf": probes.stats(),
-    }
+        seconds=round(wall, 3),
+        cpu_seconds=round(used, 3),
+        cpu_percent=round(100 * used / wall, 2) if wall > 0 else 0.0,
+        events=c.events,
+        bytes_read=c.bytes_read,
+        outside_bytes=c.outside_bytes,
+        refused_events=c.refused_events,
+        hints=c.hints,
+        hinted_pages=c.hinted_pages,
+        events_by_probe={PROBE_NAMES.get(p, str(p)): n for p, n in c.by_probe.items()},
+        dedup_dropped=ctl.recent.dropped,
+        rate_dropped_pages=ctl.budget.dropped_pages if ctl.budget else 0,
+        policy_refused=ctl.policy.refused,
+        records_written=trace.written if trace else 0,
+        hints_sent=writer.sent if writer else 0,
+        hint_writes=writer.writes if writer else 0,
+        hints_rejected=dict(writer.rejected) if writer else {},
+        bpf=probes.stats(),
+    )

@@ -336,7 +336,7 @@ def run_mode(
             visits, lost = tracer.stop()
         if collector:
             try:
-                collector.stop(timeout=30)
+                collector.interrupt(timeout=30)
             except PyksmError as e:
                 print(f"  {cfg.name:>14} warning: {e}", flush=True)
         guest_stats = _stop_guests(guests)
