@@ -208,3 +208,24 @@ def test_a_full_disk_during_record_keeps_whole_records_and_is_one_line(tmp_path:
     info = tracefile.inspect(trace)  # raises on a torn record
     assert 0 < info.records <= 5000
     assert trace.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.host_bcc
+def test_collector_process_is_ready_then_returns_its_statistics(tmp_path: Path) -> None:
+    from pyksm.collect.process import CollectorProcess
+
+    reason = _bcc_usable()
+    if reason:
+        pytest.skip(reason)
+    target = _reading_target(tmp_path / "data.bin")
+    try:
+        with CollectorProcess(
+            ["-p", str(target.pid), "--record", str(tmp_path / "t.trace")], tmp_path / "log"
+        ) as col:
+            time.sleep(0.5)
+            stats = col.stop()
+    finally:
+        target.kill()
+        target.wait()
+    assert stats.targets_seen == [target.pid] and stats.interrupted is True
+    assert stats.events > 0 and stats.records_written == stats.events
