@@ -205,3 +205,24 @@ def test_a_collector_that_never_attaches_is_killed_at_the_deadline(tmp_path: Pat
         CollectorProcess([], tmp_path / "log", timeout=1, python=str(stuck))
     assert children() == before
     assert open_fds() == fds
+
+
+@pytest.mark.parametrize(
+    ("script", "timeout"),
+    [("#!/bin/sh\nexit 1\n", 30.0), ("#!/bin/sh\nexec sleep 60\n", 1.0)],
+    ids=["dies at boot", "hangs at boot"],
+)
+def test_a_qemu_guest_that_does_not_boot_leaves_nothing(
+    tmp_path: Path, script: str, timeout: float
+) -> None:
+    from pyksm.experiment.qemu_guest import Guest
+
+    qemu = tmp_path / "qemu"
+    qemu.write_text(script)
+    qemu.chmod(0o755)
+    before, fds = children(), open_fds()
+    with pytest.raises(PyksmError, match="no b'READY'"):
+        Guest(tmp_path / "bzImage", tmp_path / "disk", boot_timeout=timeout, qemu=str(qemu),
+              initrd=tmp_path / "initrd")  # fmt: skip
+    assert children() == before
+    assert open_fds() == fds
