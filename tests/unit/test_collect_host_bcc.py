@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from pyksm.collect import tracefile
+from pyksm.collect.process import CollectorProcess
+from pyksm.deadline import wait_for
 from pyksm.events import PROBE_NAMES
 from pyksm.probes import features
 
@@ -59,24 +61,20 @@ def test_record_mode_traces_exact_ranges_and_survives_sigint(tmp_path: Path) -> 
             "1",
         ]
     )
-    collector = subprocess.Popen(
-        [sys.executable, "-m", "pyksm.cli", "collect", "-p", str(reader.pid),
-         "--record", str(trace), "--ready-file", str(ready), "--json"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
     try:
-        assert reader.wait(timeout=120) == 0
-        time.sleep(0.3)
-        collector.send_signal(signal.SIGINT)
-        stdout, _ = collector.communicate(timeout=60)
+        # The one helper that starts a collector: it returns once the probes are attached.
+        with CollectorProcess(
+            ["-p", str(reader.pid), "--record", str(trace)], tmp_path / "collect.log"
+        ) as collector:
+            ready.touch()
+            assert reader.wait(timeout=120) == 0
+            time.sleep(0.3)
+            stats = collector.stop()  # SIGINT
     finally:
-        for p in (reader, collector):
-            if p.poll() is None:
-                p.kill()
-    assert collector.returncode == 0
-    stats = json.loads(stdout)
-    assert stats["interrupted"] is True
+        if reader.poll() is None:
+            reader.kill()
+            reader.wait()
+    assert stats.interrupted is True
     expected = json.loads(out.read_text())
     seen = [
         (PROBE_NAMES[e.probe], e.start, e.length)
@@ -87,8 +85,8 @@ def test_record_mode_traces_exact_ranges_and_survives_sigint(tmp_path: Path) -> 
     seen = [("preadv" if p == "preadv2" else p, s, n) for p, s, n in seen]
     want = [tuple(x) for x in expected["expected"]]
     assert sorted(seen) == sorted(want)
-    assert stats["outside_bytes"] == 0  # all inside the MADV_MERGEABLE region
-    assert stats["bpf"]["ringbuf_full"] == 0
+    assert stats.outside_bytes == 0  # all inside the MADV_MERGEABLE region
+    assert stats.bpf["ringbuf_full"] == 0
 
 
 @pytest.mark.host_bcc
@@ -110,32 +108,16 @@ def test_kill_9_of_the_collector_leaves_a_readable_trace(tmp_path: Path) -> None
     )
     target = subprocess.Popen([sys.executable, "-c", loop, str(data)])
     trace = tmp_path / "k.trace"
-    collector = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pyksm.cli",
-            "collect",
-            "-p",
-            str(target.pid),
-            "--record",
-            str(trace),
-        ],
-        stderr=subprocess.DEVNULL,
-    )
     try:
-        deadline = time.monotonic() + 60
-        while (not trace.exists() or trace.stat().st_size < 24 + 32 * 1000) and (
-            time.monotonic() < deadline
-        ):
-            time.sleep(0.05)
-        collector.kill()
-        collector.wait()
+        with CollectorProcess(
+            ["-p", str(target.pid), "--record", str(trace)], tmp_path / "collect.log", stats=False
+        ) as collector:
+            wait_for(lambda: trace.stat().st_size >= 24 + 32 * 1000, 60, "1000 records", poll=0.05)
+            collector.proc.kill()  # SIGKILL: no flush, no cleanup
+            collector.proc.wait()
     finally:
         target.kill()
         target.wait()
-        if collector.poll() is None:
-            collector.kill()
     records = list(tracefile.read_trace(trace))
     assert len(records) >= 1000
     assert {r.tgid for r in records} == {target.pid}
@@ -212,8 +194,6 @@ def test_a_full_disk_during_record_keeps_whole_records_and_is_one_line(tmp_path:
 
 @pytest.mark.host_bcc
 def test_collector_process_is_ready_then_returns_its_statistics(tmp_path: Path) -> None:
-    from pyksm.collect.process import CollectorProcess
-
     reason = _bcc_usable()
     if reason:
         pytest.skip(reason)
