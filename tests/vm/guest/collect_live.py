@@ -32,7 +32,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pyksm import deadline
 from pyksm.collect import tracefile
+from pyksm.errors import PyksmError
 from pyksm.kernel import hints, ksm
 from pyksm.probes import loader
 
@@ -83,12 +85,12 @@ def ready_file(log: Path) -> Path:
 
 
 def wait_for(pred, timeout: float) -> bool:  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.1)
-    return bool(pred())
+    """pyksm.deadline.wait_for, as a result to record instead of an exception."""
+    try:
+        deadline.wait_for(pred, timeout, "collect_live")
+    except PyksmError:
+        return False
+    return True
 
 
 def start_collector(args: list[str], tag: str) -> tuple[subprocess.Popen[str], Path]:
