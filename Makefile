@@ -65,6 +65,7 @@ lint: venv
 	$(VENV)/bin/ruff check pyksm tests benchmarks
 	$(VENV)/bin/ruff format --check pyksm tests benchmarks
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 unit: venv
 	$(PYTEST) -q tests/unit

@@ -40,9 +40,9 @@ from typing import Any
 
 from rich.console import Console
 
+from pyksm.experiment.qemu_guest import Collector, Guest, coverage, guest_ram, make_disk
 from pyksm.lab import build as kbuild
 from pyksm.lab import vm
-from pyksm.lab.qemu_guest import Collector, Guest, coverage, guest_ram, make_disk
 
 RUNS = 2  # per condition and cycle
 CYCLES = 3
@@ -254,7 +254,7 @@ def _host(console: Console) -> dict[str, Any]:
                     if col is not None:
                         if cond == "qemu_syscalls" and cycle == 0:
                             ram = guest_ram(guest.pid, GUEST_MIB)
-                        stats = col.stop()
+                        stats = col.stop().to_dict()
                         if cond == "qemu_syscalls":
                             stats1 = stats
         finally:
@@ -273,7 +273,7 @@ def _host(console: Console) -> dict[str, Any]:
         )
         ready.touch()
         out, _ = target.communicate(timeout=120)
-        stats3 = col3.stop()
+        stats3 = col3.stop().to_dict()
     med, best = statistics.median, min
     mib_s = DISK_MIB / med(samples["guest_dd_untraced_s"])
     reads = int(out.strip() or 0)

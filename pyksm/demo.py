@@ -7,12 +7,15 @@ the merge report to ./pyksm-report/ and print the summary.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from rich.console import Console
 
+from pyksm import argtypes
 from pyksm.experiment import host
 from pyksm.report import dataset, render
+from pyksm.terminal import err, escape, out
 
 SCENARIO = "kernel-build"
 MODES = ["ksm", "ksm++"]
@@ -23,5 +26,21 @@ def run(outdir: Path, out: Console, err: Console, duration: float | None = None)
     exps = [dataset.load(results)]
     render.terminal_summary(exps, out)
     index = render.write(exps, Path("pyksm-report").resolve())
-    err.print(f"report: {index}  (PNGs and metrics.json beside it; results in {results})")
+    err.print(
+        f"report: {escape(str(index))}  (PNGs and metrics.json beside it; "
+        f"results in {escape(str(results))})"
+    )
     return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    return run(Path(args.outdir).resolve(), out, err, args.duration)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    d = sub.add_parser("demo", help="KSM vs KSM++ on kernel-build, report in ./pyksm-report")
+    d.add_argument("--outdir", "-o", type=argtypes.output_dir, default="pyksm-results")
+    d.add_argument(
+        "--duration", type=argtypes.positive_float, default=None, help="seconds per mode"
+    )
+    d.set_defaults(func=cmd_demo)

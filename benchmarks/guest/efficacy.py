@@ -68,9 +68,7 @@ def reader(path: Path, hinted: bool, ready: int) -> None:
 
 
 def efficacy(hinted: bool, data: Path) -> dict[str, object]:
-    k.write("run", 2)  # unmerge everything, flush hints
-    while k.read_int("pages_shared"):
-        time.sleep(0.1)
+    k.unmerge(then=2)  # unmerge everything, flush hints
     k.write("hint_capacity", 4096 if hinted else 0)
     if HINT_MAX_AGE_MS is not None:
         k.write("hint_max_age_ms", HINT_MAX_AGE_MS)

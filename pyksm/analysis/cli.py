@@ -15,13 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.console import Console
 from rich.table import Table
 
+from pyksm import argtypes
 from pyksm.errors import PyksmError
-
-err = Console(stderr=True, soft_wrap=True)
-out = Console(soft_wrap=True)
+from pyksm.terminal import err, escape, out
 
 EXAMPLES = """examples:
   pyksm snapshot -p $(pidof qemu-system-x86_64) -i 1 -n 120 -o vm.npz
@@ -43,8 +41,11 @@ def _load_hints(path: str | None, meta: dict[str, Any]) -> Any:
 def _write_json(doc: dict[str, Any], dest: str | None) -> None:
     text = json.dumps(doc, indent=2, default=float) + "\n"
     if dest:
-        Path(dest).write_text(text)
-        err.print(f"wrote {dest}")
+        try:
+            Path(dest).write_text(text)
+        except OSError as e:
+            raise PyksmError(f"cannot write {dest}: {e.strerror}") from None
+        err.print(f"wrote {escape(str(dest))}")
     else:
         sys.stdout.write(text)
 
@@ -59,8 +60,8 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
         args.pid, args.interval, args.count, args.select, args.raw, progress=progress
     )
     path = storage.save(series, Path(args.output), compress=args.compress)
-    err.print(f"{series.count} snapshots, {series.pages} pages -> {path}")
-    err.print(f"next: pyksm analyze {path}")
+    err.print(f"{series.count} snapshots, {series.pages} pages -> {escape(str(path))}")
+    err.print(f"next: pyksm analyze {escape(str(path))}")
     return 0
 
 
@@ -108,7 +109,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         if args.json:
             return 0
     rows = doc["rows"]
-    table = Table(title=f"{args.file}: {doc['snapshots']} snapshots, {doc['pages']} pages")
+    table = Table(
+        title=f"{escape(str(args.file))}: {doc['snapshots']} snapshots, {doc['pages']} pages"
+    )
     cols = ["time", "present", "zero_pages", "opportunities", "opp_file", "opp_hinted"]
     if "validation" in doc:
         cols += ["kernel_sharing", "recall", "precision"]
@@ -133,17 +136,18 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_sweep(items: list[str]) -> dict[str, list[Any]]:
+def sweep_item(item: str) -> tuple[str, list[Any]]:
+    """NAME=V1,V2,... for a ScanParams field, each value checked as a single run's."""
     from pyksm.analysis.simulator import ScanParams
 
-    grid: dict[str, list[Any]] = {}
     fields = ScanParams.__dataclass_fields__
-    for item in items:
-        name, sep, values = item.partition("=")
-        if not sep or name not in fields:
-            raise PyksmError(f"--sweep wants NAME=V1,V2 with NAME one of {', '.join(fields)}")
-        grid[name] = [_convert(name, v) for v in values.split(",")]
-    return grid
+    name, sep, values = item.partition("=")
+    if not sep or name not in fields:
+        raise PyksmError(f"--sweep wants NAME=V1,V2 with NAME one of {', '.join(fields)}")
+    parsed = [_convert(name, v) for v in values.split(",")]
+    for value in parsed:
+        ScanParams(**{name: value}).check()
+    return name, parsed
 
 
 def _convert(name: str, text: str) -> Any:
@@ -162,6 +166,14 @@ def _convert(name: str, text: str) -> Any:
         raise PyksmError(f"bad value {text!r} for {name}") from None
 
 
+def interleave(text: str) -> tuple[int, int]:
+    """H:L, hint steps to linear steps per batch; not both 0."""
+    h, low = _convert("interleave", text)
+    if h < 0 or low < 0 or h + low == 0:
+        raise PyksmError(f"interleave {text!r}: H and L are 0 or more, not both 0")
+    return int(h), int(low)
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from pyksm.analysis import dedup, simulator, storage
     from pyksm.analysis.series import Flag
@@ -174,13 +186,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         order=args.order,
         smart_scan=args.smart_scan,
         hint_capacity=args.hint_capacity,
-        interleave=_convert("interleave", args.interleave),
+        interleave=args.interleave,
         hint_max_age_ms=args.hint_max_age_ms,
         start=args.start if args.start is not None else series.meta.get("ksm_start"),
     )
     inp = simulator.SimInput.from_series(series, hints)
     rate = simulator.observed_rate(series) if args.observed_rate else None
-    grid = _parse_sweep(args.sweep or [])
+    grid = dict(args.sweep or [])
     results = (
         simulator.sweep(inp, base, grid, rate=rate)
         if grid
@@ -204,7 +216,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         _write_json(doc, args.output)
         if args.json:
             return 0
-    table = Table(title=f"{args.file}: simulated pages_sharing (possible at end: {possible[-1]})")
+    table = Table(
+        title=f"{escape(str(args.file))}: simulated pages_sharing (possible at end: {possible[-1]})"
+    )
     names = list(grid) or ["pages_to_scan", "hint_capacity"]
     for c in [*names, "final", "mean", "visits", "hint_visits", "error vs kernel"]:
         table.add_column(c, justify="right")
@@ -231,9 +245,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         epilog=EXAMPLES,
         formatter_class=fmt,
     )
-    s.add_argument("-p", "--pid", type=int, action="append", required=True)
-    s.add_argument("-i", "--interval", type=float, default=1.0, help="seconds (default 1)")
-    s.add_argument("-n", "--count", type=int, default=10, help="snapshots (default 10)")
+    s.add_argument("-p", "--pid", type=argtypes.pid, action="append", required=True)
+    s.add_argument(
+        "-i", "--interval", type=argtypes.positive_float, default=1.0, help="seconds (default 1)"
+    )
+    s.add_argument(
+        "-n", "--count", type=argtypes.positive_int, default=10, help="snapshots (default 10)"
+    )
     s.add_argument(
         "--select",
         default="mergeable",
@@ -242,7 +260,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     s.add_argument("--raw", action="store_true", help="keep raw pages (small runs only)")
     s.add_argument("--compress", action="store_true", help="zip-deflate the NPZ")
-    s.add_argument("-o", "--output", required=True, help="NPZ file")
+    s.add_argument("-o", "--output", type=argtypes.output_file, required=True, help="NPZ file")
     s.set_defaults(func=cmd_snapshot)
 
     a = sub.add_parser(
@@ -251,10 +269,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         epilog=EXAMPLES,
         formatter_class=fmt,
     )
-    a.add_argument("file")
-    a.add_argument("--hints", help="hint trace (collector file, .npz, .jsonl, text)")
+    a.add_argument("file", type=argtypes.existing_file)
+    a.add_argument(
+        "--hints",
+        type=argtypes.existing_file,
+        help="hint trace (collector file, .npz, .jsonl, text)",
+    )
     a.add_argument("--json", action="store_true", help="print the report as JSON")
-    a.add_argument("-o", "--output", help="write the JSON report here")
+    a.add_argument("-o", "--output", type=argtypes.output_file, help="write the JSON report here")
     a.set_defaults(func=cmd_analyze)
 
     m = sub.add_parser(
@@ -263,18 +285,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         epilog=EXAMPLES,
         formatter_class=fmt,
     )
-    m.add_argument("file")
-    m.add_argument("--hints", help="hint trace (collector file, .npz, .jsonl, text)")
-    m.add_argument("--pages-to-scan", type=int, default=100)
-    m.add_argument("--sleep-ms", type=float, default=20.0)
+    m.add_argument("file", type=argtypes.existing_file)
+    m.add_argument(
+        "--hints",
+        type=argtypes.existing_file,
+        help="hint trace (collector file, .npz, .jsonl, text)",
+    )
+    m.add_argument("--pages-to-scan", type=argtypes.positive_int, default=100)
+    m.add_argument("--sleep-ms", type=argtypes.positive_float, default=20.0)
     m.add_argument("--order", default="linear", choices=("linear", "random"))
     m.add_argument("--smart-scan", action="store_true")
-    m.add_argument("--hint-capacity", type=int, default=0, help="0: plain KSM")
-    m.add_argument("--interleave", default="1:1", help="H:L hint to linear steps")
-    m.add_argument("--hint-max-age-ms", type=float, default=120000.0)
+    m.add_argument("--hint-capacity", type=argtypes.nonneg_int, default=0, help="0: plain KSM")
+    m.add_argument(
+        "--interleave",
+        default="1:1",
+        type=argtypes.checked(interleave),
+        help="H:L hint to linear steps",
+    )
+    m.add_argument("--hint-max-age-ms", type=argtypes.positive_float, default=120000.0)
     m.add_argument(
         "--start",
-        type=float,
+        type=argtypes.nonneg_float,
         default=None,
         help="ksmd start (s, series clock; default: meta ksm_start or the first snapshot)",
     )
@@ -283,7 +314,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="scan as many pages per interval as the kernel did (ksm/pages_scanned)",
     )
-    m.add_argument("--sweep", action="append", metavar="NAME=V1,V2", help="sweep a parameter")
+    m.add_argument(
+        "--sweep",
+        action="append",
+        type=argtypes.checked(sweep_item),
+        metavar="NAME=V1,V2",
+        help="sweep a parameter",
+    )
     m.add_argument("--json", action="store_true")
-    m.add_argument("-o", "--output", help="write the JSON result here")
+    m.add_argument("-o", "--output", type=argtypes.output_file, help="write the JSON result here")
     m.set_defaults(func=cmd_simulate)

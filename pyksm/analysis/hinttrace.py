@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from pyksm.collect.tracefile import MAGIC, read_trace
 from pyksm.errors import PyksmError
 
 __all__ = ["LOADERS", "HintTrace", "load"]
@@ -143,12 +144,7 @@ LOADERS: dict[str, Callable[[Path], HintTrace]] = {
 }
 
 
-COLLECTOR_MAGIC = b"PYKSMHT\n"
-
-
 def _load_collector(path: Path) -> HintTrace:
-    from pyksm.collect.tracefile import read_trace
-
     return HintTrace.from_records(
         (ev.ts_ns / 1e9, ev.tgid, ev.start, ev.length) for ev in read_trace(path)
     )
@@ -159,8 +155,8 @@ def load(path: Path, t0: float | None = None) -> HintTrace:
     if not path.is_file():
         raise PyksmError(f"hint trace {path} not found")
     with path.open("rb") as f:
-        head = f.read(len(COLLECTOR_MAGIC))
-    if head == COLLECTOR_MAGIC:
+        head = f.read(len(MAGIC))
+    if head == MAGIC:
         trace = _load_collector(path)
         return trace.shifted(-t0) if t0 is not None else trace
     loader = LOADERS.get(path.suffix, _load_text)

@@ -33,7 +33,6 @@ __all__ = ["PAGE_SIZE", "ZERO_HASH", "hash_bytes", "hash_file", "hash_pages"]
 PAGE_SIZE = 4096
 LANES = PAGE_SIZE // 8  # uint64 words per page
 STRIPES = LANES // 8  # 64-byte stripes per page
-SCRAMBLE_EVERY = 32  # stripes (2 KiB)
 
 U64 = npt.NDArray[np.uint64]
 U8 = npt.NDArray[np.uint8]
@@ -54,10 +53,6 @@ def _key_table(n: int, seed: int) -> U64:
 
 
 KEYS = _key_table(STRIPES + 8 + 16, 0x70796B736D)  # "pyksm"
-P32 = np.uint64(0x9E3779B1)
-P64A = np.uint64(0x9E3779B185EBCA87)
-P64B = np.uint64(0x165667919E3779F9)
-M32 = np.uint64(0xFFFFFFFF)
 
 
 @numba.njit(inline="always", cache=True)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numba
 import numpy as np
@@ -165,230 +165,323 @@ def _drop_sharer(stable: npt.NDArray[np.int64], m: int, mps: int) -> tuple[int, 
     return sh1 - sh0, sg1 - sg0
 
 
+class _Config(NamedTuple):
+    """One scanner configuration as the jitted stages take it."""
+
+    pages_to_scan: int
+    dt: float  # sleep between batches (s)
+    random_order: bool
+    smart: bool
+    cap: int  # hint stack records (0: no hints)
+    ih: int  # hint steps ...
+    il: int  # ... to linear steps per batch
+    max_age: float  # s; 0: hints never expire
+    skip_vol: bool
+    mps: int  # max_page_sharing
+    seed: int
+
+
+class _Hints(NamedTuple):
+    """The hints sent, in time order (site index ranges [lo, hi))."""
+
+    time: npt.NDArray[np.float64]
+    lo: npt.NDArray[np.int64]
+    hi: npt.NDArray[np.int64]
+
+
+class _Pages(NamedTuple):
+    """Per site: what ksmd keeps (rmap_item), and the linear scan's order."""
+
+    order: npt.NDArray[np.int64]
+    merged: npt.NDArray[np.int32]  # content id of the stable node it shares, -1
+    checksum: npt.NDArray[np.int32]  # content at the last visit (volatility gate)
+    age: npt.NDArray[np.int32]  # smart scan: visits without a merge
+    skips: npt.NDArray[np.int32]  # smart scan: visits still to skip
+
+
+class _Trees(NamedTuple):
+    """Per content id: sharers of its stable node; its unstable tree entry."""
+
+    stable: npt.NDArray[np.int64]
+    unstable_site: npt.NDArray[np.int64]
+    unstable_round: npt.NDArray[np.int64]
+
+
+# What a batch carries over to the next (an int64 array, read into locals at
+# the start of each batch and written back at its end).
+POS, ROUND, SHARED, SHARING, ST_TOP, ST_COUNT, CUR_ACTIVE, CUR_LO, CUR_HI, STEP = range(10)
+NEXT_HINT = 10
+STATE_SIZE = 11
+
+
+@numba.njit(cache=True, inline="always")
+def _smart_skip(a: int, k: int) -> tuple[int, int, bool]:
+    """Smart scan at a visit of a never-merged page of age ``a`` with ``k``
+    visits left to skip: (new age, new skips, skip this visit?)."""
+    new_age = a + 1 if a < 255 else a
+    if a < 3:
+        return new_age, k, False
+    if k > 0:
+        return new_age, k - 1, True
+    if a <= 3:
+        return new_age, 1, False
+    if a <= 5:
+        return new_age, 2, False
+    if a <= 8:
+        return new_age, 4, False
+    return new_age, 8, False
+
+
+@numba.njit(cache=True)
+def _push_hints(
+    tau: float,
+    hints: _Hints,
+    cap: int,
+    stack: _Hints,
+    state: npt.NDArray[np.int64],
+    counters: npt.NDArray[np.int64],
+) -> None:
+    """Hints sent by ``tau`` go on the stack (newest on top; a full stack drops its oldest)."""
+    while state[NEXT_HINT] < hints.time.size and hints.time[state[NEXT_HINT]] <= tau:
+        n = state[NEXT_HINT]
+        if state[ST_COUNT] == cap:
+            counters[C_OVERFLOW] += 1
+        else:
+            state[ST_COUNT] += 1
+        top = state[ST_TOP]
+        stack.time[top] = hints.time[n]
+        stack.lo[top] = hints.lo[n]
+        stack.hi[top] = hints.hi[n]
+        state[ST_TOP] = (top + 1) % cap
+        state[NEXT_HINT] = n + 1
+
+
+@numba.njit(cache=True)
+def _batch(
+    row: npt.NDArray[np.int32],
+    tau: float,
+    budget: int,
+    cfg: _Config,
+    pages: _Pages,
+    trees: _Trees,
+    stack: _Hints,
+    state: npt.NDArray[np.int64],
+    counters: npt.NDArray[np.int64],
+) -> None:
+    """One ksmd batch of ``budget`` visits: a hint step or a linear step each,
+    then cmp_and_merge_page. A full scan ending ends the batch too."""
+    order, merged, checksum, age, skips = pages
+    stable, unstable_site, unstable_round = trees
+    S = row.size
+    mps, cap, ih, il = cfg.mps, cfg.cap, cfg.ih, cfg.il
+    smart, skip_vol = cfg.smart, cfg.skip_vol
+    pos, rnd = state[POS], state[ROUND]
+    shared_total, sharing_total = state[SHARED], state[SHARING]
+    st_top, st_count = state[ST_TOP], state[ST_COUNT]
+    cur_active, cur_lo, cur_hi = state[CUR_ACTIVE] != 0, state[CUR_LO], state[CUR_HI]
+    step_no = state[STEP]
+    while budget > 0:
+        s = -1
+        hinted = False
+        # --- hint step?
+        if cap > 0 and ih > 0:
+            take = True
+            if il > 0:
+                if step_no >= ih + il:
+                    step_no = 0
+                take = step_no < ih
+                step_no += 1
+            if take:
+                tries = 0
+                while tries < HINT_TRIES and s < 0:
+                    if not cur_active:
+                        # expire from the bottom, then pop the top (no helper
+                        # here: passing the stack's arrays per pop costs 2x)
+                        while st_count > 0:
+                            bb = (st_top - st_count + cap) % cap
+                            if cfg.max_age > 0 and tau - stack.time[bb] > cfg.max_age:
+                                st_count -= 1
+                                counters[C_AGED] += 1
+                            else:
+                                break
+                        if st_count == 0:
+                            break
+                        st_top = (st_top - 1 + cap) % cap
+                        st_count -= 1
+                        cur_lo = stack.lo[st_top]
+                        cur_hi = stack.hi[st_top]
+                        cur_active = True
+                    while cur_lo < cur_hi and row[cur_lo] < 0:
+                        cur_lo += 1
+                    if cur_lo < cur_hi:
+                        s = cur_lo
+                        cur_lo += 1
+                        if cur_lo >= cur_hi:
+                            cur_active = False
+                    else:
+                        cur_active = False
+                        tries += 1
+                if s >= 0:
+                    hinted = True
+                    age[s] = 0
+                    skips[s] = 0
+        # --- linear step
+        if s < 0:
+            while s < 0:
+                if pos >= S:
+                    # end of a full scan: ksmd's batch ends here too
+                    pos = 0
+                    rnd += 1
+                    if cfg.random_order:
+                        np.random.shuffle(order)
+                    break
+                x = order[pos]
+                pos += 1
+                c = row[x]
+                m = merged[x]
+                if m >= 0 and c != m:
+                    d_shared, d_sharing = _drop_sharer(stable, m, mps)
+                    shared_total += d_shared
+                    sharing_total += d_sharing
+                    merged[x] = -1
+                    m = -1
+                if c < 0:
+                    continue
+                if smart and m < 0:
+                    age[x], skips[x], skip = _smart_skip(age[x], skips[x])
+                    if skip:
+                        counters[C_SKIPPED] += 1
+                        continue
+                s = x
+            if s < 0:
+                break  # the round ended
+            counters[C_LINEAR] += 1
+        else:
+            counters[C_HINTED] += 1
+        # --- cmp_and_merge_page
+        budget -= 1
+        counters[C_VISITS] += 1
+        c = row[s]
+        m = merged[s]
+        if m >= 0 and c != m:
+            d_shared, d_sharing = _drop_sharer(stable, m, mps)
+            shared_total += d_shared
+            sharing_total += d_sharing
+            merged[s] = -1
+            m = -1
+        if m >= 0:
+            continue
+        if stable[c] > 0:
+            sh0, sg0 = _ref(stable[c], mps)
+            stable[c] += 1
+            sh1, sg1 = _ref(stable[c], mps)
+            shared_total += sh1 - sh0
+            sharing_total += sg1 - sg0
+            merged[s] = c
+            counters[C_MERGES] += 1
+            continue
+        if not (hinted and skip_vol) and checksum[s] != c:
+            checksum[s] = c
+            counters[C_VOLATILE] += 1
+            continue
+        checksum[s] = c
+        u = unstable_site[c]
+        if unstable_round[c] == rnd and u != s and merged[u] < 0 and row[u] == c:
+            sh0, sg0 = _ref(stable[c], mps)
+            stable[c] += 2
+            sh1, sg1 = _ref(stable[c], mps)
+            shared_total += sh1 - sh0
+            sharing_total += sg1 - sg0
+            merged[s] = c
+            merged[u] = c
+            unstable_round[c] = -1
+            counters[C_MERGES] += 2
+        else:
+            unstable_site[c] = s
+            unstable_round[c] = rnd
+    state[POS], state[ROUND] = pos, rnd
+    state[SHARED], state[SHARING] = shared_total, sharing_total
+    state[ST_TOP], state[ST_COUNT] = st_top, st_count
+    state[CUR_ACTIVE], state[CUR_LO], state[CUR_HI] = cur_active, cur_lo, cur_hi
+    state[STEP] = step_no
+
+
+@numba.njit(cache=True)
+def _record(
+    times: npt.NDArray[np.float64],
+    tau: float,
+    sample: int,
+    state: npt.NDArray[np.int64],
+    out_sharing: npt.NDArray[np.int64],
+    out_shared: npt.NDArray[np.int64],
+) -> int:
+    """The totals now are every snapshot's up to ``tau``; returns the next snapshot."""
+    while sample < times.size and times[sample] <= tau:
+        out_sharing[sample] = state[SHARING]
+        out_shared[sample] = state[SHARED]
+        sample += 1
+    return sample
+
+
 @numba.njit(cache=True)
 def _run(
     content: npt.NDArray[np.int32],
     times: npt.NDArray[np.float64],
     ncontent: int,
     start: float,
-    pages_to_scan: int,
-    dt: float,
-    random_order: bool,
-    smart: bool,
-    cap: int,
-    ih: int,
-    il: int,
-    max_age: float,
-    skip_vol: bool,
-    mps: int,
-    hint_time: npt.NDArray[np.float64],
-    hint_lo: npt.NDArray[np.int64],
-    hint_hi: npt.NDArray[np.int64],
-    seed: int,
+    cfg: _Config,
+    hints: _Hints,
     rate: npt.NDArray[np.float64],
     out_sharing: npt.NDArray[np.int64],
     out_shared: npt.NDArray[np.int64],
     counters: npt.NDArray[np.int64],
 ) -> None:
+    """ksmd's batches, one every ``cfg.dt`` seconds from ``start``, over the snapshots."""
     T = content.shape[0]
     S = content.shape[1]
-    np.random.seed(seed)
+    np.random.seed(cfg.seed)
     order = np.arange(S)
-    if random_order:
+    if cfg.random_order:
         np.random.shuffle(order)
-    merged = np.full(S, -1, dtype=np.int32)
-    checksum = np.full(S, -1, dtype=np.int32)
-    age = np.zeros(S, dtype=np.int32)
-    skips = np.zeros(S, dtype=np.int32)
-    stable = np.zeros(ncontent, dtype=np.int64)
-    unstable_site = np.full(ncontent, -1, dtype=np.int64)
-    unstable_round = np.full(ncontent, -1, dtype=np.int64)
-    shared_total = 0
-    sharing_total = 0
-    # hint stack (circular, newest on top)
-    cap1 = max(cap, 1)
-    st_time = np.zeros(cap1, dtype=np.float64)
-    st_lo = np.zeros(cap1, dtype=np.int64)
-    st_hi = np.zeros(cap1, dtype=np.int64)
-    st_top = 0
-    st_count = 0
-    cur_active = False
-    cur_lo = 0
-    cur_hi = 0
-    next_hint = 0
-    step_no = 0
-    pos = 0
-    rnd = 0
+    pages = _Pages(
+        order,
+        np.full(S, -1, dtype=np.int32),
+        np.full(S, -1, dtype=np.int32),
+        np.zeros(S, dtype=np.int32),
+        np.zeros(S, dtype=np.int32),
+    )
+    trees = _Trees(
+        np.zeros(ncontent, dtype=np.int64),
+        np.full(ncontent, -1, dtype=np.int64),
+        np.full(ncontent, -1, dtype=np.int64),
+    )
+    cap1 = max(cfg.cap, 1)  # the hint stack (circular)
+    stack = _Hints(
+        np.zeros(cap1, dtype=np.float64), np.zeros(cap1, dtype=np.int64),
+        np.zeros(cap1, dtype=np.int64),
+    )  # fmt: skip
+    state = np.zeros(STATE_SIZE, dtype=np.int64)
     t = 0
     tau = start
-    sample = 0
-    while sample < T and times[sample] <= tau:
-        out_sharing[sample] = 0
-        out_shared[sample] = 0
-        sample += 1
+    sample = _record(times, tau, 0, state, out_sharing, out_shared)  # before ksmd: 0
     end = times[T - 1]
     carry = 0.0
     while sample < T:
         while t + 1 < T and times[t + 1] <= tau:
             t += 1
-        if cap > 0:
-            while next_hint < hint_time.size and hint_time[next_hint] <= tau:
-                if st_count == cap:
-                    counters[6] += 1
-                else:
-                    st_count += 1
-                st_time[st_top] = hint_time[next_hint]
-                st_lo[st_top] = hint_lo[next_hint]
-                st_hi[st_top] = hint_hi[next_hint]
-                st_top = (st_top + 1) % cap
-                next_hint += 1
-        budget = pages_to_scan
+        if cfg.cap > 0:
+            _push_hints(tau, hints, cfg.cap, stack, state, counters)
+        budget = cfg.pages_to_scan
         if rate.size and rate[t] >= 0:
-            carry += rate[t] * dt
+            carry += rate[t] * cfg.dt
             budget = int(carry)
             carry -= budget
-        while budget > 0:
-            s = -1
-            hinted = False
-            # --- hint step?
-            if cap > 0 and ih > 0:
-                take = True
-                if il > 0:
-                    if step_no >= ih + il:
-                        step_no = 0
-                    take = step_no < ih
-                    step_no += 1
-                if take:
-                    tries = 0
-                    while tries < HINT_TRIES and s < 0:
-                        if not cur_active:
-                            # expire from the bottom, then pop the top
-                            while st_count > 0:
-                                b = (st_top - st_count + cap) % cap
-                                if max_age > 0 and tau - st_time[b] > max_age:
-                                    st_count -= 1
-                                    counters[5] += 1
-                                else:
-                                    break
-                            if st_count == 0:
-                                break
-                            st_top = (st_top - 1 + cap) % cap
-                            st_count -= 1
-                            cur_lo = st_lo[st_top]
-                            cur_hi = st_hi[st_top]
-                            cur_active = True
-                        while cur_lo < cur_hi and content[t, cur_lo] < 0:
-                            cur_lo += 1
-                        if cur_lo < cur_hi:
-                            s = cur_lo
-                            cur_lo += 1
-                            if cur_lo >= cur_hi:
-                                cur_active = False
-                        else:
-                            cur_active = False
-                            tries += 1
-                    if s >= 0:
-                        hinted = True
-                        age[s] = 0
-                        skips[s] = 0
-            # --- linear step
-            if s < 0:
-                while s < 0:
-                    if pos >= S:
-                        # end of a full scan: ksmd's batch ends here too
-                        pos = 0
-                        rnd += 1
-                        if random_order:
-                            np.random.shuffle(order)
-                        break
-                    x = order[pos]
-                    pos += 1
-                    c = content[t, x]
-                    m = merged[x]
-                    if m >= 0 and c != m:
-                        d_shared, d_sharing = _drop_sharer(stable, m, mps)
-                        shared_total += d_shared
-                        sharing_total += d_sharing
-                        merged[x] = -1
-                        m = -1
-                    if c < 0:
-                        continue
-                    if smart and m < 0:
-                        a = age[x]
-                        if a < 255:
-                            age[x] = a + 1
-                        if a >= 3:
-                            if skips[x] == 0:
-                                if a <= 3:
-                                    skips[x] = 1
-                                elif a <= 5:
-                                    skips[x] = 2
-                                elif a <= 8:
-                                    skips[x] = 4
-                                else:
-                                    skips[x] = 8
-                            else:
-                                skips[x] -= 1
-                                counters[4] += 1
-                                continue
-                    s = x
-                if s < 0:
-                    break  # the round ended
-                counters[1] += 1
-            else:
-                counters[2] += 1
-            # --- cmp_and_merge_page
-            budget -= 1
-            counters[0] += 1
-            c = content[t, s]
-            m = merged[s]
-            if m >= 0 and c != m:
-                d_shared, d_sharing = _drop_sharer(stable, m, mps)
-                shared_total += d_shared
-                sharing_total += d_sharing
-                merged[s] = -1
-                m = -1
-            if m >= 0:
-                continue
-            if stable[c] > 0:
-                sh0, sg0 = _ref(stable[c], mps)
-                stable[c] += 1
-                sh1, sg1 = _ref(stable[c], mps)
-                shared_total += sh1 - sh0
-                sharing_total += sg1 - sg0
-                merged[s] = c
-                counters[3] += 1
-                continue
-            if not (hinted and skip_vol) and checksum[s] != c:
-                checksum[s] = c
-                counters[7] += 1
-                continue
-            checksum[s] = c
-            u = unstable_site[c]
-            if unstable_round[c] == rnd and u != s and merged[u] < 0 and content[t, u] == c:
-                sh0, sg0 = _ref(stable[c], mps)
-                stable[c] += 2
-                sh1, sg1 = _ref(stable[c], mps)
-                shared_total += sh1 - sh0
-                sharing_total += sg1 - sg0
-                merged[s] = c
-                merged[u] = c
-                unstable_round[c] = -1
-                counters[3] += 2
-            else:
-                unstable_site[c] = s
-                unstable_round[c] = rnd
-        tau += dt
-        while sample < T and times[sample] <= tau:
-            out_sharing[sample] = sharing_total
-            out_shared[sample] = shared_total
-            sample += 1
-        if tau > end + dt:
+        _batch(content[t], tau, budget, cfg, pages, trees, stack, state, counters)
+        tau += cfg.dt
+        sample = _record(times, tau, sample, state, out_sharing, out_shared)
+        if tau > end + cfg.dt:
             break
-    while sample < T:
-        out_sharing[sample] = sharing_total
-        out_shared[sample] = shared_total
-        sample += 1
+    _record(times, np.inf, sample, state, out_sharing, out_shared)
 
 
 def observed_rate(series: SnapshotSeries) -> npt.NDArray[np.float64]:
@@ -425,25 +518,26 @@ def simulate(
     counters = np.zeros(len(COUNTERS), dtype=np.int64)
     ncontent = int(inp.content.max()) + 1 if inp.content.size else 0
     start = float(inp.times[0]) if params.start is None else float(params.start)
+    cfg = _Config(
+        pages_to_scan=int(params.pages_to_scan),
+        dt=float(params.sleep_ms) / 1000.0,
+        random_order=params.order == "random",
+        smart=bool(params.smart_scan),
+        cap=int(params.hint_capacity),
+        ih=int(params.interleave[0]),
+        il=int(params.interleave[1]),
+        max_age=float(params.hint_max_age_ms) / 1000.0,
+        skip_vol=bool(params.hint_skip_volatility),
+        mps=int(params.max_page_sharing),
+        seed=int(params.seed),
+    )
     _run(
         inp.content,
         inp.times,
         max(ncontent, 1),
         start,
-        int(params.pages_to_scan),
-        float(params.sleep_ms) / 1000.0,
-        params.order == "random",
-        bool(params.smart_scan),
-        int(params.hint_capacity),
-        int(params.interleave[0]),
-        int(params.interleave[1]),
-        float(params.hint_max_age_ms) / 1000.0,
-        bool(params.hint_skip_volatility),
-        int(params.max_page_sharing),
-        inp.hint_time,
-        inp.hint_lo,
-        inp.hint_hi,
-        int(params.seed),
+        cfg,
+        _Hints(inp.hint_time, inp.hint_lo, inp.hint_hi),
         np.empty(0) if rate is None else np.asarray(rate, dtype=np.float64),
         sharing,
         shared,

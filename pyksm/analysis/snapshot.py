@@ -22,7 +22,6 @@ import ctypes
 import errno
 import mmap
 import os
-import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -35,19 +34,17 @@ import numpy.typing as npt
 from pyksm.analysis.pagehash import PAGE_SIZE, hash_pages
 from pyksm.analysis.series import FORMAT, FORMAT_VERSION, Flag, SnapshotSeries
 from pyksm.errors import PyksmError
+from pyksm.procfs import parse_smaps, read_smaps
 
 __all__ = ["Region", "capture", "regions", "snapshot_once"]
 
 PM_PRESENT = np.uint64(1 << 63)
 PM_FILE = np.uint64(1 << 61)
 PM_PFN = np.uint64((1 << 55) - 1)
-KPF_ANON = 12
 KPF_KSM = 21
 KPF_ZERO_PAGE = 24
 READ_CHUNK = 16 << 20
 SELECT = ("mergeable", "anon", "all")
-
-_RANGE = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+\s*(.*)$")
 
 
 @dataclass(frozen=True)
@@ -63,24 +60,9 @@ def regions(pid: int, select: str = "mergeable") -> list[Region]:
     """The VMAs of ``pid`` to snapshot: ``mergeable`` (VmFlags mg), ``anon`` or ``all``."""
     if select not in SELECT:
         raise PyksmError(f"unknown region selection {select!r}: one of {', '.join(SELECT)}")
-    try:
-        text = Path(f"/proc/{pid}/smaps").read_text()
-    except FileNotFoundError:
-        raise PyksmError(f"no process {pid}") from None
-    except PermissionError:
-        raise PyksmError(f"cannot read /proc/{pid}/smaps: run as root or as its owner") from None
-    out: list[Region] = []
-    cur: list[Any] | None = None
-    for line in text.splitlines():
-        m = _RANGE.match(line)
-        if m:
-            if cur:
-                out.append(Region(*cur))
-            cur = [int(m[1], 16), int(m[2], 16), m[3], m[4].strip(), False]
-        elif line.startswith("VmFlags:") and cur is not None:
-            cur[4] = "mg" in line[8:].split()
-    if cur:
-        out.append(Region(*cur))
+    out = [
+        Region(m.start, m.end, m.perms, m.path, m.mergeable) for m in parse_smaps(read_smaps(pid))
+    ]
     keep: list[Region] = []
     for r in out:
         if "r" not in r.perms or r.path == "[vsyscall]":
@@ -429,6 +411,8 @@ def capture(
         raise PyksmError("no process to snapshot: give at least one pid")
     if interval <= 0 or count <= 0:
         raise PyksmError("interval and count must be positive")
+    for pid in pids:
+        read_smaps(pid)  # a missing or unreadable process: say so now, not an empty series
     snaps: list[dict[str, npt.ArrayLike]] = []
     times: list[float] = []
     ksm: list[dict[str, int]] = []
@@ -442,6 +426,12 @@ def capture(
         start = time.monotonic()
         ksm.append(_ksm_counters())
         snaps.append(dict(snapshot_once(pids, select, raw)))
+        gone = [pid for pid in pids if not Path(f"/proc/{pid}").exists()]
+        if gone:
+            raise PyksmError(
+                f"process {gone[0]} exited during snapshot {i + 1} of {count}: "
+                "the series would be silently partial"
+            )
         times.append(start - t0)
         durations.append(time.monotonic() - start)
         if progress:

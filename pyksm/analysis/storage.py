@@ -56,6 +56,8 @@ def save(series: SnapshotSeries, path: Path, compress: bool = False) -> Path:
 
 def load(path: Path) -> SnapshotSeries:
     """Read a series written by :func:`save`."""
+    if path.is_dir():
+        raise PyksmError(f"snapshot file {path} is a directory")
     if not path.is_file():
         raise PyksmError(f"snapshot file {path} not found")
     try:

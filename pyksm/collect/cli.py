@@ -16,12 +16,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from pyksm import argtypes
 from pyksm.errors import PyksmError
+from pyksm.events import LAYER_CHOICES  # no probe code to build the parser
 from pyksm.kernel.hints import INTAKES
-
-# pyksm.probes.loader's LAYER_CHOICES, spelled out so that building the parser
-# imports no probe code (tests/unit/test_probe_layers.py checks they agree).
-LAYER_CHOICES = ("auto", "syscalls", "vfs", "vfs-kprobe", "vfs-fentry")
+from pyksm.terminal import err, escape
 
 EXAMPLES = """examples:
   pyksm collect --qemu                    # hint every QEMU's disk reads (KSM++ kernel)
@@ -53,14 +52,10 @@ def _trust_group(text: str) -> tuple[str, list[int]]:
 QEMU_SYSCALLS = ("pread64", "preadv", "preadv2", "io_submit")
 
 
-def _list(text: str) -> tuple[str, ...]:
-    return tuple(s.strip() for s in text.split(",") if s.strip())
-
-
 def _functions(args: argparse.Namespace) -> tuple[str, ...]:
     from pyksm.probes.features import VFS_FUNCTIONS
 
-    return _list(args.functions) if args.functions else VFS_FUNCTIONS
+    return tuple(args.functions) if args.functions else VFS_FUNCTIONS
 
 
 def _check_layer(args: argparse.Namespace) -> Any:
@@ -85,7 +80,7 @@ def _syscalls(args: argparse.Namespace) -> tuple[str, ...]:
     from pyksm.probes.features import READ_SYSCALLS
 
     if args.syscalls:
-        return _list(args.syscalls)
+        return tuple(args.syscalls)
     only_qemu = (args.qemu or args.qmp) and not (args.pid or args.cgroup)
     return QEMU_SYSCALLS if only_qemu else READ_SYSCALLS
 
@@ -103,13 +98,17 @@ def _policy(args: argparse.Namespace) -> Any:
     comms = frozenset(a for a in allow if not a.isdigit())
     if not tgids and not comms:
         raise PyksmError("--safe needs at least one --allow PID|COMM")
+    for name in comms:
+        # The kernel keeps TASK_COMM_LEN - 1 characters: a longer name never matches.
+        if len(name) > 15 or "/" in name or not name:
+            raise PyksmError(
+                f"--allow {name!r}: a command name as in /proc/PID/comm "
+                f"(at most 15 characters, e.g. {name[:15]!r}), no '/'"
+            )
     return TrustPolicy(safe=True, allow_tgids=tgids, allow_comms=comms, groups=groups)
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    err = Console(stderr=True, soft_wrap=True)
     feats = _check_layer(args)
     if args.ebpf:
         from pyksm.probes import features, loader
@@ -127,6 +126,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
         print(f"// layer: {layer} ({args.layer})\n// cflags: {' '.join(cflags)}\n{text}")
         return 0
     from pyksm.collect.session import CollectOptions, run
+    from pyksm.collect.stats import CollectStats
     from pyksm.collect.targets import TargetSpec
 
     opts = CollectOptions(
@@ -145,30 +145,36 @@ def cmd_collect(args: argparse.Namespace) -> int:
         policy=_policy(args),
         filter_memory=not args.no_memory_filter,
         intake=args.intake,
+        ready_fd=args.ready_fd,
+        ready_file=args.ready_file,
     )
 
-    def report(s: dict[str, Any]) -> None:
+    def report(s: CollectStats) -> None:
         if args.json:
-            print(json.dumps(s, sort_keys=True), flush=True)
+            print(s.to_json(), flush=True)
         else:
             err.print(
-                f"{s['seconds']:8.1f}s events {s['events']:>9} read {s['bytes_read'] >> 20:>7} MiB "
-                f"hinted {s['hinted_pages']:>9} pages sent {s['hints_sent']:>8} "
-                f"rejected {sum(s['hints_rejected'].values()):>6} cpu {s['cpu_percent']:5.1f}%",
+                f"{s.seconds:8.1f}s events {s.events:>9} read {s.bytes_read >> 20:>7} MiB "
+                f"hinted {s.hinted_pages:>9} pages sent {s.hints_sent:>8} "
+                f"rejected {sum(s.hints_rejected.values()):>6} cpu {s.cpu_percent:5.1f}%",
                 highlight=False,
             )
 
     if not (opts.targets.pids or opts.targets.cgroups or opts.targets.qemu or opts.qmp_sockets):
         raise PyksmError("no targets: give -p PID, --cgroup PATH, --qemu or --qmp SOCKET")
-    stats = run(opts, report, ready=lambda msg: err.print(f"collect: {msg}", highlight=False))
-    if args.json:
-        print(json.dumps(stats, indent=2, sort_keys=True))
+    stats = run(
+        opts, report, ready=lambda msg: err.print(f"collect: {escape(msg)}", highlight=False)
+    )
+    if args.json and args.interval:
+        report(stats)  # JSON Lines: one object a line, the final statistics last
+    elif args.json:
+        print(stats.to_json(indent=2))
     else:
         report(stats)
-        where = f"; trace in {stats['record']}" if stats["record"] else ""
+        where = f"; trace in {escape(stats.record)}" if stats.record else ""
         err.print(
-            f"collect: {stats['mode']} mode, {len(stats['targets_seen'])} target(s), "
-            f"{stats['events']} reads, {stats['hinted_pages']} pages hinted{where}",
+            f"collect: {stats.mode} mode, {len(stats.targets_seen)} target(s), "
+            f"{stats.events} reads, {stats.hinted_pages} pages hinted{where}",
             highlight=False,
         )
     return 0
@@ -201,6 +207,38 @@ def cmd_trace_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hint(args: argparse.Namespace) -> int:
+    from pyksm.kernel import hints, wire
+
+    if args.replay:
+        from pyksm.collect import replay
+
+        sink = hints.open_intake(args.intake)
+        try:
+            stats = replay.replay(Path(args.replay), speed=args.speed, writer=sink)
+        finally:
+            sink.close()
+        print(json.dumps(stats, indent=2))
+        return 0
+    if args.pid is None or args.start is None or args.len is None:
+        raise PyksmError("pyksm hint needs PID START LEN (or --replay FILE)")
+
+    if args.text:
+        hints.send_text([f"{args.pid} {args.start:#x} {args.len}"])
+        err.print(f"sent text hint pid {args.pid} {args.start:#x}+{args.len}")
+        return 0
+    w = hints.open_intake(args.intake)
+    try:
+        ok = w.send([wire.Hint(args.pid, args.start, args.len)])
+    finally:
+        w.close()
+    if not ok:
+        reason = ", ".join(w.rejected) or "rejected"
+        raise PyksmError(f"the kernel rejected the hint ({w.name}): {reason}")
+    err.print(f"sent hint pid {args.pid} {args.start:#x}+{args.len} ({w.name})")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add this package's subcommands to the top-level parser."""
     c = sub.add_parser(
@@ -209,22 +247,38 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    c.add_argument("-p", "--pid", type=int, action="append", help="target process (repeatable)")
+    c.add_argument(
+        "-p", "--pid", type=argtypes.pid, action="append", help="target process (repeatable)"
+    )
     c.add_argument("--cgroup", action="append", help="cgroup v2 path (repeatable)")
     c.add_argument(
         "--qemu", action="store_true", help="every qemu-system-* process, also later ones"
     )
     c.add_argument("--qmp", action="append", metavar="SOCKET", help="a QEMU's QMP socket")
-    c.add_argument("-d", "--duration", type=float, help="stop after SECONDS")
+    c.add_argument("-d", "--duration", type=argtypes.positive_float, help="stop after SECONDS")
     c.add_argument(
-        "--record", metavar="FILE", help="append probe events to a hint trace; send no hints"
+        "--record",
+        metavar="FILE",
+        type=argtypes.output_file,
+        help="append probe events to a hint trace; send no hints",
     )
-    c.add_argument("-j", "--json", action="store_true", help="statistics as JSON")
+    c.add_argument(
+        "-j",
+        "--json",
+        action="store_true",
+        help="statistics as JSON (with an INTERVAL: JSON Lines, one object a line)",
+    )
     c.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
-    c.add_argument("--min-bytes", type=int, default=512, help="ignore shorter reads (default 512)")
+    c.add_argument(
+        "--min-bytes",
+        type=argtypes.nonneg_int,
+        default=512,
+        help="ignore shorter reads (default 512)",
+    )
     c.add_argument(
         "--syscalls",
         metavar="LIST",
+        type=argtypes.comma_list,
         help="read syscalls to attach, comma-separated (default: all; with only "
         "--qemu/--qmp targets: " + ",".join(QEMU_SYSCALLS) + ")",
     )
@@ -240,12 +294,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c.add_argument(
         "--functions",
         metavar="LIST",
+        type=argtypes.comma_list,
         help="vfs layers: kernel functions to probe, comma-separated (default: all)",
     )
     c.add_argument(
         "--no-memory-filter",
         action="store_true",
         help="hint reads outside MADV_MERGEABLE memory too (the kernel rejects them)",
+    )
+    c.add_argument(
+        "--ready-fd",
+        type=argtypes.open_fd,
+        metavar="FD",
+        help="write one line to file descriptor FD (then close it) once attached",
+    )
+    c.add_argument(
+        "--ready-file",
+        type=argtypes.output_file,
+        metavar="FILE",
+        help="create FILE once attached (written to FILE.tmp, then renamed)",
     )
     c.add_argument(
         "--intake",
@@ -263,8 +330,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="NAME=PID,...",
         help="safe mode: one group's processes are hinted at a time",
     )
-    c.add_argument("interval", nargs="?", type=float, help="print statistics every INTERVAL s")
-    c.add_argument("count", nargs="?", type=int, help="stop after COUNT intervals")
+    c.add_argument(
+        "interval",
+        nargs="?",
+        type=argtypes.positive_float,
+        help="print statistics every INTERVAL s",
+    )
+    c.add_argument(
+        "count", nargs="?", type=argtypes.positive_int, help="stop after COUNT intervals"
+    )
     c.set_defaults(func=cmd_collect)
 
     t = sub.add_parser("trace", help="hint trace files").add_subparsers(
@@ -273,3 +347,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s = t.add_parser("show", help="summarise a recorded hint trace")
     s.add_argument("file")
     s.set_defaults(func=cmd_trace_show)
+
+    h = sub.add_parser("hint", help="send one hint to the KSM++ kernel")
+    h.add_argument("pid", type=argtypes.pid, nargs="?")
+    h.add_argument("start", type=argtypes.address, nargs="?", help="virtual address (0x... ok)")
+    h.add_argument("len", type=argtypes.positive_int, nargs="?", help="bytes")
+    h.add_argument("--text", action="store_true", help="use the text interface ksm/hints")
+    h.add_argument(
+        "--intake",
+        choices=INTAKES,
+        default="auto",
+        help="process_madvise(MADV_KSM_HINT), debugfs ksm/hints_raw, or auto (default)",
+    )
+    h.add_argument("--replay", metavar="FILE", help="send the hints of a recorded trace")
+    h.add_argument(
+        "--speed", type=argtypes.nonneg_float, default=1.0, help="replay speed (0: no pauses)"
+    )
+    h.set_defaults(func=cmd_hint)

@@ -2,14 +2,20 @@
 
 The process is the socket's peer (SO_PEERCRED), so no pid has to be given;
 the RAM size (``query-memory-size-summary``: base-memory) picks guest RAM
-among the mergeable mappings. Uses the ``qemu.qmp`` package.
+among the mergeable mappings. Speaks QMP with the ``qemu.qmp`` package.
 
-What can fail: no such socket, a socket that is not QMP, a QEMU busy with
-another QMP client (QEMU serves one at a time). Each is a PyksmError.
+Nothing here waits forever: the connection, the greeting and each command
+have a timeout. QEMU serves one QMP client per monitor at a time and leaves
+a second one connected but unanswered, so a socket that another client
+(libvirt always holds one) has is told apart from one that is not QMP.
+Each failure is one PyksmError.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import socket
 import struct
 from dataclasses import dataclass
@@ -18,6 +24,10 @@ from pyksm.errors import PyksmError
 
 __all__ = ["QemuRam", "query"]
 
+# qemu.qmp logs each failure at ERROR; pyksm reports it once, as its own line.
+logging.getLogger("qemu.qmp").addHandler(logging.NullHandler())
+logging.getLogger("qemu.qmp").propagate = False
+
 
 @dataclass(frozen=True)
 class QemuRam:
@@ -25,33 +35,56 @@ class QemuRam:
     ram_bytes: int
 
 
-def _peer_pid(path: str) -> int:
+def _peer_pid(path: str, timeout: float) -> int:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        s.settimeout(5)
+        s.settimeout(timeout)
         s.connect(path)
         creds = s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
         return int(struct.unpack("3i", creds)[0])
+    except TimeoutError:
+        raise PyksmError(f"QMP socket {path}: no connection within {timeout:g} s") from None
     except OSError as e:
         raise PyksmError(f"QMP socket {path}: {e.strerror or e}") from None
     finally:
         s.close()
 
 
-def query(path: str, timeout: float = 5.0) -> QemuRam:
-    pid = _peer_pid(path)
-    from qemu.qmp.legacy import QEMUMonitorProtocol
+async def _ram_bytes(path: str, timeout: float) -> object:
+    from qemu.qmp import QMPClient
 
-    qmp = QEMUMonitorProtocol(path)
+    client = QMPClient("pyksm")
     try:
-        qmp.connect()
-        reply = qmp.cmd("query-memory-size-summary")
+        try:
+            await asyncio.wait_for(client.connect(path), timeout)
+        except TimeoutError:
+            raise PyksmError(
+                f"QMP socket {path}: connected, but QEMU sent no greeting within {timeout:g} s: "
+                "another client (libvirt?) holds this monitor; QEMU serves one at a time",
+                hint="give pyksm a QMP socket of its own (-qmp unix:PATH,server=on,wait=off)",
+            ) from None
+        try:
+            return await asyncio.wait_for(client.execute("query-memory-size-summary"), timeout)
+        except TimeoutError:
+            raise PyksmError(
+                f"QMP socket {path}: no answer to query-memory-size-summary within {timeout:g} s"
+            ) from None
+    except PyksmError:
+        raise
     except Exception as e:  # qemu.qmp raises several unrelated types
         raise PyksmError(f"QMP socket {path}: {e}") from None
     finally:
-        qmp.close()
+        # A failed disconnect changes nothing here.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.disconnect(), timeout)
+
+
+def query(path: str, timeout: float = 5.0) -> QemuRam:
+    """The QEMU behind ``path``: its pid and RAM size; at most about 3 timeouts long."""
+    pid = _peer_pid(path, timeout)
+    reply = asyncio.run(_ram_bytes(path, timeout))
     try:
-        ram = int(reply["base-memory"])  # type: ignore[call-overload,index]
+        ram = int(reply["base-memory"])  # type: ignore[index]
     except (KeyError, TypeError, ValueError):
         raise PyksmError(f"QMP socket {path}: unexpected reply {reply!r}") from None
     return QemuRam(pid, ram)

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pyksm.collect.tracefile import read_trace
+from pyksm.collect.tracefile import inspect, read_trace
 from pyksm.control.controller import Controller
+from pyksm.events import ReadEvent
 from pyksm.kernel.hints import HintSink, open_intake
-from pyksm.probes.loader import ReadEvent
 
 __all__ = ["batches", "replay"]
 
@@ -36,7 +36,8 @@ def batches(events: Iterator[ReadEvent], batch_ns: int) -> Iterator[list[ReadEve
 def replay(
     path: Path, speed: float = 1.0, batch_ns: int = 50_000_000, writer: HintSink | None = None
 ) -> dict[str, Any]:
-    events = read_trace(path)  # validates the whole file before anything is sent
+    inspect(path)  # the whole file is checked before the kernel is asked anything
+    events = read_trace(path)
     ctl = Controller()
     own = writer is None
     w = writer or open_intake("auto")

@@ -17,27 +17,30 @@ and flushes the trace on every drain and on SIGINT/SIGTERM.
 
 from __future__ import annotations
 
-import json
+import contextlib
+import os
 import resource
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from pyksm.collect import qmp
+from pyksm.collect.stats import CollectStats
 from pyksm.collect.targets import MemoryMaps, TargetSpec
 from pyksm.collect.tracefile import TraceWriter
 from pyksm.control.controller import Controller
 from pyksm.control.ratecap import PageBudget
 from pyksm.control.trust import TrustPolicy
 from pyksm.errors import PyksmError
+from pyksm.events import PROBE_NAMES
 from pyksm.kernel.hints import HintSink, open_intake
 from pyksm.kernel.ksm import Ksm
 from pyksm.probes.features import READ_SYSCALLS, VFS_FUNCTIONS
-from pyksm.probes.loader import PROBE_NAMES, ProbeOptions, ReadProbes
+from pyksm.probes.loader import ProbeOptions, ReadProbes
 
 __all__ = ["CollectOptions", "run"]
 
@@ -60,6 +63,9 @@ class CollectOptions:
     drain_s: float = 0.05
     refresh_s: float = 1.0
     intake: str = "auto"  # pyksm.kernel.hints.INTAKES
+    # Told "ready" once probes are attached and targets set (pyksm.collect.process).
+    ready_fd: int | None = None
+    ready_file: Path | None = None
 
 
 class _StopFlag:
@@ -93,126 +99,186 @@ def _live_writer(intake: str) -> tuple[HintSink, PageBudget]:
     return open_intake(intake), PageBudget.from_ksm(k)
 
 
-def run(
-    opts: CollectOptions,
-    report: Callable[[dict[str, Any]], None],
-    ready: Callable[[str], None] = lambda _msg: None,
-) -> dict[str, Any]:
-    """Collect until the duration ends or SIGINT/SIGTERM; return the statistics.
-
-    ``report`` gets a statistics snapshot every ``interval``; ``ready`` one
-    line once the probes are attached and the targets are set.
-    """
+def _query_qmp(opts: CollectOptions, ready: Callable[[str], None]) -> dict[int, int]:
+    """Each --qmp socket's QEMU joins the targets; returns its RAM size by pid."""
     ram_sizes: dict[int, int] = {}
     for sock in opts.qmp_sockets:
         q = qmp.query(sock)
+        ready(f"QMP {sock}: QEMU pid {q.pid}, RAM {q.ram_bytes >> 20} MiB")
         ram_sizes[q.pid] = q.ram_bytes
         opts.targets.pids = (*opts.targets.pids, q.pid)
-    opts.targets.check()
-    writer: HintSink | None = None
-    budget: PageBudget | None = None
-    if opts.record is None:
-        writer, budget = _live_writer(opts.intake)
-    probes = ReadProbes(
-        ProbeOptions(
-            min_bytes=opts.min_bytes,
-            syscalls=opts.syscalls,
-            layer=opts.layer,
-            functions=opts.functions,
-        )
-    )
-    trace = TraceWriter(opts.record) if opts.record is not None else None
-    memory = MemoryMaps(ram_sizes=ram_sizes)
-    ctl = Controller(
-        memory=(lambda tgid: memory.spans(tgid)) if opts.filter_memory else None,
-        policy=opts.policy,
-        budget=budget if opts.rate_cap else None,
-    )
-    stats: dict[str, Any] = {
-        "mode": "record" if trace else "live",
-        "record": str(opts.record) if opts.record else None,
-        "headers": probes.headers,
-        "features": probes.features.describe(),
-        "layer": probes.layer,
-        "syscalls": list(probes.syscalls),
-        "functions": list(probes.functions),
-        "targets_seen": [],
-        "targets_exited": [],
-    }
-    current: dict[int, int] = {}
-    seen: set[int] = set()
+    return ram_sizes
 
-    def refresh() -> None:
-        tgids = opts.targets.resolve()
-        tgids = {t for t in tgids if opts.policy.allowed(t)}
-        for gone in set(current) - tgids:
-            stats["targets_exited"].append(gone)
-            ctl.forget(gone)
-            memory.forget(gone)
-        current.clear()
-        current.update({t: 0 for t in tgids})
-        probes.set_targets(current)
-        seen.update(tgids)
 
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[_StopFlag]:
+    """SIGINT/SIGTERM set a flag for the loop; the old handlers come back on exit."""
     stop = _StopFlag()
     old_int = signal.signal(signal.SIGINT, stop)
     old_term = signal.signal(signal.SIGTERM, stop)
-    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
-    t0 = time.monotonic()
-    next_refresh = t0
-    next_report = t0 + opts.interval if opts.interval else None
-    reports = 0
-    interrupted = False
-
-    def step() -> None:
-        events = probes.drain()
-        if trace is not None:
-            trace.add(events)
-            trace.flush()
-        hints = ctl.process(events, time.monotonic_ns())
-        if writer is not None and hints:
-            writer.send(hints)
-
-    refresh()
-    next_refresh = t0 + opts.refresh_s
-    ready(
-        f"attached ({stats['mode']} mode): {len(current)} target(s) now; {probes.layer} "
-        f"layer, tracing {', '.join(probes.attached)}; headers {probes.headers}"
-    )
     try:
-        while stop.signum is None:
-            now = time.monotonic()
-            if now >= next_refresh:
-                refresh()
-                next_refresh = now + opts.refresh_s
-            step()
-            if next_report is not None and now >= next_report:
-                report(_snapshot(stats, ctl, writer, trace, probes, t0, cpu0))
-                reports += 1
-                next_report += opts.interval or 0
-                if opts.count and reports >= opts.count:
-                    break
-            if opts.duration is not None and now - t0 >= opts.duration:
-                break
-            time.sleep(opts.drain_s)
-        interrupted = stop.signum is not None
-    except KeyboardInterrupt:
-        interrupted = True
+        yield stop
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
+
+
+class _Session:
+    """The parts of one run, opened in order; ``stack`` closes whatever was opened."""
+
+    def __init__(self, opts: CollectOptions, stack: contextlib.ExitStack) -> None:
+        self.opts = opts
+        self.trace: TraceWriter | None = None
+        self.writer: HintSink | None = None
+        budget: PageBudget | None = None
+        # Output first: a bad trace file fails before any probe is attached.
+        if opts.record is not None:
+            self.trace = stack.enter_context(TraceWriter(opts.record))
+        else:
+            self.writer, budget = _live_writer(opts.intake)
+            stack.callback(self.writer.close)
+        self.probes = ReadProbes(
+            ProbeOptions(
+                min_bytes=opts.min_bytes,
+                syscalls=opts.syscalls,
+                layer=opts.layer,
+                functions=opts.functions,
+            )
+        )
+        stack.callback(self.probes.close)
+        self.memory = MemoryMaps()
+        self.ctl = Controller(
+            memory=(lambda tgid: self.memory.spans(tgid)) if opts.filter_memory else None,
+            policy=opts.policy,
+            budget=budget if opts.rate_cap else None,
+        )
+        self.stats: dict[str, Any] = {
+            "mode": "record" if self.trace else "live",
+            "record": str(opts.record) if opts.record else None,
+            "headers": self.probes.headers,
+            "features": self.probes.features.describe(),
+            "layer": self.probes.layer,
+            "syscalls": list(self.probes.syscalls),
+            "functions": list(self.probes.functions),
+            "targets_seen": [],
+            "targets_exited": [],
+        }
+        self.current: dict[int, int] = {}
+        self.seen: set[int] = set()
+        self.cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+        self.t0 = time.monotonic()
+
+    def refresh(self) -> None:
+        """Targets now: new ones join, exited ones leave (and are forgotten)."""
+        policy = self.opts.policy
+        tgids = self.opts.targets.resolve()
+        for t in tgids:
+            policy.learn(t)
+        tgids = {t for t in tgids if policy.allowed(t)}
+        for gone in set(self.current) - tgids:
+            self.stats["targets_exited"].append(gone)
+            self.ctl.forget(gone)
+            self.memory.forget(gone)
+            policy.forget(gone)
+        self.current.clear()
+        self.current.update({t: 0 for t in tgids})
+        self.probes.set_targets(self.current)
+        self.seen.update(tgids)
+
+    def step(self) -> None:
+        """Drain the probes once: record, control, send."""
+        events = self.probes.drain()
+        if self.trace is not None:
+            self.trace.add(events)
+            self.trace.flush()
+        hints = self.ctl.process(events, time.monotonic_ns())
+        if self.writer is not None and hints:
+            self.writer.send(hints)
+
+    def snapshot(self) -> CollectStats:
+        return _snapshot(
+            self.stats, self.ctl, self.writer, self.trace, self.probes, self.t0, self.cpu0
+        )
+
+    def loop(self, stop: _StopFlag, report: Callable[[CollectStats], None]) -> bool:
+        """Drain until the duration, count or a signal ends it; True if interrupted."""
+        opts = self.opts
+        next_refresh = self.t0 + opts.refresh_s
+        next_report = self.t0 + opts.interval if opts.interval else None
+        reports = 0
         try:
-            step()
+            while stop.signum is None:
+                now = time.monotonic()
+                if now >= next_refresh:
+                    self.refresh()
+                    next_refresh = now + opts.refresh_s
+                self.step()
+                if next_report is not None and now >= next_report:
+                    report(self.snapshot())
+                    reports += 1
+                    next_report += opts.interval or 0
+                    if opts.count and reports >= opts.count:
+                        break
+                if opts.duration is not None and now - self.t0 >= opts.duration:
+                    break
+                time.sleep(opts.drain_s)
+        except KeyboardInterrupt:
+            return True
+        return stop.signum is not None
+
+
+def _tell_ready(opts: CollectOptions) -> None:
+    """One line to --ready-fd (then closed) and --ready-file (written whole, by rename)."""
+    if opts.ready_fd is not None:
+        try:
+            os.write(opts.ready_fd, b"ready\n")
+        except OSError as e:
+            raise PyksmError(f"--ready-fd {opts.ready_fd}: {e.strerror}") from None
         finally:
-            if trace is not None:
-                trace.close()
-            if writer is not None:
-                writer.close()
-    stats["targets_seen"] = sorted(seen)
-    stats["interrupted"] = interrupted
-    out = _snapshot(stats, ctl, writer, trace, probes, t0, cpu0)
-    probes.close()
-    return out
+            with contextlib.suppress(OSError):
+                os.close(opts.ready_fd)
+    if opts.ready_file is not None:
+        tmp = opts.ready_file.with_name(opts.ready_file.name + ".tmp")
+        try:
+            tmp.write_text("ready\n")
+            os.replace(tmp, opts.ready_file)
+        except OSError as e:
+            raise PyksmError(f"--ready-file {opts.ready_file}: {e.strerror}") from None
+
+
+def run(
+    opts: CollectOptions,
+    report: Callable[[CollectStats], None],
+    ready: Callable[[str], None] = lambda _msg: None,
+) -> CollectStats:
+    """Collect until the duration ends or SIGINT/SIGTERM; return the statistics.
+
+    ``report`` gets a statistics snapshot every ``interval``; ``ready`` one
+    line per QMP socket and one once the probes are attached and the targets
+    are set. Whatever was opened (trace, hint writer, probes, signal
+    handlers) is closed on every path, failures included.
+    """
+    ram_sizes = _query_qmp(opts, ready)
+    opts.targets.check()
+    with contextlib.ExitStack() as stack:
+        # A signal while bcc compiles stops the run once attached, not mid-compile.
+        stop = stack.enter_context(_stop_on_signals())
+        sess = _Session(opts, stack)
+        sess.memory.ram_sizes.update(ram_sizes)
+        sess.refresh()
+        ready(
+            f"attached ({sess.stats['mode']} mode): {len(sess.current)} target(s) now; "
+            f"{sess.probes.layer} layer, tracing {', '.join(sess.probes.attached)}; "
+            f"headers {sess.probes.headers}"
+        )
+        _tell_ready(opts)
+        interrupted = sess.loop(stop, report)
+        sess.step()  # what arrived since the last drain
+        sess.stats["targets_seen"] = sorted(sess.seen)
+        sess.stats["interrupted"] = interrupted
+        if sess.trace is not None:
+            sess.trace.flush()
+        return sess.snapshot()
 
 
 def _snapshot(
@@ -223,28 +289,29 @@ def _snapshot(
     probes: ReadProbes,
     t0: float,
     cpu0: resource.struct_rusage,
-) -> dict[str, Any]:
+) -> CollectStats:
     cpu = resource.getrusage(resource.RUSAGE_SELF)
     wall = time.monotonic() - t0
     used = cpu.ru_utime + cpu.ru_stime - cpu0.ru_utime - cpu0.ru_stime
-    return {
+    c = ctl.stats
+    return CollectStats(
         **stats,
-        "seconds": round(wall, 3),
-        "cpu_seconds": round(used, 3),
-        "cpu_percent": round(100 * used / wall, 2) if wall > 0 else 0.0,
-        **ctl.stats.as_dict(),
-        "events_by_probe": {PROBE_NAMES.get(p, str(p)): n for p, n in ctl.stats.by_probe.items()},
-        "dedup_dropped": ctl.recent.dropped,
-        "rate_dropped_pages": ctl.budget.dropped_pages if ctl.budget else 0,
-        "policy_refused": ctl.policy.refused,
-        "records_written": trace.written if trace else 0,
-        "intake": writer.name if writer else None,
-        "hints_sent": writer.sent if writer else 0,
-        "hint_writes": writer.writes if writer else 0,
-        "hints_rejected": dict(writer.rejected) if writer else {},
-        "bpf": probes.stats(),
-    }
-
-
-def dumps(stats: dict[str, Any]) -> str:
-    return json.dumps(stats, indent=2, sort_keys=True)
+        seconds=round(wall, 3),
+        cpu_seconds=round(used, 3),
+        cpu_percent=round(100 * used / wall, 2) if wall > 0 else 0.0,
+        events=c.events,
+        bytes_read=c.bytes_read,
+        outside_bytes=c.outside_bytes,
+        refused_events=c.refused_events,
+        hints=c.hints,
+        hinted_pages=c.hinted_pages,
+        events_by_probe={PROBE_NAMES.get(p, str(p)): n for p, n in c.by_probe.items()},
+        dedup_dropped=ctl.recent.dropped,
+        rate_dropped_pages=ctl.budget.dropped_pages if ctl.budget else 0,
+        policy_refused=ctl.policy.refused,
+        records_written=trace.written if trace else 0,
+        hints_sent=writer.sent if writer else 0,
+        hint_writes=writer.writes if writer else 0,
+        hints_rejected=dict(writer.rejected) if writer else {},
+        bpf=probes.stats(),
+    )

@@ -15,48 +15,17 @@ mergeable). With a QMP socket, the RAM size QEMU reports narrows it further.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pyksm.errors import PyksmError
+from pyksm.procfs import PROC, comm, mergeable_spans
 
-__all__ = ["MemoryMaps", "TargetSpec", "mergeable_spans", "parse_smaps"]
+__all__ = ["MemoryMaps", "TargetSpec"]
 
-PROC = Path("/proc")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-_MAP_LINE = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) (\S{4}) ")
-
-
-def comm(pid: int, proc: Path = PROC) -> str:
-    try:
-        return (proc / str(pid) / "comm").read_text().strip()
-    except OSError:
-        return ""
-
-
-def parse_smaps(text: str) -> list[tuple[int, int, str, list[str]]]:
-    """``(start, end, perms, vmflags)`` of every mapping in smaps text."""
-    maps: list[tuple[int, int, str, list[str]]] = []
-    for line in text.splitlines():
-        m = _MAP_LINE.match(line)
-        if m:
-            maps.append((int(m[1], 16), int(m[2], 16), m[3], []))
-        elif line.startswith("VmFlags:") and maps:
-            maps[-1][3].extend(line.split()[1:])
-    return maps
-
-
-def mergeable_spans(smaps_text: str, size: int | None = None) -> list[tuple[int, int]]:
-    """Sorted MADV_MERGEABLE spans (of exactly ``size`` bytes when given)."""
-    spans = [
-        (lo, hi)
-        for lo, hi, perms, flags in parse_smaps(smaps_text)
-        if "mg" in flags and perms.startswith("rw") and (size is None or hi - lo == size)
-    ]
-    return sorted(spans)
 
 
 @dataclass
@@ -96,7 +65,7 @@ class TargetSpec:
                     continue
         if self.qemu:
             for entry in self.proc.iterdir():
-                if entry.name.isdigit() and comm(int(entry.name), self.proc).startswith(
+                if entry.name.isdigit() and (comm(int(entry.name), self.proc) or "").startswith(
                     "qemu-system"
                 ):
                     found.add(int(entry.name))

@@ -9,14 +9,17 @@ Layout (little endian), version 1::
 
 ``probe`` ids are those of ``bpf/read_common.h`` (``PROBE_NAMES``). Records
 are appended whole with O_APPEND, so a file can collect several recordings
-and readers never see a torn record unless the writer died mid-write(2).
+and readers never see a torn record unless the writer died mid-write(2); on
+a full disk the writer cuts the file back to its last whole record.
 A file that does not start with the magic, has another version, or ends in
 a partial record is refused with a one-line error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 import struct
 import time
 from collections.abc import Iterable, Iterator
@@ -24,14 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pyksm.errors import PyksmError
-from pyksm.probes.loader import PROBE_NAMES, ReadEvent
+from pyksm.events import RECORD, ReadEvent, probe_name
 
-__all__ = ["HEADER", "MAGIC", "RECORD", "VERSION", "TraceWriter", "read_trace"]
+__all__ = ["HEADER", "MAGIC", "RECORD", "VERSION", "TraceWriter", "probe_name", "read_trace"]
 
 MAGIC = b"PYKSMHT\n"
 VERSION = 1
 HEADER = struct.Struct("<8sHHIQ")
-RECORD = struct.Struct("<QIIQQ")
 
 
 @dataclass(frozen=True)
@@ -81,25 +83,55 @@ def inspect(path: Path) -> TraceInfo:
 
 
 class TraceWriter:
-    """Append records to a trace (new, or an existing valid one)."""
+    """Append records to a trace (new, or an existing valid one).
+
+    A new file is created 0600: it tells which process read what, when.
+    Writes are whole records: when the disk fills, the file is cut back to
+    the last whole record and the writer raises one PyksmError saying how
+    many records it kept.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
         try:
-            self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self.fd = os.open(path, flags, 0o600)
         except OSError as e:
             raise PyksmError(f"{path}: {e.strerror}") from None
-        size = os.fstat(self.fd).st_size
-        if size == 0:
-            os.write(self.fd, HEADER.pack(MAGIC, VERSION, RECORD.size, 0, time.time_ns()))
-        else:
-            try:
-                inspect(path)
-            except PyksmError:
-                os.close(self.fd)
-                raise
         self._buf: list[bytes] = []
         self.written = 0
+        self.created = False
+        self.write_failed = False
+        try:
+            st = os.fstat(self.fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise PyksmError(f"{path}: not a regular file")
+            self.size = st.st_size
+            self.created = self.size == 0
+            if self.size == 0:
+                self._write(HEADER.pack(MAGIC, VERSION, RECORD.size, 0, time.time_ns()))
+            else:
+                inspect(path)
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def _write(self, data: bytes) -> None:
+        """Write ``data`` whole, or cut the file back to where it was and raise."""
+        done = 0
+        try:
+            while done < len(data):
+                done += os.write(self.fd, data[done:])
+        except OSError as e:
+            self._buf = []
+            self.write_failed = True
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, self.size)
+            raise PyksmError(
+                f"{self.path}: {e.strerror}: stopped after {self.written} records "
+                "(the file ends on a whole record)"
+            ) from None
+        self.size += len(data)
 
     def add(self, events: Iterable[ReadEvent]) -> None:
         self._buf.extend(RECORD.pack(e.ts_ns, e.tgid, e.probe, e.start, e.length) for e in events)
@@ -107,21 +139,28 @@ class TraceWriter:
     def flush(self) -> None:
         """Write the buffered records whole (one write per 64 KiB of records)."""
         step = 2048
-        for i in range(0, len(self._buf), step):
-            chunk = self._buf[i : i + step]
-            os.write(self.fd, b"".join(chunk))
+        buf, self._buf = self._buf, []
+        for i in range(0, len(buf), step):
+            chunk = buf[i : i + step]
+            self._write(b"".join(chunk))
             self.written += len(chunk)
-        self._buf = []
 
     def close(self) -> None:
-        self.flush()
-        os.close(self.fd)
+        try:
+            self.flush()
+        finally:
+            os.close(self.fd)
 
     def __enter__(self) -> TraceWriter:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is not None:
+            self._buf = []  # failing already: close without another write
         self.close()
+        if exc_type is not None and self.created and self.written == 0 and not self.write_failed:
+            # The run failed before it recorded anything (probes, targets): no file.
+            self.path.unlink(missing_ok=True)
 
 
 def read_trace(path: Path) -> Iterator[ReadEvent]:
@@ -137,7 +176,3 @@ def read_trace(path: Path) -> Iterator[ReadEvent]:
             for ts, tgid, probe, start, length in RECORD.iter_unpack(data):
                 yield ReadEvent(ts, tgid, probe, start, length)
             remaining -= len(data) // RECORD.size
-
-
-def probe_name(probe: int) -> str:
-    return PROBE_NAMES.get(probe, f"probe{probe}")

@@ -18,8 +18,8 @@ from pyksm.control.dedup import RecentRanges
 from pyksm.control.ranges import PAGE, Range, clip, coalesce, page_align
 from pyksm.control.ratecap import PageBudget
 from pyksm.control.trust import TrustPolicy
+from pyksm.events import ReadEvent
 from pyksm.kernel.wire import Hint
-from pyksm.probes.loader import ReadEvent
 
 __all__ = ["Controller", "ControllerStats"]
 

@@ -15,8 +15,10 @@ kernel from merging across processes; it can refuse to speed it up:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+
+from pyksm import procfs
 
 __all__ = ["TrustPolicy"]
 
@@ -29,15 +31,40 @@ class TrustPolicy:
     groups: Mapping[int, str] = field(default_factory=dict)  # tgid -> group
     window_ns: int = 1_000_000_000
     refused: int = 0
+    # tgid -> command name (None: gone); /proc/PID/comm unless a test gives its own.
+    comm_of: Callable[[int], str | None] = procfs.comm
     _active: tuple[str, int] | None = None  # (group, last hint ns)
+    _comms: dict[int, str | None] = field(default_factory=dict)
 
-    def allowed(self, tgid: int, comm: str = "") -> bool:
-        """May ``tgid`` be hinted at all?"""
+    def allowed(self, tgid: int, comm: str | None = None) -> bool:
+        """May ``tgid`` be hinted at all?
+
+        A command allowlist needs the target's name: ``comm`` when the caller
+        knows it, else the name looked up (once per tgid; :meth:`learn` reads
+        it again, :meth:`forget` drops it).
+        """
         if not self.safe:
             return True
-        if tgid not in self.allow_tgids and comm not in self.allow_comms:
-            return False
+        if tgid not in self.allow_tgids:
+            if not self.allow_comms:
+                return False
+            name = comm if comm is not None else self._comm(tgid)
+            if name not in self.allow_comms:
+                return False
         return not self.groups or tgid in self.groups
+
+    def _comm(self, tgid: int) -> str | None:
+        if tgid not in self._comms:
+            self._comms[tgid] = self.comm_of(tgid)
+        return self._comms[tgid]
+
+    def learn(self, tgid: int) -> None:
+        """Read ``tgid``'s command name again (it may have exec'd since)."""
+        if self.allow_comms:
+            self._comms[tgid] = self.comm_of(tgid)
+
+    def forget(self, tgid: int) -> None:
+        self._comms.pop(tgid, None)
 
     def admit(self, tgids: Iterable[int], now_ns: int) -> set[int]:
         """The subset of ``tgids`` whose ranges may be hinted now.

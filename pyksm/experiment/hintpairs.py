@@ -144,6 +144,7 @@ class HintTrace:
     def __init__(self, path: Path | None = None) -> None:
         # features.tracefs() mounts it when it is not mounted yet (as root).
         self.tracefs = path or features.tracefs() or Path("/sys/kernel/tracing")
+        self.running = False
 
     def available(self) -> bool:
         return (self.tracefs / EVENT / "enable").exists()
@@ -153,9 +154,11 @@ class HintTrace:
         (self.tracefs / "buffer_size_kb").write_text(str(buffer_kb))
         (self.tracefs / "trace").write_text("")  # clears the buffer
         (self.tracefs / EVENT / "enable").write_text("1")
+        self.running = True
 
     def stop(self) -> tuple[list[Visit], int]:
         (self.tracefs / EVENT / "enable").write_text("0")
+        self.running = False
         visits, lost = parse_trace((self.tracefs / "trace").read_text(errors="replace"))
         (self.tracefs / "trace").write_text("")
         return visits, lost

@@ -65,7 +65,7 @@ def run(
         )
     )
     if not res.ok:
-        from pyksm.cli import report_vm_result
+        from pyksm.lab.cli import report_vm_result
 
         report_vm_result(res)
         if (outdir / sc.name / "config.json").exists():

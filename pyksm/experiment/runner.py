@@ -19,22 +19,25 @@ and summary.json; OUTDIR/SCENARIO/config.json holds the full configuration.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
-import signal
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from pyksm import __version__
+from pyksm.collect.process import CollectorProcess
+from pyksm.deadline import wait_for
 from pyksm.errors import PyksmError
 from pyksm.experiment import guest, hintpairs, scenarios
 from pyksm.experiment.guest import make_image
 from pyksm.experiment.oracle_ledger import LedgerOracle
+from pyksm.experiment.results import Sample, Summary
 from pyksm.kernel import ksm
 
 MODES = ("ksm", "ksm++", "ksm-nosmart", "ksm++-nosmart", "ksm-advisor", "ksm++-advisor")
@@ -86,19 +89,13 @@ def mode_config(name: str) -> ModeConfig:
     )
 
 
-def collector_argv(pids: list[int]) -> list[str]:
-    """The hint collector for the guests (pyksm collect, live mode)."""
-    argv = [sys.executable, "-m", "pyksm.cli", "collect"]
-    for pid in pids:
-        argv += ["-p", str(pid)]
-    return [*argv, "--json"]
+def collector_args(pids: list[int]) -> list[str]:
+    """``pyksm collect`` arguments of the guests' hint collector (live mode)."""
+    return [a for pid in pids for a in ("-p", str(pid))]
 
 
 def _reset(k: ksm.Ksm, cfg: ModeConfig, pages: int, sleep_ms: int) -> None:
-    k.write("run", 2)
-    deadline = time.monotonic() + 120
-    while k.read_int("pages_shared") and time.monotonic() < deadline:
-        time.sleep(0.2)
+    k.unmerge(timeout=120, then=2)
     k.write("sleep_millisecs", sleep_ms)
     if k.has("smart_scan"):
         k.write("smart_scan", cfg.smart_scan)
@@ -121,15 +118,16 @@ def _warm_up(k: ksm.Ksm, cfg: ModeConfig, pages: int, rounds: int = WARM_ROUNDS)
     start = k.read_int("full_scans")
     k.write("pages_to_scan", WARM_PAGES if rounds else pages)
     k.write("run", 1)
-    deadline = t0 + 600
-    while k.read_int("full_scans") < start + rounds:
-        if time.monotonic() > deadline:
-            raise PyksmError(f"ksmd did not finish {rounds} warm-up rounds in 600 s")
-        # Poll fast: each mode's measured round must start where the
-        # warm-up ended, at the start of the list. At 4000 pages a batch,
-        # a 0.2 s poll let ksmd run on by up to 15 % of a round, so the
-        # linear scan met the workload at a different point in each mode.
-        time.sleep(WARM_POLL_S)
+    # Poll fast: each mode's measured round must start where the warm-up
+    # ended, at the start of the list. At 4000 pages a batch, a 0.2 s poll
+    # let ksmd run on by up to 15 % of a round, so the linear scan met the
+    # workload at a different point in each mode.
+    wait_for(
+        lambda: k.read_int("full_scans") >= start + rounds,
+        600,
+        f"ksmd finishing {rounds} warm-up rounds",
+        poll=WARM_POLL_S,
+    )
     k.write("pages_to_scan", pages)
     if cfg.advisor and k.has("advisor_mode"):
         k.write("advisor_mode", "scan-time")
@@ -148,26 +146,16 @@ def io_achieved(
     return stats.get("served_bytes", stats["read_bytes"]) / asked
 
 
-def run_mode(
+def _start_guests(
+    stack: contextlib.ExitStack,
     scenario: scenarios.Scenario,
     cfg: ModeConfig,
-    out: Path,
-    duration: float,
-    pages: int,
-    sleep_ms: int,
     image: Path,
-    warm_rounds: int = WARM_ROUNDS,
-    trace_hints: bool = False,
-) -> dict[str, object]:
-    k = ksm.Ksm()
-    if cfg.scan_rate:
-        pages, sleep_ms = cfg.scan_rate
-    _reset(k, cfg, pages, sleep_ms)
-    out.mkdir(parents=True, exist_ok=True)
-    shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path("/tmp")
-    ledgers = [shm / f"pyksm-ledger-{cfg.name}-{i}.bin" for i in range(len(scenario.guests))]
+    ledgers: list[Path],
+    duration: float,
+) -> tuple[list[subprocess.Popen[str]], list[dict[str, Any]]]:
+    """Start every guest process and wait for its boot line; each is reaped on exit."""
     guests: list[subprocess.Popen[str]] = []
-    info = []
     for i, spec in enumerate(scenario.guests):
         g = subprocess.Popen(
             guest.argv(spec, i, image, ledgers[i], scenario.seed, duration),
@@ -175,68 +163,85 @@ def run_mode(
             stdout=subprocess.PIPE,
             text=True,
         )
+        stack.callback(_reap, g)
         guests.append(g)
+    info = []
     for g in guests:
         assert g.stdout is not None
         line = g.stdout.readline()
         if not line:
             raise PyksmError(f"guest process {g.pid} died while booting")
         info.append(json.loads(line))
-    collector = None
-    if cfg.hints:
-        log = (out / "collector.log").open("w")
-        collector = subprocess.Popen(
-            collector_argv([g.pid for g in guests]),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        _wait_attached(collector, out / "collector.log")
-    oracle = LedgerOracle(ledgers)
-    # ksmd warms up after the collector's attach (bcc compiles for a minute
-    # or more under TCG): before it, ksmd would run longer in ksm++ modes.
-    warm_s = _warm_up(k, cfg, pages, warm_rounds)
-    print(f"  {cfg.name:>14} warm-up: {warm_rounds} rounds in {warm_s:.0f} s", flush=True)
-    tracer = None
-    history = hintpairs.LedgerHistory()
-    if trace_hints and cfg.hints:
-        tracer = hintpairs.HintTrace()
-        if not tracer.available():
-            raise PyksmError(f"--trace-hints: no tracefs {hintpairs.EVENT} in this kernel")
-        tracer.start()
+    return guests, info
+
+
+def _reap(proc: subprocess.Popen[str], timeout: float = 10) -> None:
+    """A guest still running when its mode ends (normally or not): its stdin
+    closes (a guest stops at end of input), then it is killed after ``timeout``."""
+    for pipe in (proc.stdin, proc.stdout):
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                pipe.close()
+    if proc.poll() is None:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _stop_guests(guests: list[subprocess.Popen[str]]) -> list[dict[str, int] | None]:
+    """Tell each guest to stop and read its statistics (None: it said nothing)."""
+    stats = []
     for g in guests:
-        _say(g.stdin, "go")
+        _say(g.stdin, "")
+        assert g.stdout is not None
+        line = g.stdout.readline().strip()
+        stats.append(json.loads(line) if line else None)
+        g.wait(timeout=60)
+    return stats
+
+
+def _measure(
+    k: ksm.Ksm,
+    cfg: ModeConfig,
+    duration: float,
+    oracle: LedgerOracle,
+    guests: list[subprocess.Popen[str]],
+    tasks: dict[str, int],
+    samples_path: Path,
+    tracer: hintpairs.HintTrace | None,
+    history: hintpairs.LedgerHistory,
+) -> float:
+    """One Sample a second for ``duration`` seconds; returns when it started."""
     t0 = time.monotonic()
-    # CPU time of every party, so a run shows where the (virtual) CPUs went
-    # and whether the workload had the CPU it asked for.
-    tasks = {"ksmd": ksm.ksmd_pid(), "runner": os.getpid()}
-    tasks |= {spec.name: g.pid for spec, g in zip(scenario.guests, guests, strict=True)}
-    if collector:
-        tasks["collector"] = collector.pid
-    cpu0 = {name: ksm.cpu_ticks(pid) for name, pid in tasks.items()}
+    cpu0 = _ticks(tasks)
     idle0 = ksm.idle_ticks()
-    samples = (out / "samples.jsonl").open("w")
     next_t = t0
     last_print = -1
-    try:
+    with samples_path.open("w") as samples:
         while (now := time.monotonic()) - t0 <= duration:
             state = {c: k.read_int(c) for c in COUNTERS if k.has(c)}
             o = oracle.sample(now - t0)
-            cpu = {n: ksm.cpu_ticks(pid) - cpu0[n] for n, pid in tasks.items()}
+            now_ticks = _ticks(tasks)
+            # A task that is gone (or was never read) is missing, not 0.
+            cpu = {n: v - cpu0[n] for n, v in now_ticks.items() if n in cpu0}
             if tracer:
                 history.record(now, state["full_scans"], oracle.last_parts)
-            row = {
-                "t": round(now - t0, 3),
-                **state,
-                "ksmd_ticks": cpu["ksmd"],
-                "cpu_ticks": cpu,
-                "idle_ticks": ksm.idle_ticks() - idle0,
-                "oracle": o.opportunities,
-                "oracle_file": o.file,
-                "oracle_anon": o.anon,
-                "present": o.present,
-                "merging": {str(g.pid): _merging(g.pid) for g in guests},
-            }
-            samples.write(json.dumps(row) + "\n")
+            row = Sample(
+                t=round(now - t0, 3),
+                pages_sharing=state["pages_sharing"],
+                ksmd_ticks=_need(cpu, "ksmd"),
+                oracle=o.opportunities,
+                oracle_file=o.file,
+                oracle_anon=o.anon,
+                present=o.present,
+                idle_ticks=ksm.idle_ticks() - idle0,
+                cpu_ticks=cpu,
+                merging={str(g.pid): m for g in guests if (m := _merging(g.pid)) is not None},
+                counters=state,
+            )
+            samples.write(row.to_json() + "\n")
             samples.flush()
             if int(now - t0) // 10 != last_print:
                 last_print = int(now - t0) // 10
@@ -247,31 +252,14 @@ def run_mode(
                 )
             next_t += 1.0
             time.sleep(max(0.0, next_t - time.monotonic()))
-    finally:
-        samples.close()
-        visits: list[hintpairs.Visit] = []
-        lost = 0
-        if tracer:
-            visits, lost = tracer.stop()
-        if collector:
-            collector.send_signal(signal.SIGINT)
-            try:
-                collector.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                collector.kill()
-        stats = []
-        for g in guests:
-            _say(g.stdin, "")
-            assert g.stdout is not None
-            stats.append(g.stdout.readline().strip())
-            g.wait(timeout=60)
-        for p in ledgers:
-            p.unlink(missing_ok=True)
-    elapsed = time.monotonic() - t0
-    guest_stats = [json.loads(s) if s else None for s in stats]
+    return t0
+
+
+def _io_warnings(
+    scenario: scenarios.Scenario, cfg: ModeConfig, stats: list[dict[str, int] | None], secs: float
+) -> list[float | None]:
     achieved = [
-        io_achieved(spec, st, min(elapsed, duration))
-        for spec, st in zip(scenario.guests, guest_stats, strict=True)
+        io_achieved(spec, st, secs) for spec, st in zip(scenario.guests, stats, strict=True)
     ]
     for spec, a in zip(scenario.guests, achieved, strict=True):
         if a is not None and a < IO_PACE_OK:
@@ -280,38 +268,104 @@ def run_mode(
                 f"({spec.read_mib_s} MiB/s): CPU-bound, modes may not be comparable",
                 flush=True,
             )
-    summary = {
-        "mode": cfg.name,
-        "config": asdict(cfg),
-        "guests": info,
-        "guest_stats": guest_stats,
-        "io_achieved": achieved,
-        "scan_rate": {"pages_to_scan": pages, "sleep_millisecs": sleep_ms},
-        "warm_up": {"rounds": warm_rounds, "pages_to_scan": WARM_PAGES, "seconds": warm_s},
-        "lifetimes": oracle.histogram(time.monotonic() - t0),
-        "clk_tck": os.sysconf("SC_CLK_TCK"),
-        "cpus": os.cpu_count(),
-    }
+    return achieved
+
+
+def run_mode(
+    scenario: scenarios.Scenario,
+    cfg: ModeConfig,
+    out: Path,
+    duration: float,
+    pages: int,
+    sleep_ms: int,
+    image: Path,
+    warm_rounds: int = WARM_ROUNDS,
+    trace_hints: bool = False,
+) -> Summary:
+    """One mode: reset KSM, boot the guests, (collector,) warm up, measure, summarise.
+
+    Every guest, the collector, the hint tracer and the ledger files are
+    released on every path (an ExitStack), a guest dying at boot or an
+    exception in the warm-up included.
+    """
+    k = ksm.Ksm()
+    if cfg.scan_rate:
+        pages, sleep_ms = cfg.scan_rate
+    _reset(k, cfg, pages, sleep_ms)
+    out.mkdir(parents=True, exist_ok=True)
+    shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path("/tmp")
+    ledgers = [shm / f"pyksm-ledger-{cfg.name}-{i}.bin" for i in range(len(scenario.guests))]
+    with contextlib.ExitStack() as stack:
+        for ledger in ledgers:
+            stack.callback(ledger.unlink, missing_ok=True)
+        guests, info = _start_guests(stack, scenario, cfg, image, ledgers, duration)
+        collector = None
+        if cfg.hints:
+            collector = stack.enter_context(
+                CollectorProcess(
+                    collector_args([g.pid for g in guests]), out / "collector.log", stats=False
+                )
+            )
+        oracle = LedgerOracle(ledgers)
+        # ksmd warms up after the collector's attach (bcc compiles for a minute
+        # or more under TCG): before it, ksmd would run longer in ksm++ modes.
+        warm_s = _warm_up(k, cfg, pages, warm_rounds)
+        print(f"  {cfg.name:>14} warm-up: {warm_rounds} rounds in {warm_s:.0f} s", flush=True)
+        tracer = None
+        history = hintpairs.LedgerHistory()
+        if trace_hints and cfg.hints:
+            tracer = hintpairs.HintTrace()
+            if not tracer.available():
+                raise PyksmError(f"--trace-hints: no tracefs {hintpairs.EVENT} in this kernel")
+            tracer.start()
+            stack.callback(_stop_tracer, tracer)
+        for g in guests:
+            _say(g.stdin, "go")
+        # CPU time of every party, so a run shows where the (virtual) CPUs went
+        # and whether the workload had the CPU it asked for.
+        tasks = {"ksmd": ksm.ksmd_pid(), "runner": os.getpid()}
+        tasks |= {spec.name: g.pid for spec, g in zip(scenario.guests, guests, strict=True)}
+        if collector:
+            tasks["collector"] = collector.pid
+        t0 = _measure(
+            k, cfg, duration, oracle, guests, tasks, out / "samples.jsonl", tracer, history
+        )
+        visits: list[hintpairs.Visit] = []
+        lost = 0
+        if tracer:
+            visits, lost = tracer.stop()
+        if collector:
+            try:
+                collector.interrupt(timeout=30)
+            except PyksmError as e:
+                print(f"  {cfg.name:>14} warning: {e}", flush=True)
+        guest_stats = _stop_guests(guests)
+    elapsed = time.monotonic() - t0
+    summary = Summary(
+        mode=cfg.name,
+        config=asdict(cfg),
+        guests=info,
+        guest_stats=guest_stats,
+        io_achieved=_io_warnings(scenario, cfg, guest_stats, min(elapsed, duration)),
+        scan_rate={"pages_to_scan": pages, "sleep_millisecs": sleep_ms},
+        warm_up={"rounds": warm_rounds, "pages_to_scan": WARM_PAGES, "seconds": warm_s},
+        lifetimes=oracle.histogram(time.monotonic() - t0),
+        clk_tck=os.sysconf("SC_CLK_TCK"),
+        cpus=os.cpu_count(),
+    )
     if tracer:
         rams = [(int(x["ram"][0]), int(x["ram"][1])) for x in info]
         counts = hintpairs.classify(history, visits, rams)
-        summary["hint_visits"] = {**counts, "traced": len(visits), "lost": lost}
+        summary.hint_visits = {**counts, "traced": len(visits), "lost": lost}
         print(f"  {cfg.name:>14} hinted visits: {dict(counts)} (lost {lost})", flush=True)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    (out / "summary.json").write_text(summary.to_json())
     return summary
 
 
-def _wait_attached(collector: subprocess.Popen[bytes], log: Path, timeout: float = 600) -> None:
-    """Wait until the collector's probes are attached (bcc compiles its
-    program first: seconds natively, a minute or more under TCG)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if "collect: attached" in log.read_text(errors="replace"):
-            return
-        if collector.poll() is not None:
-            raise PyksmError(f"the collector exited at start; see {log}")
-        time.sleep(0.5)
-    raise PyksmError(f"the collector did not attach within {timeout:.0f} s; see {log}")
+def _stop_tracer(tracer: hintpairs.HintTrace) -> None:
+    """Detach the hint tracer if a failure left it running."""
+    if tracer.running:
+        tracer.stop()
 
 
 def _say(pipe: IO[str] | None, text: str) -> None:
@@ -324,11 +378,23 @@ def _say(pipe: IO[str] | None, text: str) -> None:
         pass
 
 
-def _merging(pid: int) -> int:
+def _merging(pid: int) -> int | None:
+    """/proc/PID/ksm_merging_pages; None when it cannot be read (gone, no such file)."""
     try:
         return int(Path(f"/proc/{pid}/ksm_merging_pages").read_text())
     except (OSError, ValueError):
-        return 0
+        return None
+
+
+def _need(cpu: dict[str, int], task: str) -> int:
+    if task not in cpu:
+        raise PyksmError(f"cannot read the CPU time of {task}")
+    return cpu[task]
+
+
+def _ticks(tasks: dict[str, int]) -> dict[str, int]:
+    """CPU ticks of each task that can be read now."""
+    return {n: t for n, pid in tasks.items() if (t := ksm.cpu_ticks(pid)) is not None}
 
 
 def main() -> int:

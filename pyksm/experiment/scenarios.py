@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass, field
 
 from pyksm.errors import PyksmError
 
-MIB = 1 << 20
 # The random readers' pace: one that both modes sustain under emulation on
 # the 2-CPU test machine (6 MiB/s was not: guests read 40-60 % of it, and less
 # in ksm++ than in ksm, so the modes ran different workloads). The runner

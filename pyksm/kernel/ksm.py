@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from pyksm.deadline import wait_for
 from pyksm.errors import PyksmError
 
 SYSFS = Path("/sys/kernel/mm/ksm")
@@ -159,6 +160,18 @@ class Ksm:
                 f"writing {text!r} to {self.root / name}: {os.strerror(e.errno or errno.EIO)}"
             ) from None
 
+    def unmerge(self, timeout: float = 120.0, then: int = 0) -> None:
+        """run=2 (unmerge every KSM page, flush hints), wait until no page is
+        shared, then write run=``then``. Raises if the pages stay merged."""
+        self.write("run", 2)
+        wait_for(
+            lambda: self.read_int("pages_shared") == 0 and self.read_int("pages_sharing") == 0,
+            timeout,
+            "KSM unmerge (run=2): pages_shared and pages_sharing back to 0",
+        )
+        if then != 2:
+            self.write("run", then)
+
     def state(self) -> dict[str, int | str]:
         """Every knob and counter present on this kernel."""
         out: dict[str, int | str] = {}
@@ -186,12 +199,12 @@ def process_stat(pid: int) -> dict[str, int | str]:
     return out
 
 
-def cpu_ticks(pid: int) -> int:
-    """utime + stime of a task, in clock ticks (SC_CLK_TCK); 0 once it is gone."""
+def cpu_ticks(pid: int) -> int | None:
+    """utime + stime of a task, in clock ticks (SC_CLK_TCK); None once it is gone."""
     try:
         f = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return 0
+        return None
     return int(f[11]) + int(f[12])
 
 
@@ -208,7 +221,10 @@ def ksmd_pid() -> int:
 
 def ksmd_cpu_ticks() -> int:
     """utime + stime of the ksmd kernel thread, in clock ticks (SC_CLK_TCK)."""
-    return cpu_ticks(ksmd_pid())
+    ticks = cpu_ticks(ksmd_pid())
+    if ticks is None:
+        raise PyksmError("cannot read ksmd's /proc/PID/stat")
+    return ticks
 
 
 def idle_ticks() -> int:

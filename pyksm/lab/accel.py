@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from pyksm.lab.cache import cache_root
+from pyksm.cache import cache_root
 
 PROBE_TIMEOUT = 20.0
 

@@ -9,6 +9,7 @@ nothing changed only hashes a few small files.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -16,21 +17,37 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from pyksm.cache import cache_root
 from pyksm.errors import PyksmError
 from pyksm.lab import kconfig, patches, source
-from pyksm.lab.cache import build_lock, cache_root
 
 # Bump when the build steps change in a way that changes the artifacts.
 RECIPE = "3"
 SELFTESTS = ("ksm_tests", "ksm_functional_tests", "ksm_hints_tests")
 ARCH = "x86_64"
+
+
+@contextlib.contextmanager
+def build_lock(root: Path | None = None) -> Iterator[None]:
+    """Hold the machine-wide kernel build lock.
+
+    Two kernel builds on a 2-core machine only slow each other down; every
+    builder (pyksm and developers' shells via ``flock``) takes this lock.
+    """
+    path = (root or cache_root()) / "build.lock"
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def repo_root() -> Path:
@@ -66,6 +83,22 @@ class BuildRequest:
             h = hashlib.sha256(b"".join(f.read_bytes() for f in self.extra_fragments))
             name += "-custom-" + h.hexdigest()[:8]
         return name
+
+
+# The kernels by name (``pyksm vm run --kernel``, ``PYKSM_VAGRANT_KERNEL``).
+VARIANTS: dict[str, BuildRequest] = {
+    "test": BuildRequest(),
+    "patched": BuildRequest(),
+    "debug": BuildRequest(variant="debug"),
+    "vanilla": BuildRequest(vanilla=True),
+    "vanilla-debug": BuildRequest(variant="debug", vanilla=True),
+}
+
+
+def build_command(req: BuildRequest) -> str:
+    """The ``pyksm kernel build`` command line that builds ``req``."""
+    flags = (" --debug" if req.variant == "debug" else "") + (" --vanilla" if req.vanilla else "")
+    return "pyksm kernel build" + flags
 
 
 @dataclass

@@ -19,7 +19,9 @@ import re
 from dataclasses import dataclass, field
 
 _TS = re.compile(r"^\[\s*\d+\.\d+\]\s?")
-_RESULT = re.compile(r"^(\s*)(not ok|ok) \d+ (?:- )?([^#]*?)\s*(#\s*(SKIP|TODO)\b.*)?$")
+# A (K)TAP result line: indent, verdict, name ("- " optional, may be empty),
+# directive. kselftest's TAP (pyksm.lab.selftests) reads its lines with it too.
+RESULT = re.compile(r"^(\s*)(not ok|ok) \d+(?: -)? ?([^#]*?)\s*(#\s*(SKIP|TODO)\b.*)?$")
 _SUBTEST = re.compile(r"^(\s*)# Subtest: (\S+)")
 
 
@@ -41,7 +43,7 @@ def parse(console: str) -> dict[str, Suite]:
             if len(m.group(1)) <= 4:  # a suite (cases within parameterised tests nest deeper)
                 current = suites.setdefault(m.group(2), Suite(m.group(2)))
             continue
-        m = _RESULT.match(line)
+        m = RESULT.match(line)
         if not m or current is None:
             continue
         indent, verdict, name, _, directive = m.groups()

@@ -8,12 +8,14 @@ it back with ``load``. Exit status follows kselftest: 0 pass, 4 skip.
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from pyksm.kernel.ksm import Ksm
+from pyksm.lab.ktap import RESULT
 
 KSFT_PASS, KSFT_FAIL, KSFT_SKIP = 0, 1, 4
 
@@ -53,19 +55,16 @@ class CaseResult:
         return "fail"
 
 
-_TAP = re.compile(r"^(not ok|ok) \d+(?: -)? ?(.*?)(?:\s+#\s*(SKIP|TODO)\b.*)?$")
-
-
 def tap_counts(output: str) -> tuple[int, int, int]:
     """(pass, fail, skip) of top-level TAP result lines."""
     p = f = s = 0
     for line in output.splitlines():
-        m = _TAP.match(line)
-        if not m:
+        m = RESULT.match(line)
+        if not m or m.group(1):  # top-level lines only
             continue
-        if m.group(3) == "SKIP":
+        if m.group(5) == "SKIP":
             s += 1
-        elif m.group(1) == "ok":
+        elif m.group(2) == "ok":
             p += 1
         else:
             f += 1
@@ -86,25 +85,18 @@ def settle_ksm(timeout: float = 60.0) -> None:
     """Unmerge everything and stop ksmd between cases, so that one case's KSM
     pages cannot fail the next (merge_across_nodes, for one, refuses a change
     with -EBUSY while any KSM page exists)."""
-    ksm = Path("/sys/kernel/mm/ksm")
-    if not ksm.is_dir():
-        return
-    (ksm / "run").write_text("2")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if all(int((ksm / n).read_text()) == 0 for n in ("pages_shared", "pages_sharing")):
-            break
-        time.sleep(0.1)
-    (ksm / "run").write_text("0")
+    k = Ksm()
+    if k.available():
+        k.unmerge(timeout, then=0)
 
 
 def _set_knobs(knobs: dict[str, str]) -> dict[str, str]:
     """Write KSM knobs; return their previous values."""
-    ksm = Path("/sys/kernel/mm/ksm")
+    k = Ksm()
     old = {}
     for name, value in knobs.items():
-        old[name] = (ksm / name).read_text().strip()
-        (ksm / name).write_text(value)
+        old[name] = k.read_raw(name)
+        k.write(name, value)
     return old
 
 

@@ -36,9 +36,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from pyksm.cache import cache_root
 from pyksm.errors import PyksmError
 from pyksm.lab import build as kbuild
-from pyksm.lab.cache import cache_root
 
 __all__ = [
     "BOX_NAME",
@@ -55,7 +55,6 @@ __all__ = [
 BOX_NAME = "pyksm/debian12"
 NETNS = "pyksm-vagrant"
 DOMAIN = "pyksm_default"  # libvirt domain: default_prefix "pyksm_" + machine "default"
-LIBVIRT_SOCK = Path("/run/libvirt/libvirt-sock")
 LIBVIRTD_PID = Path("/run/libvirtd.pid")
 VIRTLOGD_PID = Path("/run/virtlogd.pid")
 BOOT_DIR = Path("/var/lib/libvirt/boot")  # readable by libvirt's QEMU user
@@ -64,14 +63,7 @@ SETUP = "make vagrant-setup"
 
 # kernel setting -> (build request, command that builds it)
 KERNELS: dict[str, tuple[kbuild.BuildRequest, str]] = {
-    "test": (kbuild.BuildRequest(), "pyksm kernel build"),
-    "patched": (kbuild.BuildRequest(), "pyksm kernel build"),
-    "debug": (kbuild.BuildRequest(variant="debug"), "pyksm kernel build --debug"),
-    "vanilla": (kbuild.BuildRequest(vanilla=True), "pyksm kernel build --vanilla"),
-    "vanilla-debug": (
-        kbuild.BuildRequest(variant="debug", vanilla=True),
-        "pyksm kernel build --debug --vanilla",
-    ),
+    name: (req, kbuild.build_command(req)) for name, req in kbuild.VARIANTS.items()
 }
 
 ENV_DOC = {

@@ -13,14 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
+from pyksm import argtypes
 from pyksm.errors import PyksmError
 from pyksm.lab import build as kbuild
 from pyksm.lab import console as kconsole
 from pyksm.lab import vagrant as vg
-
-err = Console(stderr=True, soft_wrap=True)
+from pyksm.terminal import err
 
 EXAMPLES = """examples:
   pyksm vagrant box                      # build + add the box pyksm/debian12 (cached)
@@ -178,7 +176,13 @@ def register(sub: Any) -> None:
         "run",
         help="run CMD in /vagrant as root; copy $PYKSM_RESULTS back to --results",
     )
-    r.add_argument("--results", "-r", default="pyksm-out/vagrant", help="host directory")
+    r.add_argument(
+        "--results",
+        "-r",
+        type=argtypes.output_dir,
+        default="pyksm-out/vagrant",
+        help="host directory",
+    )
     r.add_argument("--no-sync", action="store_true", help="skip `vagrant rsync` first")
     r.add_argument("command", nargs=argparse.REMAINDER)
     r.set_defaults(func=cmd_run)

@@ -161,13 +161,16 @@ def run(req: VmRequest, show_console: bool = False) -> VmResult:
             proc.wait(timeout=req.timeout)
         except subprocess.TimeoutExpired:
             timed_out = True
-        except KeyboardInterrupt:
+        except BaseException:  # ^C, SIGTERM: no VM is left running
             _kill(proc)
             raise
-        if timed_out:
-            _kill(proc)
-        for t in pumps:
-            t.join(timeout=5)
+        finally:
+            if timed_out:
+                _kill(proc)
+            for t in pumps:
+                t.join(timeout=5)
+            proc.stdout.close()
+            proc.stderr.close()
     seconds = time.monotonic() - t0
     reports = console.scan(console_log.read_text(errors="replace"))
     command_exit = None if timed_out else proc.returncode

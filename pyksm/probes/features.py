@@ -25,6 +25,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pyksm.errors import PyksmError
 from pyksm.probes import trampoline
 
 __all__ = [
@@ -48,14 +49,29 @@ KALLSYMS = Path("/proc/kallsyms")
 
 
 def tracefs() -> Path | None:
+    """Where tracefs is mounted; as root, mounted first if it is not.
+
+    None: not mounted and not root. A mount that fails is a PyksmError that
+    says why (not "no tracepoints").
+    """
     for path in TRACEFS:
         if (path / "events").is_dir():
             return path
-    if os.geteuid() == 0:
-        subprocess.run(["mount", "-t", "tracefs", "nodev", str(TRACEFS[0])], capture_output=True)
-        if (TRACEFS[0] / "events").is_dir():
-            return TRACEFS[0]
-    return None
+    if os.geteuid() != 0:
+        return None
+    try:
+        proc = subprocess.run(
+            ["mount", "-t", "tracefs", "nodev", str(TRACEFS[0])],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise PyksmError(f"cannot mount tracefs on {TRACEFS[0]}: {e}") from None
+    if proc.returncode != 0:
+        why = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+        raise PyksmError(f"cannot mount tracefs on {TRACEFS[0]}: {why}")
+    return TRACEFS[0] if (TRACEFS[0] / "events").is_dir() else None
 
 
 @dataclass(frozen=True)

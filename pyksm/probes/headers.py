@@ -21,8 +21,8 @@ import platform
 import subprocess
 from pathlib import Path
 
+from pyksm import cache
 from pyksm.errors import PyksmError
-from pyksm.lab import cache
 
 __all__ = ["ensure_headers"]
 

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from pyksm.errors import PyksmError
+from pyksm.events import LAYER_CHOICES, PROBE_NAMES, EventStruct, ReadEvent
 from pyksm.probes import features, headers, trampoline
 
 __all__ = [
@@ -62,21 +63,6 @@ SOURCES = {
     "vfs-kprobe": BPF_DIR / "vfs_read_trace.c",
     "vfs-fentry": BPF_DIR / "vfs_read_trace.c",
 }
-LAYER_CHOICES = ("auto", "syscalls", "vfs", "vfs-kprobe", "vfs-fentry")
-# Must match the PROBE_* ids in bpf/read_common.h (the trace format stores
-# them): append new ids, never renumber.
-PROBE_NAMES: dict[int, str] = {
-    1: "read",
-    2: "pread64",
-    3: "readv",
-    4: "preadv",
-    5: "preadv2",
-    6: "io_submit",
-    7: "vfs_read",
-    8: "vfs_readv",
-    9: "aio_read",
-    10: "filemap_read",
-}
 # Which vfs-layer probe reports a read made through each interface
 # (bpf/vfs_read_trace.c): io_uring's own read path is notrace in 6.12, so
 # its page-cache reads come in through filemap_read.
@@ -92,27 +78,6 @@ VFS_PROBE_FOR = {
 SYSCALL_PROBES = {"io_submit": ("enter",)}
 STAT_NAMES = ("emitted", "ringbuf_full", "short", "iov_cut", "not_user")
 _INCLUDE = re.compile(r'^#include "([\w.]+)"$', re.MULTILINE)
-
-
-class _Event(ctypes.Structure):
-    _fields_ = (
-        ("ts_ns", ctypes.c_uint64),
-        ("tgid", ctypes.c_uint32),
-        ("probe", ctypes.c_uint32),
-        ("start", ctypes.c_uint64),
-        ("len", ctypes.c_uint64),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class ReadEvent:
-    """``len`` bytes read into ``start``.. of ``tgid`` at ``ts_ns`` (CLOCK_MONOTONIC)."""
-
-    ts_ns: int
-    tgid: int
-    probe: int
-    start: int
-    length: int
 
 
 @dataclass(frozen=True)
@@ -314,15 +279,15 @@ class ReadProbes:
         except Exception as e:  # bcc raises plain Exception on compile/load/attach errors
             raise PyksmError(f"bcc could not load {self.source.name} ({self.layer}): {e}") from None
         self.attached_now = True
-        if self.layer == "vfs-kprobe":
-            try:
-                self._attach_kprobes()
-            except PyksmError:
-                self.bpf.cleanup()
-                raise
         self._batch: list[ReadEvent] = []
-        self.bpf["events"].open_ring_buffer(self._on_event)
         self._targets: dict[int, int] = {}
+        try:
+            if self.layer == "vfs-kprobe":
+                self._attach_kprobes()
+            self.bpf["events"].open_ring_buffer(self._on_event)
+        except BaseException:
+            self.bpf.cleanup()  # nothing stays attached when the start fails
+            raise
 
     def _hooks(self) -> list[tuple[str, str, str]]:
         """(kind, kernel hook, program) for everything this layer attaches."""
@@ -398,7 +363,7 @@ class ReadProbes:
         self.attached_now = True
 
     def _on_event(self, _ctx: Any, data: Any, _size: int) -> int:
-        e = ctypes.cast(data, ctypes.POINTER(_Event)).contents
+        e = ctypes.cast(data, ctypes.POINTER(EventStruct)).contents
         self._batch.append(ReadEvent(e.ts_ns, e.tgid, e.probe, e.start, e.len))
         # libbpf consumes until the ring is empty; a target that reads faster
         # than Python parses would keep drain() from ever returning. A negative

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pyksm.errors import PyksmError
+from pyksm.experiment.results import Sample, Summary, read_samples, read_summary
 
 
 @dataclass
@@ -21,11 +22,15 @@ class ModeRun:
     oracle: np.ndarray
     oracle_file: np.ndarray
     ksmd_ticks: np.ndarray
-    rows: list[dict[str, Any]]
-    summary: dict[str, Any] = field(default_factory=dict)
-    complete: bool = True
+    rows: list[Sample]
+    summary: Summary | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.summary is not None
 
     def last(self, key: str) -> int:
+        """A counter's last value; a counter the kernel lacks is 0 (none happened)."""
         return int(self.rows[-1].get(key, 0)) if self.rows else 0
 
     def first(self, key: str) -> int:
@@ -42,26 +47,11 @@ class Experiment:
 
 
 def load_mode(scenario: str, mode_dir: Path) -> ModeRun:
-    samples = mode_dir / "samples.jsonl"
-    rows: list[dict[str, Any]] = []
-    try:
-        with samples.open() as fh:
-            for lineno, line in enumerate(fh, 1):
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    # A run cut short leaves a torn last line: keep what is whole.
-                    if fh.readline():
-                        raise PyksmError(f"{samples}:{lineno}: not a JSON sample") from None
-    except FileNotFoundError:
-        raise PyksmError(f"{samples} missing: not a pyksm results directory") from None
-    if not rows:
-        raise PyksmError(f"{samples} holds no samples")
-    summary_path = mode_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    rows = read_samples(mode_dir / "samples.jsonl")
+    summary = read_summary(mode_dir / "summary.json")
 
     def col(key: str) -> np.ndarray:
-        return np.array([r.get(key, 0) for r in rows], dtype=float)
+        return np.array([getattr(r, key) for r in rows], dtype=float)
 
     return ModeRun(
         scenario=scenario,
@@ -73,7 +63,6 @@ def load_mode(scenario: str, mode_dir: Path) -> ModeRun:
         ksmd_ticks=col("ksmd_ticks"),
         rows=rows,
         summary=summary,
-        complete=bool(summary),
     )
 
 
@@ -86,7 +75,10 @@ def load(path: Path) -> Experiment:
         config = json.loads(cfg_path.read_text())
     except json.JSONDecodeError as e:
         raise PyksmError(f"{cfg_path}: not JSON ({e.msg})") from None
-    scenario = str(config.get("scenario", {}).get("name", path.name))
+    if not isinstance(config, dict) or not isinstance(config.get("modes", []), list):
+        raise PyksmError(f"{cfg_path}: field 'modes' is not a list of mode names")
+    scenario_doc = config.get("scenario", {})
+    scenario = str(scenario_doc.get("name", path.name) if isinstance(scenario_doc, dict) else "")
     runs = {}
     for mode in config.get("modes", []):
         d = path / mode

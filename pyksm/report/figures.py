@@ -64,7 +64,7 @@ def merge_figure(exp: Experiment, path: Path) -> Path:
 
 def lifetime_figure(exp: Experiment, path: Path) -> Path:
     run = next(iter(exp.runs.values()))
-    hist = run.summary.get("lifetimes", {})
+    hist = run.summary.lifetimes if run.summary else {}
     edges = hist.get("edges_s", [])
     labels = [
         f"{a:g}-{b:g} s" if b != float("inf") and b < 1e12 else f"> {a:g} s"

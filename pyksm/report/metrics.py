@@ -66,14 +66,15 @@ def time_to_fraction(run: ModeRun, frac: float) -> float | None:
 def compute(run: ModeRun) -> ModeMetrics:
     oracle_area = _integral(run.oracle, run.t)
     duration = float(run.t[-1] - run.t[0]) if len(run.t) > 1 else 0.0
-    clk = float(run.summary.get("clk_tck", 100))
+    # USER_HZ is 100 on every architecture pyksm runs on; a finished run says so.
+    clk = float(run.summary.clk_tck if run.summary else 100)
     cpu = (run.ksmd_ticks[-1] / clk / duration * 100) if duration else 0.0
     dropped = sum(
         run.last(k) - run.first(k)
         for k in ("hints_dropped_overflow", "hints_dropped_age", "hints_dropped_stale")
     )
     scanned = run.last("pages_scanned") - run.first("pages_scanned")
-    ticks = run.rows[-1].get("cpu_ticks", {}) if run.rows else {}
+    ticks = run.rows[-1].cpu_ticks if run.rows else {}
     by_task: dict[str, float] = {}
     if duration and ticks:
         guests = sum(v for k, v in ticks.items() if k.startswith("guest"))
@@ -82,7 +83,7 @@ def compute(run: ModeRun) -> ModeMetrics:
         }
         by_task["guests"] = guests / clk / duration * 100
         by_task["idle"] = run.last("idle_ticks") / clk / duration * 100
-    achieved = [a for a in run.summary.get("io_achieved", []) if a is not None]
+    achieved = [a for a in (run.summary.io_achieved if run.summary else []) if a is not None]
     return ModeMetrics(
         mode=run.mode,
         captured=_integral(run.pages_sharing, run.t) / oracle_area if oracle_area else 0.0,

@@ -78,7 +78,7 @@ def hint_visit_rows(exp: Experiment) -> list[dict[str, str]]:
     copy visited before, the share the unstable-tree search missed."""
     rows = []
     for mode, run in exp.runs.items():
-        hv = run.summary.get("hint_visits")
+        hv = run.summary.hint_visits if run.summary else None
         if not hv:
             continue
         second = hv.get("missed", 0) + hv.get("merged", 0)

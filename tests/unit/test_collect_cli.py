@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from pyksm.cli import main
+from pyksm.cli import main, parser
+from pyksm.collect import cli as collect_cli
+from pyksm.control.controller import Controller
+from pyksm.control.trust import TrustPolicy
+from pyksm.errors import PyksmError
+from pyksm.events import ReadEvent
 from pyksm.kernel.ksm import SYSFS
 
 
@@ -43,3 +49,63 @@ def test_live_mode_refuses_without_the_ksmpp_kernel(capsys: pytest.CaptureFixtur
     err = capsys.readouterr().err
     assert "live mode needs the KSM++ kernel" in err
     assert "--record" in err
+
+
+def _safe_policy(*allow: str) -> TrustPolicy:
+    args = parser().parse_args(
+        ["collect", "--record", "x", "--safe", *(a for name in allow for a in ("--allow", name))]
+    )
+    policy = collect_cli._policy(args)
+    assert isinstance(policy, TrustPolicy)
+    return policy
+
+
+def test_safe_allow_comm_admits_a_real_process_by_its_command_name() -> None:
+    with subprocess.Popen(["sleep", "30"]) as child:
+        try:
+            assert _safe_policy("sleep").allowed(child.pid)
+            assert not _safe_policy("cat").allowed(child.pid)
+            assert _safe_policy("cat", str(child.pid)).allowed(child.pid)
+            # The controller hints its reads, and refuses them for another allowlist.
+            read = ReadEvent(0, child.pid, 2, 0x10000, 2 * 4096)
+            assert Controller(policy=_safe_policy("sleep")).process([read], 0) != []
+            refusing = Controller(policy=_safe_policy("cat"))
+            assert refusing.process([read], 0) == []
+            assert refusing.stats.refused_events == 1
+        finally:
+            child.kill()
+
+
+def test_safe_allow_comm_rereads_the_name_after_exec() -> None:
+    names = {7: "bash"}
+    policy = TrustPolicy(safe=True, allow_comms=frozenset({"qemu-system-x86"}), comm_of=names.get)
+    assert not policy.allowed(7)
+    names[7] = "qemu-system-x86"
+    policy.learn(7)
+    assert policy.allowed(7)
+    policy.forget(7)
+    assert not policy.allowed(8)  # no such process: no name, not allowed
+
+
+def test_a_collector_that_fails_to_attach_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Trace file, its fd and the signal handlers: all back as they were."""
+    import signal
+
+    from pyksm.collect import session
+    from pyksm.collect.targets import TargetSpec
+
+    def no_probes(*_a: object) -> None:
+        raise PyksmError("bcc could not load read_trace.c (syscalls): provoked")
+
+    monkeypatch.setattr(session, "ReadProbes", no_probes)
+    handlers = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    fds = set(os.listdir("/proc/self/fd"))
+    trace = tmp_path / "t.trace"
+    opts = session.CollectOptions(targets=TargetSpec(pids=(os.getpid(),)), record=trace)
+    with pytest.raises(PyksmError, match="provoked"):
+        session.run(opts, lambda _s: None)
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
+    assert set(os.listdir("/proc/self/fd")) == fds
+    assert not trace.exists()

@@ -18,8 +18,10 @@ from pathlib import Path
 import pytest
 
 from pyksm.collect import tracefile
+from pyksm.collect.process import CollectorProcess
+from pyksm.deadline import wait_for
+from pyksm.events import PROBE_NAMES
 from pyksm.probes import features
-from pyksm.probes.loader import PROBE_NAMES
 
 REPO = Path(__file__).resolve().parents[2]
 READER = REPO / "tests" / "vm" / "guest" / "read_into_mergeable.py"
@@ -45,6 +47,7 @@ def test_record_mode_traces_exact_ranges_and_survives_sigint(tmp_path: Path) -> 
     data = tmp_path / "data.bin"
     data.write_bytes(os.urandom(16 * 4096))
     trace = tmp_path / "r.trace"
+    ready = tmp_path / "ready"
     out = tmp_path / "expected.json"
     reader = subprocess.Popen(
         [
@@ -53,29 +56,25 @@ def test_record_mode_traces_exact_ranges_and_survives_sigint(tmp_path: Path) -> 
             str(data),
             str(out),
             "--wait-for",
-            str(trace),
+            str(ready),
             "--linger",
             "1",
         ]
     )
-    collector = subprocess.Popen(
-        [sys.executable, "-m", "pyksm.cli", "collect", "-p", str(reader.pid),
-         "--record", str(trace), "--json"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
     try:
-        assert reader.wait(timeout=120) == 0
-        time.sleep(0.3)
-        collector.send_signal(signal.SIGINT)
-        stdout, _ = collector.communicate(timeout=60)
+        # The one helper that starts a collector: it returns once the probes are attached.
+        with CollectorProcess(
+            ["-p", str(reader.pid), "--record", str(trace)], tmp_path / "collect.log"
+        ) as collector:
+            ready.touch()
+            assert reader.wait(timeout=120) == 0
+            time.sleep(0.3)
+            stats = collector.stop()  # SIGINT
     finally:
-        for p in (reader, collector):
-            if p.poll() is None:
-                p.kill()
-    assert collector.returncode == 0
-    stats = json.loads(stdout)
-    assert stats["interrupted"] is True
+        if reader.poll() is None:
+            reader.kill()
+            reader.wait()
+    assert stats.interrupted is True
     expected = json.loads(out.read_text())
     seen = [
         (PROBE_NAMES[e.probe], e.start, e.length)
@@ -86,8 +85,8 @@ def test_record_mode_traces_exact_ranges_and_survives_sigint(tmp_path: Path) -> 
     seen = [("preadv" if p == "preadv2" else p, s, n) for p, s, n in seen]
     want = [tuple(x) for x in expected["expected"]]
     assert sorted(seen) == sorted(want)
-    assert stats["outside_bytes"] == 0  # all inside the MADV_MERGEABLE region
-    assert stats["bpf"]["ringbuf_full"] == 0
+    assert stats.outside_bytes == 0  # all inside the MADV_MERGEABLE region
+    assert stats.bpf["ringbuf_full"] == 0
 
 
 @pytest.mark.host_bcc
@@ -109,32 +108,104 @@ def test_kill_9_of_the_collector_leaves_a_readable_trace(tmp_path: Path) -> None
     )
     target = subprocess.Popen([sys.executable, "-c", loop, str(data)])
     trace = tmp_path / "k.trace"
-    collector = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pyksm.cli",
-            "collect",
-            "-p",
-            str(target.pid),
-            "--record",
-            str(trace),
-        ],
-        stderr=subprocess.DEVNULL,
-    )
     try:
-        deadline = time.monotonic() + 60
-        while (not trace.exists() or trace.stat().st_size < 24 + 32 * 1000) and (
-            time.monotonic() < deadline
-        ):
-            time.sleep(0.05)
-        collector.kill()
-        collector.wait()
+        with CollectorProcess(
+            ["-p", str(target.pid), "--record", str(trace)], tmp_path / "collect.log", stats=False
+        ) as collector:
+            wait_for(lambda: trace.stat().st_size >= 24 + 32 * 1000, 60, "1000 records", poll=0.05)
+            collector.proc.kill()  # SIGKILL: no flush, no cleanup
+            collector.proc.wait()
     finally:
         target.kill()
         target.wait()
-        if collector.poll() is None:
-            collector.kill()
     records = list(tracefile.read_trace(trace))
     assert len(records) >= 1000
     assert {r.tgid for r in records} == {target.pid}
+
+
+def _reading_target(data: Path) -> subprocess.Popen[bytes]:
+    loop = (
+        "import os, sys, time\n"
+        "fd = os.open(sys.argv[1], os.O_RDONLY)\n"
+        "while True:\n"
+        "    for p in range(64):\n"
+        "        os.pread(fd, 4096, p * 4096)\n"
+        "    time.sleep(0.001)\n"
+    )
+    data.write_bytes(os.urandom(64 * 4096))
+    return subprocess.Popen([sys.executable, "-c", loop, str(data)])
+
+
+@pytest.mark.host_bcc
+def test_json_with_an_interval_is_json_lines(tmp_path: Path) -> None:
+    reason = _bcc_usable()
+    if reason:
+        pytest.skip(reason)
+    target = _reading_target(tmp_path / "data.bin")
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pyksm", "collect", "-p", str(target.pid),
+             "--record", str(tmp_path / "t.trace"), "-d", "2", "--json", "0.5"],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    finally:
+        target.kill()
+        target.wait()
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) >= 3
+    docs = [json.loads(line) for line in lines]  # every line is one whole object
+    assert all("events" in d for d in docs)
+
+
+def _limit_file_size() -> None:
+    import resource
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    # Records are written 2048 at a time: room for two writes and part of a third.
+    limit = tracefile.HEADER.size + 5000 * tracefile.RECORD.size + 7
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+@pytest.mark.host_bcc
+def test_a_full_disk_during_record_keeps_whole_records_and_is_one_line(tmp_path: Path) -> None:
+    reason = _bcc_usable()
+    if reason:
+        pytest.skip(reason)
+    target = _reading_target(tmp_path / "data.bin")
+    trace = tmp_path / "t.trace"
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pyksm", "collect", "-p", str(target.pid),
+             "--record", str(trace), "-d", "60"],
+            capture_output=True, text=True, timeout=300, preexec_fn=_limit_file_size,
+        )  # fmt: skip
+    finally:
+        target.kill()
+        target.wait()
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and "whole record" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    info = tracefile.inspect(trace)  # raises on a torn record
+    assert 0 < info.records <= 5000
+    assert trace.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.host_bcc
+def test_collector_process_is_ready_then_returns_its_statistics(tmp_path: Path) -> None:
+    reason = _bcc_usable()
+    if reason:
+        pytest.skip(reason)
+    target = _reading_target(tmp_path / "data.bin")
+    try:
+        with CollectorProcess(
+            ["-p", str(target.pid), "--record", str(tmp_path / "t.trace")], tmp_path / "log"
+        ) as col:
+            time.sleep(0.5)
+            stats = col.stop()
+    finally:
+        target.kill()
+        target.wait()
+    assert stats.targets_seen == [target.pid] and stats.interrupted is True
+    assert stats.events > 0 and stats.records_written == stats.events

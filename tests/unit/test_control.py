@@ -10,8 +10,8 @@ from pyksm.control.ranges import clip, coalesce, page_align
 from pyksm.control.ratecap import PageBudget, hint_pages_per_second, parse_interleave
 from pyksm.control.trust import TrustPolicy
 from pyksm.errors import PyksmError
+from pyksm.events import ReadEvent
 from pyksm.kernel.wire import Hint
-from pyksm.probes.loader import ReadEvent
 
 P = 4096
 S = 1_000_000_000

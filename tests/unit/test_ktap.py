@@ -36,3 +36,21 @@ def test_suites_cases_and_verdicts() -> None:
     assert suites["ksm_hints_parser"].passed == ["text_line"]
     # A suite whose result line never came is neither ok nor failed: unknown.
     assert suites["crashed_suite"].ok is None
+
+
+def test_kselftest_tap_counts_use_the_same_result_lines() -> None:
+    from pyksm.lab.selftests import tap_counts
+
+    out = "\n".join(
+        [
+            "TAP version 13",
+            "1..5",
+            "ok 1 - merge",
+            "ok 2 unmerge",
+            "not ok 3 - zero pages",
+            "ok 4 - numa # SKIP one node",
+            "    ok 1 nested lines are not counted",
+            "ok 5",
+        ]
+    )
+    assert tap_counts(out) == (3, 1, 1)

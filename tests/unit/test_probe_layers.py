@@ -514,3 +514,19 @@ def test_set_targets_writes_the_changed_words() -> None:
     assert table == {1: 1 << 37}
     p.set_targets({})
     assert table == {1: 0}
+
+
+def test_a_tracefs_mount_that_fails_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess as sp
+
+    monkeypatch.setattr(features, "TRACEFS", (tmp_path / "tracing",))
+    monkeypatch.setattr(features.os, "geteuid", lambda: 0)
+
+    def failing_mount(argv: list[str], **_kw: object) -> sp.CompletedProcess[str]:
+        return sp.CompletedProcess(argv, 32, "", "mount: unknown filesystem type 'tracefs'.\n")
+
+    monkeypatch.setattr(features.subprocess, "run", failing_mount)
+    with pytest.raises(PyksmError, match=r"cannot mount tracefs on .*unknown filesystem type"):
+        features.tracefs()

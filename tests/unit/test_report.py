@@ -30,6 +30,7 @@ def write_run(
                         "t": float(t),
                         "pages_sharing": s,
                         "oracle": o,
+                        "oracle_file": 0,
                         "ksmd_ticks": k,
                         "hints_received": 10 * t,
                     }
@@ -41,6 +42,7 @@ def write_run(
     (d / "summary.json").write_text(
         json.dumps(
             {
+                "mode": mode,
                 "clk_tck": 100,
                 "lifetimes": {
                     "edges_s": [0, 1, 30, float("inf")],
@@ -138,11 +140,19 @@ def test_cpu_by_task_and_guest_pace(tmp_path: Path) -> None:
         json.dumps({"scenario": {"name": "apache"}, "modes": ["ksm++"]})
     )
     rows = [
-        {"t": 0.0, "pages_sharing": 0, "oracle": 1, "ksmd_ticks": 0, "pages_scanned": 1000},
+        {
+            "t": 0.0,
+            "pages_sharing": 0,
+            "oracle": 1,
+            "oracle_file": 0,
+            "ksmd_ticks": 0,
+            "pages_scanned": 1000,
+        },
         {
             "t": 10.0,
             "pages_sharing": 1,
             "oracle": 1,
+            "oracle_file": 0,
             "ksmd_ticks": 50,
             "pages_scanned": 6000,
             "cpu_ticks": {
@@ -159,7 +169,9 @@ def test_cpu_by_task_and_guest_pace(tmp_path: Path) -> None:
     (d / "summary.json").write_text(
         json.dumps(
             {
+                "mode": "ksm++",
                 "clk_tck": 100,
+                "lifetimes": {},
                 "io_achieved": [0.97, 0.5, None],
                 "hint_visits": {"merged": 30, "first": 50, "missed": 10, "traced": 90, "lost": 0},
             }

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from pyksm.collect.targets import MemoryMaps, TargetSpec, mergeable_spans
+from pyksm.collect.targets import MemoryMaps, TargetSpec
 from pyksm.errors import PyksmError
 from pyksm.probes.headers import prepare_merged_tree
+from pyksm.procfs import mergeable_spans
 
 SMAPS = """\
 7f0000000000-7f0040000000 rw-p 00000000 00:00 0

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from pyksm.experiment.qemu_guest import Collector, Guest, coverage, guest_ram, make_disk
 from pyksm.lab import build as kbuild
-from pyksm.lab.qemu_guest import Collector, Guest, coverage, guest_ram, make_disk
 from tests.unit.test_collect_host_bcc import _bcc_usable
 
 
@@ -37,9 +37,9 @@ def test_qemu_guest_reads_land_in_guest_ram_and_are_covered(
     finally:
         guest.close()
     assert len(ram) == 1, ram
-    assert stats["targets_seen"] == [guest.pid]
-    assert stats["syscalls"] == ["pread64", "preadv", "preadv2", "io_submit"]
-    assert stats["outside_bytes"] == 0  # the controller's RAM filter agrees
+    assert stats.targets_seen == [guest.pid]
+    assert stats.syscalls == ["pread64", "preadv", "preadv2", "io_submit"]
+    assert stats.outside_bytes == 0  # the controller's RAM filter agrees
     c = coverage(trace, guest.pid, ram, os.path.getsize(disk))
     print(c)
     assert c["inside_fraction"] >= 0.99

@@ -104,9 +104,7 @@ def main() -> None:
     out = Path(sys.argv[1])
     HINT_LOG.append(out.with_suffix(".hints.jsonl"))
     HINT_LOG[0].unlink(missing_ok=True)
-    k.write("run", 2)
-    while k.read_int("pages_shared"):
-        time.sleep(0.1)
+    k.unmerge(then=2)
     if k.has("hint_capacity"):
         k.write("hint_capacity", 4096 if HINTS else 0)
     elif HINTS:

@@ -32,7 +32,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pyksm import deadline
 from pyksm.collect import tracefile
+from pyksm.errors import PyksmError
 from pyksm.kernel import hints, ksm
 from pyksm.probes import loader
 
@@ -78,19 +80,24 @@ data = data_dir / "data.bin"
 data.write_bytes(os.urandom(16 * 4096))
 
 
+def ready_file(log: Path) -> Path:
+    return log.with_suffix(".ready")
+
+
 def wait_for(pred, timeout: float) -> bool:  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.1)
-    return bool(pred())
+    """pyksm.deadline.wait_for, as a result to record instead of an exception."""
+    try:
+        deadline.wait_for(pred, timeout, "collect_live")
+    except PyksmError:
+        return False
+    return True
 
 
 def start_collector(args: list[str], tag: str) -> tuple[subprocess.Popen[str], Path]:
+    """The collector writes ``ready_file(log)`` once attached (--ready-file)."""
     log = work / f"{tag}.stderr"
     proc = subprocess.Popen(
-        [PY, "-m", "pyksm.cli", "collect", *args, "--json"],
+        [PY, "-m", "pyksm.cli", "collect", *args, "--ready-file", str(ready_file(log)), "--json"],
         stdout=subprocess.PIPE,
         stderr=open(log, "w"),  # noqa: SIM115
         text=True,
@@ -142,7 +149,7 @@ expected = work / "expected-live.json"
 reader = start_reader(expected, ready)
 rec0, merged0 = k.read_int("hints_received"), k.read_int("hint_pages_merged")
 collector, log = start_collector(["-p", str(reader.pid), *LAYER_ARGS], "live")
-res["attached"] = wait_for(lambda: "attached" in log.read_text(), 300)
+res["attached"] = wait_for(ready_file(log).exists, 300)
 t_attach = time.monotonic()
 ready.touch()
 wait_for(expected.exists, 60)
@@ -193,14 +200,11 @@ for name, (args, _names) in recorders.items():
     running[name] = (proc, log, trace)
 res["record_attached"] = wait_for(
     lambda: all(
-        "attached" in log.read_text() or proc.poll() is not None
-        for proc, log, _ in running.values()
+        ready_file(log).exists() or proc.poll() is not None for proc, log, _ in running.values()
     ),
     900,
 )
-res["record_started"] = {
-    name: "attached" in log.read_text() for name, (_, log, _) in running.items()
-}
+res["record_started"] = {name: ready_file(log).exists() for name, (_, log, _) in running.items()}
 ready2.touch()
 wait_for(expected2.exists, 120)
 time.sleep(0.5)

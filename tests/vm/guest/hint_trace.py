@@ -11,11 +11,12 @@ from pathlib import Path
 
 from mergeable import PAGE, Region  # the script's own directory is on sys.path
 
+from pyksm.deadline import wait_for
 from pyksm.experiment.hintpairs import HintTrace
 from pyksm.kernel import hints, ksm, wire
 
 k = ksm.Ksm()
-k.write("run", 2)
+k.unmerge(then=2)
 k.write("hint_capacity", 4096)
 region = Region(32)
 for i in range(32):
@@ -29,9 +30,12 @@ with hints.HintWriter() as w:
     w.send([wire.Hint(os.getpid(), region.addr, region.size)])
 k.write("pages_to_scan", 100)
 k.write("run", 1)
-deadline = time.monotonic() + 60
-while time.monotonic() < deadline and k.read_int("hint_pages_scanned") - scanned0 < 32:
-    time.sleep(0.2)
+wait_for(
+    lambda: k.read_int("hint_pages_scanned") - scanned0 >= 32,
+    60,
+    "ksmd visiting the 32 hinted pages",
+    poll=0.2,
+)
 k.write("run", 0)
 visits, lost = tracer.stop()
 out["scanned"] = k.read_int("hint_pages_scanned") - scanned0

@@ -18,11 +18,11 @@ import mmap
 import os
 import random
 import sys
-import time
 from pathlib import Path
 
 from mergeable import PAGE, Region  # the script's own directory is on sys.path
 
+from pyksm.deadline import wait_for
 from pyksm.kernel import hints, ksm, wire
 
 N_STALE = 4096
@@ -45,15 +45,17 @@ k = ksm.Ksm()
 def wait_until(counter: str, at_least: int, poll: float = 0.005, timeout: float = 120) -> int:
     """Poll a KSM counter until it reaches ``at_least``; fail the script if
     ksmd does not get there in time (rather than hang until the VM's timeout)."""
-    deadline = time.monotonic() + timeout
-    while (value := k.read_int(counter)) < at_least:
-        if time.monotonic() > deadline:
-            sys.exit(f"hint_tree: {counter} stayed at {value} < {at_least} for {timeout:.0f} s")
-        time.sleep(poll)
-    return value
+    seen: list[int] = []
+
+    def reached() -> bool:
+        seen.append(k.read_int(counter))
+        return seen[-1] >= at_least
+
+    wait_for(reached, timeout, f"hint_tree: {counter} reaching {at_least}", poll=poll)
+    return seen[-1]
 
 
-k.write("run", 2)
+k.unmerge(then=2)
 if k.has("smart_scan"):
     k.write("smart_scan", 0)  # smart scan would skip S in the measured round
 k.write("hint_capacity", 4096)

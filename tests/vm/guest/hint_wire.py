@@ -68,17 +68,19 @@ hints.send_text([f"{os.getpid()} {region.addr:#x} {2 * PAGE}"])
 out["text_received_delta"] = k.read_int("hints_received") - t0
 # pyksm top's exporter sees the hint counters and this process's KSM state
 # (on 6.12, /proc/PID/ksm_stat has no ksm_mergeable: wait for ksmd's rmap items).
-import time  # noqa: E402
-
-from pyksm.report import top  # noqa: E402
+from pyksm.deadline import wait_for  # noqa: E402
+from pyksm.monitor import top  # noqa: E402
 
 k.write("pages_to_scan", 1000)
 k.write("run", 1)
-deadline = time.monotonic() + 30
-while time.monotonic() < deadline and not ksm.process_stat(os.getpid()).get("ksm_rmap_items"):
-    time.sleep(0.2)
+wait_for(
+    lambda: ksm.process_stat(os.getpid()).get("ksm_rmap_items"),
+    30,
+    "ksmd registering this process (ksm_rmap_items)",
+    poll=0.2,
+)
 
 prom = top.prometheus(top.sample(k), {})
-out["prometheus_has_hints"] = "pyksm_ksm_hints_received " in prom
+out["prometheus_has_hints"] = "pyksm_hints_received_total " in prom
 out["prometheus_has_self"] = f'pid="{os.getpid()}"' in prom
 Path(sys.argv[1]).write_text(json.dumps(out))

@@ -26,6 +26,8 @@ import time
 
 import uring  # tests/vm/guest/uring.py, next to this script
 
+from pyksm.deadline import wait_for
+
 PAGE = mmap.PAGESIZE
 SYS_IO_SETUP, SYS_IO_DESTROY, SYS_IO_GETEVENTS, SYS_IO_SUBMIT = 206, 207, 208, 209
 IOCB = struct.Struct("<QIIHhIQQqQII")  # struct iocb, 64 bytes
@@ -64,9 +66,7 @@ def main() -> None:
     ap.add_argument("--io-uring", action="store_true", help="also read with io_uring")
     a = ap.parse_args()
     if a.wait_for:
-        deadline = time.monotonic() + 300
-        while not all(os.path.exists(w) for w in a.wait_for) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: all(os.path.exists(w) for w in a.wait_for), 300, "the go files", poll=0.05)
         time.sleep(0.3)
     size = a.pages * PAGE
     stride = 2 * size  # a slot and a gap

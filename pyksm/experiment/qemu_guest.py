@@ -9,22 +9,22 @@ matter. The initramfs is built once under ~/.cache/pyksm/qemu-guest/.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
-import json
 import os
 import select
 import shutil
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from pyksm import cache
 from pyksm.collect import tracefile
-from pyksm.collect.targets import mergeable_spans
+from pyksm.collect.process import CollectorProcess
 from pyksm.control.ranges import clip
-from pyksm.lab import cache
+from pyksm.errors import PyksmError
+from pyksm.procfs import mergeable_spans, read_smaps
 
 INIT = """#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -85,11 +85,18 @@ class Guest:
     """A running QEMU; ``command("dd")`` returns the host-side seconds it took."""
 
     def __init__(
-        self, bzimage: Path, disk: Path, memory_mib: int = 256, qmp: Path | None = None
+        self,
+        bzimage: Path,
+        disk: Path,
+        memory_mib: int = 256,
+        qmp: Path | None = None,
+        boot_timeout: float = 300,
+        qemu: str = "qemu-system-x86_64",
+        initrd: Path | None = None,
     ) -> None:
         self.memory_mib = memory_mib
         argv = [
-            "qemu-system-x86_64",
+            qemu,
             "-accel", "tcg",
             "-m", str(memory_mib),
             "-smp", "1",
@@ -98,7 +105,7 @@ class Guest:
             "-no-reboot",
             "-serial", "stdio",
             "-kernel", str(bzimage),
-            "-initrd", str(initramfs()),
+            "-initrd", str(initrd or initramfs()),
             "-append", "console=ttyS0 quiet panic=-1",
             "-drive", f"file={disk},format=raw,if=virtio,aio=threads,cache=writeback",
             "-nic", "none",
@@ -109,7 +116,11 @@ class Guest:
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
         self.pid = self.proc.pid
-        self.wait_for(b"READY", 300)
+        try:
+            self.wait_for(b"READY", boot_timeout)
+        except BaseException:
+            self.close()  # a guest that dies or hangs at boot is not left behind
+            raise
 
     def wait_for(self, token: bytes, timeout: float) -> bytes:
         assert self.proc.stdout is not None
@@ -118,7 +129,7 @@ class Guest:
         while token not in data:
             left = end - time.monotonic()
             if left <= 0 or self.proc.poll() is not None:
-                raise RuntimeError(f"QEMU guest: no {token!r}; output tail: {data[-500:]!r}")
+                raise PyksmError(f"QEMU guest: no {token!r}; output tail: {data[-500:]!r}")
             r, _, _ = select.select([self.proc.stdout], [], [], left)
             if r:
                 chunk = os.read(self.proc.stdout.fileno(), 65536)
@@ -134,6 +145,7 @@ class Guest:
         return time.monotonic() - t0
 
     def close(self) -> None:
+        """Power off (``off``), or kill after 10 s; the pipes are closed either way."""
         if self.proc.poll() is None:
             try:
                 assert self.proc.stdin is not None
@@ -143,38 +155,24 @@ class Guest:
             except (OSError, subprocess.TimeoutExpired):
                 self.proc.kill()
                 self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+
+    def __enter__(self) -> Guest:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
-class Collector:
-    """``pyksm collect ARGS --json`` as a subprocess; ready once it says "attached"."""
-
-    def __init__(self, args: list[str], log: Path) -> None:
-        self.log = log
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pyksm.cli", "collect", *args, "--json"],
-            stdout=subprocess.PIPE,
-            stderr=open(log, "w"),  # noqa: SIM115
-            text=True,
-        )
-        end = time.monotonic() + 120
-        while "attached" not in log.read_text():
-            if time.monotonic() > end or self.proc.poll() is not None:
-                raise RuntimeError(f"collector did not attach: {log.read_text()[-1000:]}")
-            time.sleep(0.05)
-
-    def stop(self) -> dict[str, Any]:
-        self.proc.send_signal(signal.SIGINT)
-        out, _ = self.proc.communicate(timeout=60)
-        if self.proc.returncode != 0:
-            raise RuntimeError(
-                f"collector exit {self.proc.returncode}: {self.log.read_text()[-1000:]}"
-            )
-        return dict(json.loads(out))
+# The collector of a guest experiment: pyksm.collect.process's one helper.
+Collector = CollectorProcess
 
 
 def guest_ram(pid: int, memory_mib: int) -> list[tuple[int, int]]:
-    text = Path(f"/proc/{pid}/smaps").read_text()
-    return mergeable_spans(text, size=memory_mib << 20)
+    return mergeable_spans(read_smaps(pid), size=memory_mib << 20)
 
 
 def coverage(trace: Path, pid: int, ram: list[tuple[int, int]], disk_bytes: int) -> dict[str, Any]:

@@ -1,0 +1,7 @@
+"""``python -m pyksm``."""
+
+import sys
+
+from pyksm.cli import main
+
+sys.exit(main())

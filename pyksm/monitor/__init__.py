@@ -1,0 +1,1 @@
+"""``pyksm top``: the live monitor of KSM and KSM++ on this machine."""

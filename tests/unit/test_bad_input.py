@@ -1,0 +1,343 @@
+"""Every input gets an answer: bad input to any subcommand is one line and exit 2.
+
+Each case runs the real command line (``pyksm.cli.main``) in a forked child
+with its own stdout/stderr files and a timeout, on this host's kernel (stock:
+no KSM++ knobs, maybe no kprobes), and asserts a non-zero exit (2: bad
+input), exactly one line on stderr and no traceback anywhere.
+
+Placeholders in an argv are made per test under ``tmp_path``:
+``{tmp}`` the directory, ``{file}`` a regular file, ``{junk}`` a file of
+garbage, ``{empty}`` an empty file, ``{json}`` broken JSON, ``{results}`` a
+results directory with broken samples, ``{red}`` a missing path with
+``[red]`` in it (rich markup must print as is), ``{pid}`` a process that
+exited.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+MISSING_PID = "999999999"
+
+
+@dataclass(frozen=True)
+class Case:
+    argv: tuple[str, ...]
+    # Part of the one stderr line (after placeholders are filled in); "" for any.
+    says: str = ""
+    # Exit code wanted; 2 for bad input.
+    code: int = 2
+    # A case that, if the parser let it through, would build a kernel or boot a VM.
+    heavy: bool = False
+
+
+def c(line: str, says: str = "", code: int = 2, heavy: bool = False) -> Case:
+    return Case(tuple(line.split()), says, code, heavy)
+
+
+CASES: list[Case] = [
+    # kernel / vm
+    c("kernel build -j -1", "-j", heavy=True),
+    c("kernel build -j 0", "-j", heavy=True),
+    c("kernel build -j x", "-j"),
+    c("kernel build --fragment {tmp}/nope.config", "nope.config", heavy=True),
+    c("vm run --cpus 0 -- true", "--cpus", heavy=True),
+    c("vm run --cpus -2 -- true", "--cpus", heavy=True),
+    c("vm run --timeout 0 -- true", "--timeout", heavy=True),
+    c("vm run --timeout -1 -- true", "--timeout", heavy=True),
+    c("vm run --memory 2X -- true", "--memory", heavy=True),
+    c("vm run --memory= -- true", "--memory", heavy=True),
+    c("vm run --kernel {tmp}/no-bzImage -- true", "no-bzImage"),
+    c("vm run --kernel {file} --outdir /proc/pyksm -- true", "/proc", heavy=True),
+    c("vm run --kernel {file} --outdir {file} -- true", "not a directory", heavy=True),
+    c("vm run --kernel {file}", "no command"),
+    c("vm scan-log {tmp}/missing.log", "missing.log"),
+    c("vm scan-log {tmp}", "directory"),
+    c("vm scan-log {red}", "[red]"),
+    # ksm
+    c("ksm show --pid -1", "--pid"),
+    c("ksm show --pid 0", "--pid"),
+    c(f"ksm show --pid {MISSING_PID}", MISSING_PID),
+    c("ksm show --pid {pid}", "no process"),
+    c("ksm set no_such_knob=1", "no_such_knob"),
+    c("ksm set [red]=1", "[red]"),
+    c("ksm set run=", "empty"),
+    c("ksm set pages_to_scan=", "empty"),
+    c("ksm set ../ksm/no_such=1", "/"),
+    c("ksm set a/b=1", "/"),
+    c("ksm set =1", "KNOB=VALUE"),
+    c("ksm set run", "KNOB=VALUE"),
+    c("ksm set pages_to_scan=-5", "pages_to_scan"),
+    # hint
+    c("hint -1 0x1000 4096", "pid"),
+    c("hint 0 0x1000 4096", "pid"),
+    c("hint 1 0x1000 0", "len"),
+    c("hint 1 0x1000 -4096", "len"),
+    c("hint 1 -0x1000 4096", "-0x1000"),
+    c("hint 1 zz 4096", "start"),
+    c("hint --replay {tmp}/missing.trace", "missing.trace"),
+    c("hint --replay {junk}", "not a pyksm hint trace"),
+    c("hint --replay {empty}", "empty.bin"),
+    c("hint --replay {trace} --speed -1", "--speed"),
+    c("hint --replay {red}", "[red]"),
+    # collect
+    c("collect", "no targets"),
+    c("collect -p -1 --record {tmp}/t", "--pid"),
+    c("collect -p 0 --record {tmp}/t", "--pid"),
+    c(f"collect -p {MISSING_PID} --record {{tmp}}/t", MISSING_PID),
+    c("collect -p {pid} --record {tmp}/t", "no process"),
+    c("collect -p 1 -d 0 --record {tmp}/t", "--duration"),
+    c("collect -p 1 -d -1 --record {tmp}/t", "--duration"),
+    c("collect -p 1 --min-bytes -1 --record {tmp}/t", "--min-bytes"),
+    c("collect -p 1 --record {tmp}/t 0 3", "interval"),
+    c("collect -p 1 --record {tmp}/t -1", "interval"),
+    c("collect -p 1 --record {tmp}/t 1 0", "count"),
+    c("collect -p 1 --record {tmp}/t 1 -2", "count"),
+    c("collect -p 1 --record {tmp}/no/dir/t", "no/dir"),
+    c("collect -p 1 --record {tmp}", "directory"),
+    c("collect -p 1 --record /proc/pyksm.trace", "/proc"),
+    c("collect -p 1 --record {junk}", "not a pyksm hint trace"),
+    c("collect -p 1 --record {red}/t", "[red]"),
+    c("collect --qmp {tmp}/missing.qmp --record {tmp}/t", "missing.qmp"),
+    c("collect --qmp {file} --record {tmp}/t", "file.txt"),
+    c("collect -p 1 --record {tmp}/t --syscalls ,", "--syscalls"),
+    c("collect -p 1 --record {tmp}/t --layer vfs --functions ,", "--functions"),
+    c("collect -p 1 --record {tmp}/t --layer syscalls --functions vfs_read", "--functions"),
+    c("collect -p 1 --record {tmp}/t --ready-fd 999", "--ready-fd"),
+    c("collect -p 1 --record {tmp}/t --ready-file /proc/ready", "/proc"),
+    c("collect -p 1 --record {tmp}/t --ready-file {tmp}/no/dir/ready", "no/dir"),
+    c("collect -p 1 --record {tmp}/t --safe --allow", "--allow"),
+    c("collect -p 1 --record {tmp}/t --safe --allow qemu-system-x86_64", "15 characters"),
+    c("collect -p 1 --record {tmp}/t --safe --trust-group a=x --allow 1", "NAME=PID"),
+    c("collect --cgroup {tmp}/no-such-cgroup --record {tmp}/t", "no cgroup"),
+    c("collect --cgroup [red] --record {tmp}/t", "[red]"),
+    # trace
+    c("trace show {tmp}/missing.trace", "missing.trace"),
+    c("trace show {tmp}", "directory"),
+    c("trace show {junk}", "not a pyksm hint trace"),
+    c("trace show {empty}", "empty.bin"),
+    c("trace show {red}", "[red]"),
+    # snapshot / analyze / simulate
+    c(f"snapshot -p {MISSING_PID} -n 1 -o {{tmp}}/s.npz", MISSING_PID),
+    c("snapshot -p {pid} -n 1 -o {tmp}/s.npz", "no process"),
+    c("snapshot -p -1 -o {tmp}/s.npz", "--pid"),
+    c("snapshot -p 1 -i 0 -o {tmp}/s.npz", "--interval"),
+    c("snapshot -p 1 -i -1 -o {tmp}/s.npz", "--interval"),
+    c("snapshot -p 1 -n 0 -o {tmp}/s.npz", "--count"),
+    c("snapshot -p 1 -n -3 -o {tmp}/s.npz", "--count"),
+    c("snapshot -p 1 -n 1 -o {tmp}/no/dir/s.npz", "no/dir"),
+    c("snapshot -p 1 -n 1 -o {tmp}", "directory"),
+    c("snapshot -p 1 -n 1 -o /proc/s.npz", "/proc"),
+    c("snapshot -p 1 -n 1 -o {red}/s.npz", "[red]"),
+    c("analyze {tmp}/missing.npz", "missing.npz"),
+    c("analyze {tmp}", "directory"),
+    c("analyze {junk}", "junk.bin"),
+    c("analyze {empty}", "empty.bin"),
+    c("analyze {json}", "bad.json"),
+    c("analyze {red}", "[red]"),
+    c("simulate {junk}", "junk.bin"),
+    c("simulate {tmp}/missing.npz", "missing.npz"),
+    c("simulate {junk} --pages-to-scan 0", "--pages-to-scan"),
+    c("simulate {junk} --pages-to-scan -1", "--pages-to-scan"),
+    c("simulate {junk} --sleep-ms -1", "--sleep-ms"),
+    c("simulate {junk} --hint-capacity -1", "--hint-capacity"),
+    c("simulate {junk} --interleave x", "--interleave"),
+    c("simulate {junk} --interleave 0:0", "--interleave"),
+    c("simulate {junk} --hint-max-age-ms -5", "--hint-max-age-ms"),
+    c("simulate {junk} --sweep bogus=1", "--sweep"),
+    c("simulate {junk} --sweep pages_to_scan=", "--sweep"),
+    c("simulate {junk} --sweep pages_to_scan=-1", "--sweep"),
+    # experiment / report / demo
+    c("experiment run kernel-build --duration 0", "--duration", heavy=True),
+    c("experiment run kernel-build --duration -1", "--duration", heavy=True),
+    c("experiment run kernel-build --scan-rate x", "scan"),
+    c("experiment run kernel-build --scan-rate 0:20", "scan", heavy=True),
+    c("experiment run kernel-build --scan-rate 100:-1", "scan", heavy=True),
+    c("experiment run kernel-build --modes bogus", "bogus"),
+    c("experiment run kernel-build --modes=", "--modes", heavy=True),
+    c("experiment run kernel-build --warm-up -1", "--warm-up"),
+    c("experiment run kernel-build --outdir /proc/pyksm", "/proc", heavy=True),
+    c("experiment run kernel-build --outdir {file}", "not a directory", heavy=True),
+    c("experiment run no-such-scenario", "no-such-scenario"),
+    c("report {tmp}/missing", "missing"),
+    c("report {file}", "file.txt"),
+    c("report {tmp}", "no experiment results"),
+    c("report {results}", "samples.jsonl"),
+    c("report {red}", "[red]"),
+    c("report {results} --out {file}", "file.txt"),
+    c("report {results} --out /proc/pyksm-report", "/proc"),
+    c("demo --duration 0", "--duration", heavy=True),
+    c("demo --duration -5", "--duration", heavy=True),
+    c("demo --outdir /proc/pyksm", "/proc", heavy=True),
+    # top
+    c("top 0", "interval"),
+    c("top -1", "interval"),
+    c("top 1 0", "count"),
+    c("top 1 -1", "count"),
+    c("top x", "interval"),
+    c("top --once --prometheus {tmp}/no/dir/ksm.prom", "no/dir"),
+    c("top --once --prometheus /proc/ksm.prom", "/proc"),
+    c("top --once --listen nonsense", "--listen"),
+    c("top --once --listen 127.0.0.1:99999", "--listen"),
+    # the top level
+    c("no-such-command", "no-such-command"),
+    c("", "required"),
+]
+
+
+# This host's kernel lacks a feature: one line that names it, exit 2.
+STOCK_KERNEL = not Path("/sys/kernel/mm/ksm/hint_capacity").exists()
+KPROBES = any(
+    Path(d, "kprobe_events").exists() for d in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+)
+FEATURE_CASES: list[Case] = [
+    *(
+        [
+            c("hint 1 0x1000 4096", "KSM++"),
+            c("hint --text 1 0x1000 4096", "KSM++"),
+            c("collect -p 1 -d 1", "KSM++"),
+            c("ksm set hint_capacity=4096", "KSM++"),
+        ]
+        if STOCK_KERNEL
+        else []
+    ),
+    *([] if KPROBES else [c("collect -p 1 -d 1 --record {tmp}/t --layer vfs-kprobe", "kprobes")]),
+]
+
+
+def _exited_pid() -> str:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return str(child.pid)
+
+
+@pytest.fixture(scope="module")
+def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    tmp = tmp_path_factory.mktemp("bad input [x]")
+    (tmp / "file.txt").write_text("a file, not a directory\n")
+    (tmp / "junk.bin").write_bytes(b"\x00garbage\xff" * 100)
+    (tmp / "empty.bin").write_bytes(b"")
+    (tmp / "bad.json").write_text('{"broken": ')
+    results = tmp / "results" / "kernel-build"
+    (results / "ksm").mkdir(parents=True)
+    (results / "config.json").write_text('{"scenario": {"name": "kernel-build"}, "modes": ["ksm"]}')
+    (results / "ksm" / "samples.jsonl").write_text('{"t": "soon", "pages_sharing": []}\n')
+    from pyksm.collect.tracefile import TraceWriter
+
+    with TraceWriter(tmp / "ok.trace"):
+        pass
+    (tmp / "cache").mkdir()
+    return {
+        "tmp": str(tmp),
+        "file": str(tmp / "file.txt"),
+        "junk": str(tmp / "junk.bin"),
+        "empty": str(tmp / "empty.bin"),
+        "json": str(tmp / "bad.json"),
+        "results": str(results),
+        "trace": str(tmp / "ok.trace"),
+        "red": str(tmp / "[red]missing"),
+        "pid": _exited_pid(),
+    }
+
+
+@dataclass
+class Outcome:
+    code: int | None  # None: killed after the timeout
+    out: str
+    err: str
+
+
+def _child(argv: list[str], out: str, err: str, cwd: str) -> None:
+    # What `pyksm` does, in a fresh process: stdout/stderr are files, not terminals.
+    os.chdir(cwd)
+    for fd, path in ((1, out), (2, err)):
+        f = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(f, fd)
+        os.close(f)
+    # pytest's capture replaced sys.stdout/sys.stderr: write to the fds again.
+    sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+    os.environ["PYKSM_CACHE"] = os.path.join(cwd, "cache")
+    from pyksm.cli import main
+
+    sys.exit(main(argv))
+
+
+def run_case(argv: list[str], cwd: str, timeout: float = 30.0) -> Outcome:
+    """``pyksm ARGV`` in a forked child (pyksm already imported: fast)."""
+    out, err = os.path.join(cwd, "stdout"), os.path.join(cwd, "stderr")
+    proc = multiprocessing.get_context("fork").Process(target=_child, args=(argv, out, err, cwd))
+    proc.start()
+    proc.join(timeout)
+    code = proc.exitcode
+    if proc.is_alive():
+        proc.kill()
+        proc.join()
+        code = None
+    return Outcome(
+        code, Path(out).read_text(errors="replace"), Path(err).read_text(errors="replace")
+    )
+
+
+WARM = (
+    "pyksm.cli",
+    "pyksm.analysis.simulator",
+    "pyksm.analysis.storage",
+    "pyksm.analysis.snapshot",
+    "pyksm.analysis.hinttrace",
+    "pyksm.collect.session",
+    "pyksm.collect.replay",
+    "pyksm.experiment.host",
+    "pyksm.kernel.hints",
+    "pyksm.monitor.top",
+    "pyksm.report.render",
+)
+
+
+def _warm() -> None:
+    """Import what the commands import, once, so that each forked child starts fast."""
+    import importlib
+
+    for name in WARM:
+        importlib.import_module(name)
+
+
+def fill(case: Case, places: dict[str, str]) -> list[str]:
+    return [a.format(**places) for a in case.argv]
+
+
+ALL = CASES + FEATURE_CASES
+
+
+@pytest.mark.parametrize("case", ALL, ids=[" ".join(x.argv) or "(nothing)" for x in ALL])
+def test_bad_input_is_one_line_and_exit_2(
+    case: Case, places: dict[str, str], tmp_path: Path
+) -> None:
+    _warm()
+
+    res = run_case(fill(case, places), str(tmp_path))
+    assert res.code is not None, f"hung: stderr {res.err!r}"
+    assert "Traceback" not in res.err + res.out, res.err
+    assert res.code == case.code, res.err
+    lines = res.err.splitlines()
+    assert len(lines) == 1, res.err
+    assert case.says.format(**places) in lines[0], lines[0]
+    assert not (tmp_path / "t").exists(), "a failed collect left a trace file behind"
+
+
+def test_python_m_pyksm_gives_one_line() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "pyksm", "top", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert len(proc.stderr.splitlines()) == 1 and "Traceback" not in proc.stderr
