@@ -207,3 +207,16 @@ def test_collector_process_is_ready_then_returns_its_statistics(tmp_path: Path) 
         target.wait()
     assert stats.targets_seen == [target.pid] and stats.interrupted is True
     assert stats.events > 0 and stats.records_written == stats.events
+
+
+@pytest.mark.host_bcc
+@pytest.mark.usefixtures("bcc")
+def test_qmp_prints_the_qemu_pid_and_ram_it_found(fake_qemu: Path, tmp_path: Path) -> None:
+    # The fake QEMU is this test process: SO_PEERCRED names it, its RAM is 512 MiB.
+    proc = subprocess.run(
+        [sys.executable, "-m", "pyksm", "collect", "--qmp", str(fake_qemu),
+         "--record", str(tmp_path / "t.trace"), "-d", "0.5"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert f"QEMU pid {os.getpid()}, RAM 512 MiB" in proc.stderr
