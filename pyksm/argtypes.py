@@ -14,7 +14,7 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from pyksm.errors import PyksmError
 
@@ -62,44 +62,30 @@ def _int(text: str) -> int:
     return int(text, 0)
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1 (0x... accepted)."""
-    n = _number(text, _int)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {text}")
-    return n
+def _at_least(
+    kind: Callable[[str], float], low: float, strict: bool, what: str
+) -> Callable[[str], Any]:
+    """A parser of finite numbers >= ``low`` (> ``low`` when ``strict``)."""
+
+    def parse(text: str) -> Any:
+        x = _number(text, kind)
+        if x != x or x in (float("inf"), float("-inf")) or x < low or (strict and x == low):
+            raise argparse.ArgumentTypeError(f"{what}, not {text}")
+        return x
+
+    return parse
 
 
-def nonneg_int(text: str) -> int:
-    """An integer >= 0 (0x... accepted)."""
-    n = _number(text, _int)
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
-    return n
-
-
-def positive_float(text: str) -> float:
-    """A finite number > 0 (seconds, milliseconds)."""
-    x = _number(text, float)
-    if not 0 < x < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
-    return x
-
-
-def nonneg_float(text: str) -> float:
-    """A finite number >= 0."""
-    x = _number(text, float)
-    if not 0 <= x < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
-    return x
-
-
-def pid(text: str) -> int:
-    """A process id (>= 1)."""
-    n = _number(text, int)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"not a process id: {text}")
-    return n
+positive_int: Callable[[str], int] = _at_least(_int, 1, False, "must be at least 1")
+positive_int.__doc__ = "An integer >= 1 (0x... accepted)."
+nonneg_int: Callable[[str], int] = _at_least(_int, 0, False, "must be 0 or more")
+nonneg_int.__doc__ = "An integer >= 0 (0x... accepted)."
+positive_float: Callable[[str], float] = _at_least(float, 0, True, "must be more than 0")
+positive_float.__doc__ = "A finite number > 0 (seconds, milliseconds)."
+nonneg_float: Callable[[str], float] = _at_least(float, 0, False, "must be 0 or more")
+nonneg_float.__doc__ = "A finite number >= 0."
+pid: Callable[[str], int] = _at_least(int, 1, False, "not a process id")
+pid.__doc__ = "A process id (>= 1)."
 
 
 def address(text: str) -> int:

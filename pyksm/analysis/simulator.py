@@ -156,12 +156,10 @@ def _ref(n: int, mps: int) -> tuple[int, int]:
 
 
 @numba.njit(cache=True)
-def _drop_sharer(stable: npt.NDArray[np.int64], m: int, mps: int) -> tuple[int, int]:
-    """A page left stable node m (copy-on-write broke it): the change of
-    (pages_shared, pages_sharing)."""
-    sh0, sg0 = _ref(stable[m], mps)
-    stable[m] -= 1
-    sh1, sg1 = _ref(stable[m], mps)
+def _ref_change(n0: int, n1: int, mps: int) -> tuple[int, int]:
+    """A stable node going from n0 to n1 sharers: the change of (pages_shared, pages_sharing)."""
+    sh0, sg0 = _ref(n0, mps)
+    sh1, sg1 = _ref(n1, mps)
     return sh1 - sh0, sg1 - sg0
 
 
@@ -340,7 +338,9 @@ def _batch(
                 c = row[x]
                 m = merged[x]
                 if m >= 0 and c != m:
-                    d_shared, d_sharing = _drop_sharer(stable, m, mps)
+                    # copy-on-write broke the sharing
+                    d_shared, d_sharing = _ref_change(stable[m], stable[m] - 1, mps)
+                    stable[m] -= 1
                     shared_total += d_shared
                     sharing_total += d_sharing
                     merged[x] = -1
@@ -364,7 +364,8 @@ def _batch(
         c = row[s]
         m = merged[s]
         if m >= 0 and c != m:
-            d_shared, d_sharing = _drop_sharer(stable, m, mps)
+            d_shared, d_sharing = _ref_change(stable[m], stable[m] - 1, mps)
+            stable[m] -= 1
             shared_total += d_shared
             sharing_total += d_sharing
             merged[s] = -1
@@ -372,11 +373,10 @@ def _batch(
         if m >= 0:
             continue
         if stable[c] > 0:
-            sh0, sg0 = _ref(stable[c], mps)
+            d_shared, d_sharing = _ref_change(stable[c], stable[c] + 1, mps)
             stable[c] += 1
-            sh1, sg1 = _ref(stable[c], mps)
-            shared_total += sh1 - sh0
-            sharing_total += sg1 - sg0
+            shared_total += d_shared
+            sharing_total += d_sharing
             merged[s] = c
             counters[C_MERGES] += 1
             continue
@@ -387,11 +387,10 @@ def _batch(
         checksum[s] = c
         u = unstable_site[c]
         if unstable_round[c] == rnd and u != s and merged[u] < 0 and row[u] == c:
-            sh0, sg0 = _ref(stable[c], mps)
+            d_shared, d_sharing = _ref_change(stable[c], stable[c] + 2, mps)
             stable[c] += 2
-            sh1, sg1 = _ref(stable[c], mps)
-            shared_total += sh1 - sh0
-            sharing_total += sg1 - sg0
+            shared_total += d_shared
+            sharing_total += d_sharing
             merged[s] = c
             merged[u] = c
             unstable_round[c] = -1

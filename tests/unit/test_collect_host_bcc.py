@@ -27,6 +27,14 @@ REPO = Path(__file__).resolve().parents[2]
 READER = REPO / "tests" / "vm" / "guest" / "read_into_mergeable.py"
 
 
+@pytest.fixture
+def bcc() -> None:
+    """Skip unless this machine can run the collector: root, bcc, syscall tracepoints."""
+    reason = _bcc_usable()
+    if reason:
+        pytest.skip(reason)
+
+
 def _bcc_usable() -> str | None:
     if os.geteuid() != 0:
         return "needs root"
@@ -40,10 +48,8 @@ def _bcc_usable() -> str | None:
 
 
 @pytest.mark.host_bcc
+@pytest.mark.usefixtures("bcc")
 def test_record_mode_traces_exact_ranges_and_survives_sigint(tmp_path: Path) -> None:
-    reason = _bcc_usable()
-    if reason:
-        pytest.skip(reason)
     data = tmp_path / "data.bin"
     data.write_bytes(os.urandom(16 * 4096))
     trace = tmp_path / "r.trace"
@@ -90,10 +96,8 @@ def test_record_mode_traces_exact_ranges_and_survives_sigint(tmp_path: Path) -> 
 
 
 @pytest.mark.host_bcc
+@pytest.mark.usefixtures("bcc")
 def test_kill_9_of_the_collector_leaves_a_readable_trace(tmp_path: Path) -> None:
-    reason = _bcc_usable()
-    if reason:
-        pytest.skip(reason)
     data = tmp_path / "data.bin"
     data.write_bytes(os.urandom(64 * 4096))
     loop = (
@@ -137,10 +141,8 @@ def _reading_target(data: Path) -> subprocess.Popen[bytes]:
 
 
 @pytest.mark.host_bcc
+@pytest.mark.usefixtures("bcc")
 def test_json_with_an_interval_is_json_lines(tmp_path: Path) -> None:
-    reason = _bcc_usable()
-    if reason:
-        pytest.skip(reason)
     target = _reading_target(tmp_path / "data.bin")
     try:
         proc = subprocess.run(
@@ -168,10 +170,8 @@ def _limit_file_size() -> None:
 
 
 @pytest.mark.host_bcc
+@pytest.mark.usefixtures("bcc")
 def test_a_full_disk_during_record_keeps_whole_records_and_is_one_line(tmp_path: Path) -> None:
-    reason = _bcc_usable()
-    if reason:
-        pytest.skip(reason)
     target = _reading_target(tmp_path / "data.bin")
     trace = tmp_path / "t.trace"
     try:
@@ -193,10 +193,8 @@ def test_a_full_disk_during_record_keeps_whole_records_and_is_one_line(tmp_path:
 
 
 @pytest.mark.host_bcc
+@pytest.mark.usefixtures("bcc")
 def test_collector_process_is_ready_then_returns_its_statistics(tmp_path: Path) -> None:
-    reason = _bcc_usable()
-    if reason:
-        pytest.skip(reason)
     target = _reading_target(tmp_path / "data.bin")
     try:
         with CollectorProcess(
@@ -209,3 +207,16 @@ def test_collector_process_is_ready_then_returns_its_statistics(tmp_path: Path) 
         target.wait()
     assert stats.targets_seen == [target.pid] and stats.interrupted is True
     assert stats.events > 0 and stats.records_written == stats.events
+
+
+@pytest.mark.host_bcc
+@pytest.mark.usefixtures("bcc")
+def test_qmp_prints_the_qemu_pid_and_ram_it_found(fake_qemu: Path, tmp_path: Path) -> None:
+    # The fake QEMU is this test process: SO_PEERCRED names it, its RAM is 512 MiB.
+    proc = subprocess.run(
+        [sys.executable, "-m", "pyksm", "collect", "--qmp", str(fake_qemu),
+         "--record", str(tmp_path / "t.trace"), "-d", "0.5"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert f"QEMU pid {os.getpid()}, RAM 512 MiB" in proc.stderr

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import re
 import shutil
 import subprocess
@@ -17,7 +18,7 @@ import pytest
 from pyksm.cli import main
 from pyksm.collect import cli as collect_cli
 from pyksm.errors import PyksmError
-from pyksm.probes import features, loader
+from pyksm.probes import features, headers, loader
 from pyksm.probes.features import VFS_FUNCTIONS, Features
 
 BPF = Path(loader.BPF_SOURCE).parent
@@ -530,3 +531,39 @@ def test_a_tracefs_mount_that_fails_says_so(
     monkeypatch.setattr(features.subprocess, "run", failing_mount)
     with pytest.raises(PyksmError, match=r"cannot mount tracefs on .*unknown filesystem type"):
         features.tracefs()
+
+
+@pytest.mark.parametrize("layer", ["syscalls", "vfs-kprobe"])
+def test_a_start_that_fails_after_loading_leaves_no_probe_attached(
+    layer: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bcc loaded (and attached) the program, then a later step failed: cleanup() ran."""
+    import sys
+    import types
+
+    loaded: list[FakeBPF] = []
+
+    class FakeBPF:
+        def __init__(self, text: str, cflags: list[str]) -> None:
+            self.cleaned = False
+            loaded.append(self)
+
+        def attach_kprobe(self, **_kw: object) -> None:
+            pass
+
+        def attach_kretprobe(self, **_kw: object) -> None:
+            raise RuntimeError("provoked: cannot attach kretprobe")
+
+        def __getitem__(self, name: str) -> Any:
+            raise RuntimeError("provoked: no ring buffer")
+
+        def cleanup(self) -> None:
+            self.cleaned = True
+
+    monkeypatch.setitem(sys.modules, "bcc", types.SimpleNamespace(BPF=FakeBPF))
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(features, "probe", lambda **_kw: TEST_KERNEL)
+    monkeypatch.setattr(headers, "ensure_headers", lambda: "/fake/headers")
+    with pytest.raises((PyksmError, RuntimeError), match="provoked"):
+        loader.ReadProbes(loader.ProbeOptions(layer=layer))
+    assert len(loaded) == 1 and loaded[0].cleaned
