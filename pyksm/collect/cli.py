@@ -213,11 +213,7 @@ def cmd_hint(args: argparse.Namespace) -> int:
     if args.replay:
         from pyksm.collect import replay
 
-        sink = hints.open_intake(args.intake)
-        try:
-            stats = replay.replay(Path(args.replay), speed=args.speed, writer=sink)
-        finally:
-            sink.close()
+        stats = replay.replay(Path(args.replay), speed=args.speed, intake=args.intake)
         print(json.dumps(stats, indent=2))
         return 0
     if args.pid is None or args.start is None or args.len is None:

@@ -34,13 +34,17 @@ def batches(events: Iterator[ReadEvent], batch_ns: int) -> Iterator[list[ReadEve
 
 
 def replay(
-    path: Path, speed: float = 1.0, batch_ns: int = 50_000_000, writer: HintSink | None = None
+    path: Path,
+    speed: float = 1.0,
+    batch_ns: int = 50_000_000,
+    writer: HintSink | None = None,
+    intake: str = "auto",
 ) -> dict[str, Any]:
     inspect(path)  # the whole file is checked before the kernel is asked anything
     events = read_trace(path)
     ctl = Controller()
     own = writer is None
-    w = writer or open_intake("auto")
+    w = writer or open_intake(intake)
     t0_wall = time.monotonic()
     t0_trace: int | None = None
     try:

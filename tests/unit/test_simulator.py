@@ -150,7 +150,9 @@ def _random_input() -> SimInput:
             1657, 64668, 191622, 12813, 2238,
         ),
         (
-            ScanParams(pages_to_scan=100, sleep_ms=20, hint_capacity=32, interleave=(1, 0),
+            # (1, 0) before the kernel (and so the simulator) refused L = 0; the
+            # hint supply, not the ratio, bounds this case: the same numbers.
+            ScanParams(pages_to_scan=100, sleep_ms=20, hint_capacity=32, interleave=(16, 1),
                        hint_skip_volatility=False, order="random"),
             2322, 90197, 191732, 12957, 0,
         ),
@@ -167,3 +169,10 @@ def test_results_stay_what_the_one_function_scanner_gave(
         merges,
         skipped,
     )
+
+
+@pytest.mark.parametrize("interleave", [(1, 0), (17, 1), (0, 0)])
+def test_interleave_that_starves_the_linear_scan_is_refused(interleave: tuple[int, int]) -> None:
+    """As the kernel's hint_interleave: L >= 1 and H <= 16 L."""
+    with pytest.raises(PyksmError, match="L must be at least 1"):
+        ScanParams(interleave=interleave).check()
