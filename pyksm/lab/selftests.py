@@ -75,7 +75,12 @@ def tap_counts(output: str) -> tuple[int, int, int]:
 # after two full scans; with smart_scan on, a page that failed to merge for
 # three rounds may be skipped in the very round its twin arrives (measured on
 # the patched kernel: 1 failure in 8 runs with smart_scan=1, 0 in 8 with 0).
+# ksm_tests -U counts pages one full scan after writing to two merged pages;
+# with smart_scan on, the now unmerged pages may be skipped in that scan and
+# the counters lag (1 failure in 6 runs on the v2 kernel, in its first run
+# after hint_capacity changed; the other 5 and 3 more with hints on passed).
 CASE_KNOBS: dict[str, dict[str, str]] = {
+    "unmerge -U": {"smart_scan": "0"},
     "numa -N m1": {"smart_scan": "0"},
     "numa -N m0": {"smart_scan": "0"},
 }
