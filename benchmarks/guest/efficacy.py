@@ -170,13 +170,7 @@ def madvise_ingest(seconds: float = 3.0) -> dict[str, float]:
 
 
 def ksmd_cpu_s() -> float:
-    pid = next(
-        int(d.name)
-        for d in Path("/proc").iterdir()
-        if d.name.isdigit() and (d / "comm").read_text().strip() == "ksmd"
-    )
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return ksm.ksmd_cpu_ticks() / os.sysconf("SC_CLK_TCK")
 
 
 def wait_full_scans(n: int, timeout: float = 900) -> None:

@@ -35,17 +35,6 @@ if not FAILSLAB.is_dir():
     sys.exit(f"index_faults: {FAILSLAB} missing (CONFIG_FAILSLAB, FAULT_INJECTION_DEBUG_FS)")
 
 
-def ksmd_pid() -> int:
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if (d / "comm").read_text().strip() == "ksmd":
-                    return int(d.name)
-            except OSError:
-                continue
-    sys.exit("index_faults: no ksmd thread")
-
-
 def wait_until(counter: str, at_least: int, timeout: float) -> int | None:
     deadline = time.monotonic() + timeout
     while (value := k.read_int(counter)) < at_least:
@@ -104,7 +93,7 @@ def fail_next_allocation(action: str) -> str:
 
 intake_faults = {a: fail_next_allocation(a) for a in ("raw", "text")}
 
-pid = ksmd_pid()
+pid = ksm.ksmd_pid()
 (FAILSLAB / "times").write_text(str(TIMES))
 (FAILSLAB / "probability").write_text("30")
 Path(f"/proc/{pid}/make-it-fail").write_text("1")
