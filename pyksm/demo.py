@@ -13,8 +13,6 @@ from pathlib import Path
 from rich.console import Console
 
 from pyksm import argtypes
-from pyksm.experiment import host
-from pyksm.report import dataset, render
 from pyksm.terminal import err, escape, out
 
 SCENARIO = "kernel-build"
@@ -22,6 +20,10 @@ MODES = ["ksm", "ksm++"]
 
 
 def run(outdir: Path, out: Console, err: Console, duration: float | None = None) -> int:
+    # Imported here: building the CLI's parser must not load matplotlib.
+    from pyksm.experiment import host
+    from pyksm.report import dataset, render
+
     results = host.run(SCENARIO, MODES, duration, "100:20", outdir, err)
     exps = [dataset.load(results)]
     render.terminal_summary(exps, out)
