@@ -66,7 +66,7 @@ def main() -> None:
     ap.add_argument("--io-uring", action="store_true", help="also read with io_uring")
     a = ap.parse_args()
     if a.wait_for:
-        wait_for(lambda: all(os.path.exists(w) for w in a.wait_for), 300, "the go files", poll=0.05)
+        wait_for(lambda: all(os.path.exists(w) for w in a.wait_for), 600, "the go files", poll=0.05)
         time.sleep(0.3)
     size = a.pages * PAGE
     stride = 2 * size  # a slot and a gap
