@@ -313,8 +313,13 @@ def open_intake(kind: str = "auto") -> HintWriter | MadviseWriter:
     """The intake named ``kind``; ``auto`` prefers madvise where the kernel has it."""
     if kind not in INTAKES:
         raise PyksmError(f"unknown intake {kind!r}: choose one of {', '.join(INTAKES)}")
-    if kind == "madvise" or (kind == "auto" and madvise_supported()):
-        return MadviseWriter()
+    if kind == "debugfs":
+        return HintWriter()
+    try:
+        return MadviseWriter()  # probes the kernel for MADV_KSM_HINT once
+    except PyksmError:
+        if kind == "madvise":
+            raise
     return HintWriter()
 
 
