@@ -13,11 +13,51 @@ from pathlib import Path
 
 from pyksm.errors import PyksmError
 
-__all__ = ["PROC", "Mapping", "comm", "mergeable_spans", "parse_smaps", "read_smaps"]
+__all__ = [
+    "PROC",
+    "CpuTimes",
+    "Mapping",
+    "comm",
+    "cpu_times",
+    "mergeable_spans",
+    "parse_cpu_times",
+    "parse_smaps",
+    "read_smaps",
+]
 
 PROC = Path("/proc")
 # start-end perms offset dev inode [path]
 _MAP_LINE = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) (\S{4}) \S+ \S+ \S+\s*(.*)$")
+
+
+@dataclass(frozen=True)
+class CpuTimes:
+    """The first line of /proc/stat: all CPUs' time, in ticks (USER_HZ)."""
+
+    total: int
+    idle: int  # idle + iowait
+    steal: int
+
+    def __sub__(self, other: CpuTimes) -> CpuTimes:
+        return CpuTimes(self.total - other.total, self.idle - other.idle, self.steal - other.steal)
+
+
+def parse_cpu_times(text: str) -> CpuTimes:
+    """``cpu user nice system idle iowait irq softirq steal [guest guest_nice]``;
+    guest time is part of user time already and not added again."""
+    f = text.split("\n", 1)[0].split()
+    if len(f) < 5 or f[0] != "cpu":
+        raise PyksmError(f"/proc/stat: first line is not the cpu line: {text[:60]!r}")
+    try:
+        ticks = [int(x) for x in f[1:9]]
+    except ValueError:
+        raise PyksmError(f"/proc/stat: not numbers: {text[:60]!r}") from None
+    ticks += [0] * (8 - len(ticks))
+    return CpuTimes(total=sum(ticks), idle=ticks[3] + ticks[4], steal=ticks[7])
+
+
+def cpu_times(proc: Path = PROC) -> CpuTimes:
+    return parse_cpu_times((proc / "stat").read_text())
 
 
 @dataclass

@@ -1,5 +1,6 @@
-"""Run an experiment from the host: boot the test kernel and run the
-scenario's modes inside it (``pyksm experiment run``)."""
+"""Run an experiment from the host: boot the test kernel once and run the
+scenario's modes, every repetition of each, inside it (``pyksm experiment
+run`` and ``matrix``; the runner interleaves the modes across repetitions)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pyksm.errors import PyksmError
 from pyksm.experiment import runner, scenarios
 from pyksm.lab import build as kbuild
 from pyksm.lab import vm
+from pyksm.terminal import escape
 
 
 def run(
@@ -24,8 +26,10 @@ def run(
     kernel: kbuild.KernelBuild | None = None,
     warm_up: int = runner.WARM_ROUNDS,
     trace_hints: bool = False,
+    repeat: int = 1,
 ) -> Path:
     sc = scenarios.get(scenario)
+    plan = runner.schedule(modes, repeat)
     runner.parse_scan_rate(scan_rate)
     if warm_up < 0:
         raise PyksmError(f"--warm-up {warm_up}: rounds must be >= 0")
@@ -34,8 +38,9 @@ def run(
     kernel = kernel or kbuild.build(kbuild.BuildRequest(), console)
     outdir.mkdir(parents=True, exist_ok=True)
     dur = duration or sc.duration_s
+    reps = f", {repeat} repetitions interleaved" if repeat > 1 else ""
     console.print(
-        f"experiment [bold]{sc.name}[/]: modes {', '.join(modes)}, {dur:.0f} s each, "
+        f"experiment [bold]{sc.name}[/]: modes {', '.join(modes)}{reps}, {dur:.0f} s each, "
         f"scan {scan_rate} (pages:ms), kernel {kernel.release} → {outdir / sc.name}"
     )
     cmd = [
@@ -52,6 +57,8 @@ def run(
         scan_rate,
         "--warm-up",
         str(warm_up),
+        "--repeat",
+        str(repeat),
         *(["--trace-hints"] if trace_hints else []),
     ]
     res = vm.run(
@@ -61,7 +68,7 @@ def run(
             memory="4G",
             cpus=2,
             outdir=outdir,
-            timeout=len(modes) * (dur + 240) + 300,
+            timeout=len(plan) * (dur + 240) + 300,
         )
     )
     if not res.ok:
@@ -75,3 +82,51 @@ def run(
             hint=f"console: {res.console_log}, output: {res.output_log}",
         )
     return outdir / sc.name
+
+
+def run_matrix(
+    names: list[str],
+    modes: list[str],
+    duration: float | None,
+    scan_rate: str,
+    outdir: Path,
+    console: Console,
+    warm_up: int = runner.WARM_ROUNDS,
+    trace_hints: bool = False,
+    repeat: int = 1,
+) -> list[Path]:
+    """Every scenario in turn, one VM boot each (the kernel is built once).
+    A scenario that fails is reported and the next one runs; the failures
+    are raised together at the end, after the others' results are kept."""
+    for name in names:
+        scenarios.get(name)
+    runner.schedule(modes, repeat)
+    runner.parse_scan_rate(scan_rate)
+    kernel = kbuild.build(kbuild.BuildRequest(), console)
+    done: list[Path] = []
+    failed: list[str] = []
+    for name in names:
+        try:
+            path = run(
+                name,
+                modes,
+                duration,
+                scan_rate,
+                outdir,
+                console,
+                kernel,
+                warm_up=warm_up,
+                trace_hints=trace_hints,
+                repeat=repeat,
+            )
+            done.append(path)
+        except PyksmError as e:
+            console.print(f"[red]{escape(name)}: {escape(str(e))}[/]", highlight=False)
+            failed.append(name)
+    if failed:
+        raise PyksmError(
+            f"experiment matrix: {len(failed)} of {len(names)} scenarios failed "
+            f"({', '.join(failed)})",
+            hint=f"results of the others: {', '.join(str(p) for p in done) or 'none'}",
+        )
+    return done

@@ -1,7 +1,10 @@
 """The results directory's schema, shared by the runner (writer) and the report (reader).
 
-OUTDIR/SCENARIO/config.json, and per mode MODE/samples.jsonl (one
-:class:`Sample` a second) and MODE/summary.json (one :class:`Summary`).
+OUTDIR/SCENARIO/config.json, and per mode and repetition
+MODE/rep-NN/samples.jsonl (one :class:`Sample` a second) and
+MODE/rep-NN/summary.json (one :class:`Summary`). Results written before
+repetitions existed have MODE/samples.jsonl and MODE/summary.json: one
+repetition, read as repetition 1 (:func:`mode_reps`).
 The reader refuses a missing or ill-typed field with one line naming the
 file and the field: a renamed key must not be plotted as zeros.
 """
@@ -9,15 +12,50 @@ file and the field: a renamed key must not be plotted as zeros.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
 from pyksm.errors import PyksmError
 
-__all__ = ["Sample", "Summary", "read_samples", "read_summary"]
+__all__ = [
+    "IO_PACE_OK",
+    "Load",
+    "Sample",
+    "Summary",
+    "mode_reps",
+    "read_samples",
+    "read_summary",
+    "rep_dir",
+]
 
 _NUMBER = (int, float)
+# A guest that read less than this share of its set rate was CPU-bound: the
+# modes then ran different workloads (the report flags such repetitions).
+IO_PACE_OK = 0.95
+_REP_DIR = re.compile(r"rep-(\d+)")
+
+
+def rep_dir(scenario_dir: Path, mode: str, rep: int) -> Path:
+    """Where repetition ``rep`` (from 1) of ``mode`` keeps its files."""
+    return scenario_dir / mode / f"rep-{rep:02d}"
+
+
+def mode_reps(mode_dir: Path) -> list[tuple[int, Path]]:
+    """(repetition, directory) of every repetition of a mode that has samples,
+    by repetition; a mode directory of the single-run layout (samples.jsonl
+    in it) is repetition 1."""
+    if (mode_dir / "samples.jsonl").exists():
+        return [(1, mode_dir)]
+    if not mode_dir.is_dir():
+        return []
+    found = [
+        (int(m.group(1)), d)
+        for d in mode_dir.iterdir()
+        if (m := _REP_DIR.fullmatch(d.name)) and (d / "samples.jsonl").exists()
+    ]
+    return sorted(found)
 
 
 def _take(obj: dict[str, Any], name: str, kinds: tuple[type, ...], where: str) -> Any:
@@ -101,8 +139,44 @@ class Sample:
 
 
 @dataclass
+class Load:
+    """How loaded the machine the runner ran on was over one repetition's
+    measured run: /proc/stat's cpu line (all CPUs) at its start and end."""
+
+    seconds: float
+    cpu_ticks: int
+    idle_ticks: int  # idle + iowait
+    steal_ticks: int
+
+    _REQUIRED: ClassVar[dict[str, tuple[type, ...]]] = {
+        "seconds": _NUMBER,
+        "cpu_ticks": (int,),
+        "idle_ticks": (int,),
+        "steal_ticks": (int,),
+    }
+
+    @property
+    def idle_fraction(self) -> float | None:
+        """Idle share of all CPUs' time (None: no ticks counted)."""
+        return self.idle_ticks / self.cpu_ticks if self.cpu_ticks > 0 else None
+
+    @property
+    def steal_fraction(self) -> float | None:
+        """Share of all CPUs' time the hypervisor gave to others (0 under TCG)."""
+        return self.steal_ticks / self.cpu_ticks if self.cpu_ticks > 0 else None
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any], where: str) -> Load:
+        return cls(**{n: _take(obj, n, k, f"{where} load") for n, k in cls._REQUIRED.items()})
+
+
+@dataclass
 class Summary:
-    """How one mode ran (summary.json)."""
+    """How one repetition of one mode ran (summary.json).
+
+    ``rep`` (from 1) and ``load`` are missing in results written before
+    repetitions existed (read as None).
+    """
 
     mode: str
     clk_tck: int
@@ -115,6 +189,8 @@ class Summary:
     warm_up: dict[str, Any] = field(default_factory=dict)
     cpus: int | None = None
     hint_visits: dict[str, int] | None = None
+    rep: int | None = None
+    load: Load | None = None
 
     _REQUIRED: ClassVar[dict[str, tuple[type, ...]]] = {
         "mode": (str,),
@@ -130,7 +206,21 @@ class Summary:
         "warm_up": (dict,),
         "cpus": (int,),
         "hint_visits": (dict,),
+        "rep": (int,),
+        "load": (dict,),
     }
+
+    @property
+    def io_pace(self) -> float | None:
+        """The slowest guest's share of its set read rate (None: no guest reads)."""
+        achieved = [a for a in self.io_achieved if a is not None]
+        return min(achieved) if achieved else None
+
+    @property
+    def paced(self) -> bool | None:
+        """Every reading guest kept at least IO_PACE_OK of its rate (None: no I/O)."""
+        pace = self.io_pace
+        return None if pace is None else pace >= IO_PACE_OK
 
     def to_json(self) -> str:
         doc = {k: v for k, v in asdict(self).items() if v is not None}
@@ -148,6 +238,8 @@ class Summary:
         for i, a in enumerate(got.get("io_achieved", [])):
             if a is not None:
                 _take({"io_achieved": a}, "io_achieved", _NUMBER, f"{where} [{i}]")
+        if "load" in got:
+            got["load"] = Load.from_json(got["load"], where)
         return cls(**got)
 
     def get(self, key: str, default: Any = None) -> Any:

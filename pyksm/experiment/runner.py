@@ -1,5 +1,6 @@
-"""Run one scenario inside the (patched) test kernel, once per mode, sampling
-every second. ``python -m pyksm.experiment.runner SCENARIO OUTDIR [options]``.
+"""Run one scenario inside the (patched) test kernel, once per mode and
+repetition, sampling every second.
+``python -m pyksm.experiment.runner SCENARIO OUTDIR [--repeat N] [options]``.
 
 Modes (same seeded workload each time, KSM fully unmerged in between):
   ksm            linear KSM, smart_scan on (6.12's default), hints off
@@ -12,8 +13,15 @@ Modes (same seeded workload each time, KSM fully unmerged in between):
 A mode may carry its own scan rate, MODE@PAGES:MS (e.g. ksm@175:20): linear
 KSM given the ksmd CPU that KSM++ used, to compare the two at equal cost.
 
-Per mode it writes OUTDIR/SCENARIO/MODE/samples.jsonl (one JSON per second)
-and summary.json; OUTDIR/SCENARIO/config.json holds the full configuration.
+With --repeat N every mode runs N times, interleaved: repetition r runs the
+modes rotated by r - 1 (ksm, ksm++; then ksm++, ksm; ...), so a slow drift
+of the machine's load hits every mode alike and each mode runs first as
+often as the others (when N is a multiple of the number of modes).
+
+Per mode and repetition it writes OUTDIR/SCENARIO/MODE/rep-NN/samples.jsonl
+(one JSON per second) and summary.json (with the machine's load over the
+run); OUTDIR/SCENARIO/config.json holds the full configuration and the order
+the runs took.
 """
 
 from __future__ import annotations
@@ -30,15 +38,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from pyksm import __version__
+from pyksm import __version__, argtypes
 from pyksm.collect.process import CollectorProcess
 from pyksm.deadline import wait_for
 from pyksm.errors import PyksmError
 from pyksm.experiment import guest, hintpairs, scenarios
 from pyksm.experiment.guest import make_image
 from pyksm.experiment.oracle_ledger import LedgerOracle
-from pyksm.experiment.results import Sample, Summary
+from pyksm.experiment.results import IO_PACE_OK, Load, Sample, Summary, rep_dir
 from pyksm.kernel import ksm
+from pyksm.procfs import cpu_times
 
 MODES = ("ksm", "ksm++", "ksm-nosmart", "ksm++-nosmart", "ksm-advisor", "ksm++-advisor")
 # Sampled every second: every read-only value, and pages_to_scan (the
@@ -48,8 +57,6 @@ COUNTERS = (*ksm.STATS, "pages_to_scan")
 WARM_ROUNDS = 2
 WARM_PAGES = 4000
 WARM_POLL_S = 0.01
-# A guest that read less than this share of its set rate was CPU-bound.
-IO_PACE_OK = 0.95
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,28 @@ class ModeConfig:
     advisor: bool
     # The mode's own scan rate (MODE@PAGES:MS); None: the experiment's.
     scan_rate: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class Step:
+    """One run of the plan: repetition ``rep`` (from 1) of mode ``mode``."""
+
+    rep: int
+    mode: str
+
+
+def schedule(modes: list[str], repeat: int) -> list[Step]:
+    """Repetition r runs the modes rotated left by r - 1: with two modes
+    ksm, ksm++ | ksm++, ksm | ksm, ksm++ ... Every repetition holds every mode
+    once, and over len(modes) repetitions each mode takes each place once."""
+    if repeat < 1:
+        raise PyksmError(f"--repeat {repeat}: must be at least 1")
+    if not modes:
+        raise PyksmError("no modes to run")
+    if dupes := sorted({m for m in modes if modes.count(m) > 1}):
+        raise PyksmError(f"mode {dupes[0]} is given twice")
+    n = len(modes)
+    return [Step(r + 1, modes[(r + i) % n]) for r in range(repeat) for i in range(n)]
 
 
 def parse_scan_rate(text: str) -> tuple[int, int]:
@@ -212,11 +241,13 @@ def _measure(
     samples_path: Path,
     tracer: hintpairs.HintTrace | None,
     history: hintpairs.LedgerHistory,
-) -> float:
-    """One Sample a second for ``duration`` seconds; returns when it started."""
+) -> tuple[float, Load]:
+    """One Sample a second for ``duration`` seconds; returns when it started
+    and how loaded all CPUs were meanwhile."""
     t0 = time.monotonic()
     cpu0 = _ticks(tasks)
     idle0 = ksm.idle_ticks()
+    stat0 = cpu_times()
     next_t = t0
     last_print = -1
     with samples_path.open("w") as samples:
@@ -252,7 +283,14 @@ def _measure(
                 )
             next_t += 1.0
             time.sleep(max(0.0, next_t - time.monotonic()))
-    return t0
+    used = cpu_times() - stat0
+    load = Load(
+        seconds=round(time.monotonic() - t0, 3),
+        cpu_ticks=used.total,
+        idle_ticks=used.idle,
+        steal_ticks=used.steal,
+    )
+    return t0, load
 
 
 def _io_warnings(
@@ -281,8 +319,9 @@ def run_mode(
     image: Path,
     warm_rounds: int = WARM_ROUNDS,
     trace_hints: bool = False,
+    rep: int | None = None,
 ) -> Summary:
-    """One mode: reset KSM, boot the guests, (collector,) warm up, measure, summarise.
+    """One mode (one repetition of it, ``rep``): reset KSM, boot the guests, (collector,) warm up, measure, summarise.
 
     Every guest, the collector, the hint tracer and the ledger files are
     released on every path (an ExitStack), a guest dying at boot or an
@@ -327,7 +366,7 @@ def run_mode(
         tasks |= {spec.name: g.pid for spec, g in zip(scenario.guests, guests, strict=True)}
         if collector:
             tasks["collector"] = collector.pid
-        t0 = _measure(
+        t0, load = _measure(
             k, cfg, duration, oracle, guests, tasks, out / "samples.jsonl", tracer, history
         )
         visits: list[hintpairs.Visit] = []
@@ -352,6 +391,8 @@ def run_mode(
         lifetimes=oracle.histogram(time.monotonic() - t0),
         clk_tck=os.sysconf("SC_CLK_TCK"),
         cpus=os.cpu_count(),
+        rep=rep,
+        load=load,
     )
     if tracer:
         rams = [(int(x["ram"][0]), int(x["ram"][1])) for x in info]
@@ -408,11 +449,15 @@ def main() -> int:
     p.add_argument("--scan-rate", default="100:20", help="PAGES:MILLISECONDS")
     p.add_argument("--warm-up", type=int, default=WARM_ROUNDS, help="ksmd rounds before go")
     p.add_argument("--trace-hints", action="store_true", help="classify hinted visits")
+    p.add_argument(
+        "--repeat", type=argtypes.positive_int, default=1, help="runs of every mode, interleaved"
+    )
     a = p.parse_args()
     sc = scenarios.get(a.scenario)
     duration = a.duration or sc.duration_s
     pages, ms = parse_scan_rate(a.scan_rate)
-    modes = [mode_config(m) for m in a.modes.split(",")]
+    modes = {m: mode_config(m) for m in a.modes.split(",")}
+    plan = schedule(list(modes), a.repeat)
     base = a.outdir / sc.name
     base.mkdir(parents=True, exist_ok=True)
     image = Path("/tmp") / f"pyksm-image-{sc.image_mib}.img"
@@ -420,7 +465,9 @@ def main() -> int:
     k = ksm.Ksm()
     config = {
         "scenario": sc.to_dict(),
-        "modes": [m.name for m in modes],
+        "modes": list(modes),
+        "repeat": a.repeat,
+        "order": [[s.rep, s.mode] for s in plan],
         "duration_s": duration,
         "pages_to_scan": pages,
         "sleep_millisecs": ms,
@@ -432,9 +479,15 @@ def main() -> int:
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     (base / "config.json").write_text(json.dumps(config, indent=1))
-    for m in modes:
-        print(f"running {sc.name} / {m.name} for {duration:.0f} s", flush=True)
-        run_mode(sc, m, base / m.name, duration, pages, ms, image, a.warm_up, a.trace_hints)
+    for i, step in enumerate(plan, 1):
+        print(
+            f"running {sc.name} / {step.mode} for {duration:.0f} s "
+            f"(repetition {step.rep} of {a.repeat}, run {i} of {len(plan)})",
+            flush=True,
+        )
+        out = rep_dir(base, step.mode, step.rep)
+        cfg = modes[step.mode]
+        run_mode(sc, cfg, out, duration, pages, ms, image, a.warm_up, a.trace_hints, step.rep)
     (base / "complete").write_text("ok\n")
     return 0
 
