@@ -1,4 +1,6 @@
-"""Load an experiment's results directory (written by pyksm.experiment.runner)."""
+"""Load an experiment's results directory (written by pyksm.experiment.runner):
+every repetition of every mode; the single-run layout of older results is one
+repetition."""
 
 from __future__ import annotations
 
@@ -10,11 +12,13 @@ from typing import Any
 import numpy as np
 
 from pyksm.errors import PyksmError
-from pyksm.experiment.results import Sample, Summary, read_samples, read_summary
+from pyksm.experiment.results import Sample, Summary, mode_reps, read_samples, read_summary
 
 
 @dataclass
 class ModeRun:
+    """One repetition of one mode."""
+
     scenario: str
     mode: str
     t: np.ndarray
@@ -24,6 +28,7 @@ class ModeRun:
     ksmd_ticks: np.ndarray
     rows: list[Sample]
     summary: Summary | None = None
+    rep: int = 1
 
     @property
     def complete(self) -> bool:
@@ -42,11 +47,23 @@ class Experiment:
     path: Path
     scenario: str
     config: dict[str, Any]
-    runs: dict[str, ModeRun]
+    # Every mode's repetitions that have samples, by repetition number.
+    reps: dict[str, list[ModeRun]]
     complete: bool
 
+    @property
+    def all_runs(self) -> list[ModeRun]:
+        """Every repetition of every mode, mode by mode."""
+        return [r for runs in self.reps.values() for r in runs]
 
-def load_mode(scenario: str, mode_dir: Path) -> ModeRun:
+    @property
+    def repeated(self) -> bool:
+        return any(len(runs) > 1 for runs in self.reps.values())
+
+
+def load_mode(scenario: str, mode_dir: Path, mode: str | None = None, rep: int = 1) -> ModeRun:
+    """One repetition's samples and summary from ``mode_dir`` (MODE/rep-NN,
+    or MODE in the single-run layout)."""
     rows = read_samples(mode_dir / "samples.jsonl")
     summary = read_summary(mode_dir / "summary.json")
 
@@ -55,7 +72,7 @@ def load_mode(scenario: str, mode_dir: Path) -> ModeRun:
 
     return ModeRun(
         scenario=scenario,
-        mode=mode_dir.name,
+        mode=mode or mode_dir.name,
         t=col("t"),
         pages_sharing=col("pages_sharing"),
         oracle=col("oracle"),
@@ -63,6 +80,7 @@ def load_mode(scenario: str, mode_dir: Path) -> ModeRun:
         ksmd_ticks=col("ksmd_ticks"),
         rows=rows,
         summary=summary,
+        rep=rep,
     )
 
 
@@ -79,15 +97,18 @@ def load(path: Path) -> Experiment:
         raise PyksmError(f"{cfg_path}: field 'modes' is not a list of mode names")
     scenario_doc = config.get("scenario", {})
     scenario = str(scenario_doc.get("name", path.name) if isinstance(scenario_doc, dict) else "")
-    runs = {}
+    reps: dict[str, list[ModeRun]] = {}
     for mode in config.get("modes", []):
-        d = path / mode
-        if (d / "samples.jsonl").exists():
-            runs[mode] = load_mode(scenario, d)
-    if not runs:
+        if not isinstance(mode, str) or not mode or "/" in mode or mode in (".", ".."):
+            raise PyksmError(f"{cfg_path}: field 'modes' holds {mode!r}, not a mode name")
+        found = [load_mode(scenario, d, mode, rep) for rep, d in mode_reps(path / mode)]
+        if found:
+            reps[mode] = found
+    if not reps:
         raise PyksmError(f"{path}: no mode has samples yet")
-    complete = (path / "complete").exists() and all(r.complete for r in runs.values())
-    return Experiment(path, scenario, config, runs, complete)
+    exp = Experiment(path, scenario, config, reps, complete=False)
+    exp.complete = (path / "complete").exists() and all(r.complete for r in exp.all_runs)
+    return exp
 
 
 def find(paths: list[Path]) -> list[Experiment]:

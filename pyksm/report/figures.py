@@ -4,14 +4,16 @@ and the lifetimes of sharing opportunities."""
 from __future__ import annotations
 
 import itertools
+import warnings
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
 
-from pyksm.report.dataset import Experiment
+from pyksm.report.dataset import Experiment, ModeRun
 
 MIB_PER_PAGE = 4096 / 2**20
 COLORS = {
@@ -24,35 +26,66 @@ COLORS = {
 }
 
 
+def _on_grid(runs: list[ModeRun], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Every repetition's ``key`` on one 1 s grid (NaN after a repetition
+    ended), so that their median can be taken at each second."""
+    end = max(float(r.t[-1]) for r in runs)
+    grid = np.arange(0.0, np.floor(end) + 1.0)
+    rows = np.full((len(runs), grid.size), np.nan)
+    for i, r in enumerate(runs):
+        inside = grid <= r.t[-1]
+        rows[i, inside] = np.interp(grid[inside], r.t, getattr(r, key))
+    return grid, rows
+
+
+def _median_curve(runs: list[ModeRun], key: str) -> tuple[np.ndarray, np.ndarray]:
+    if len(runs) == 1:
+        return runs[0].t, getattr(runs[0], key)
+    grid, rows = _on_grid(runs, key)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # seconds no repetition reached
+        return grid, np.nanmedian(rows, axis=0)
+
+
 def merge_figure(exp: Experiment, path: Path) -> Path:
-    """pages_sharing per mode, each against its own run's oracle (dashed, same
+    """pages_sharing per mode, each against its own runs' oracle (dashed, same
     colour): the workload is the same, but how far the guests get in a given
-    time depends on the machine's load in that run."""
+    time depends on the machine's load in that run. With repetitions, each
+    one is drawn faint and the median over them (at each second) strong."""
     fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
-    for mode, run in exp.runs.items():
+    for mode, runs in exp.reps.items():
         color = COLORS.get(mode)
+        many = len(runs) > 1
+        if many:
+            for r in runs:
+                ax.plot(r.t, r.oracle * MIB_PER_PAGE, lw=0.6, ls="--", color=color, alpha=0.2)
+                ax.plot(r.t, r.pages_sharing * MIB_PER_PAGE, lw=0.8, color=color, alpha=0.25)
+        which = f", median of {len(runs)}" if many else ""
+        t, oracle = _median_curve(runs, "oracle")
         ax.plot(
-            run.t,
-            run.oracle * MIB_PER_PAGE,
+            t,
+            oracle * MIB_PER_PAGE,
             lw=1.2,
             ls="--",
             color=color,
             alpha=0.8,
-            label=f"{mode} oracle (could be shared)",
+            label=f"{mode} oracle (could be shared){which}",
         )
+        t, sharing = _median_curve(runs, "pages_sharing")
         ax.plot(
-            run.t,
-            run.pages_sharing * MIB_PER_PAGE,
+            t,
+            sharing * MIB_PER_PAGE,
             lw=1.8,
             color=color,
-            label=f"{mode} pages_sharing",
+            label=f"{mode} pages_sharing{which}",
         )
     ax.set_xlabel("time since the guests started (s)")
     ax.set_ylabel("memory saved (MiB)")
     cfg = exp.config
+    reps = " (faint: each repetition)" if exp.repeated else ""
     ax.set_title(
         f"{exp.scenario}: {cfg.get('pages_to_scan')} pages / "
-        f"{cfg.get('sleep_millisecs')} ms" + ("" if exp.complete else " (PARTIAL)")
+        f"{cfg.get('sleep_millisecs')} ms" + reps + ("" if exp.complete else " (PARTIAL)")
     )
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
@@ -63,7 +96,9 @@ def merge_figure(exp: Experiment, path: Path) -> Path:
 
 
 def lifetime_figure(exp: Experiment, path: Path) -> Path:
-    run = next(iter(exp.runs.values()))
+    """From the first mode's first repetition: the workload, not the mode,
+    makes the opportunities (every repetition runs the same seeded workload)."""
+    run = next(iter(exp.reps.values()))[0]
     hist = run.summary.lifetimes if run.summary else {}
     edges = hist.get("edges_s", [])
     labels = [

@@ -1,5 +1,6 @@
-"""The figures people compare: captured sharing, time to 50/90 % of the
-oracle, ksmd CPU, hint statistics.
+"""The figures people compare, for one repetition of one mode: captured
+sharing, time to 50/90 % of the oracle, ksmd CPU, hint statistics, the load.
+(pyksm.report.aggregate takes them over repetitions.)
 
 - captured sharing = ∫ pages_sharing dt / ∫ oracle dt (trapezoids over the
   1 s samples): the share of all possible sharing over time that KSM got.
@@ -13,7 +14,10 @@ oracle, ksmd CPU, hint statistics.
 - CPU by task: every party's CPU over the run, as % of one CPU (guests,
   collector, the runner's sampler and oracle, ksmd, idle of all CPUs).
 - guest I/O: the lowest share of its set read rate a guest achieved (below
-  0.95 the guest was CPU-bound and the modes' workloads may differ).
+  IO_PACE_OK, 0.95, the guest was CPU-bound and the modes' workloads may
+  differ: the repetition is flagged).
+- idle / steal: the share of all CPUs' time that was idle / stolen by the
+  hypervisor over the run (runs that recorded it).
 """
 
 from __future__ import annotations
@@ -22,12 +26,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pyksm.experiment.results import IO_PACE_OK
 from pyksm.report.dataset import ModeRun
+
+MIB_PER_PAGE = 4096 / 2**20
 
 
 @dataclass
 class ModeMetrics:
     mode: str
+    rep: int
     captured: float
     t50: float | None
     t90: float | None
@@ -43,6 +51,22 @@ class ModeMetrics:
     ksmd_us_per_page: float
     cpu_by_task: dict[str, float]
     io_achieved: float | None
+    idle_fraction: float | None = None
+    steal_fraction: float | None = None
+    hint_visits: dict[str, int] | None = None
+
+    @property
+    def mean_sharing_mib(self) -> float:
+        return self.mean_sharing * MIB_PER_PAGE
+
+    @property
+    def mean_oracle_mib(self) -> float:
+        return self.mean_oracle * MIB_PER_PAGE
+
+    @property
+    def below_pace(self) -> bool:
+        """A guest read less than IO_PACE_OK of its set rate (CPU-bound)."""
+        return self.io_achieved is not None and self.io_achieved < IO_PACE_OK
 
 
 def _integral(y: np.ndarray, t: np.ndarray) -> float:
@@ -83,9 +107,10 @@ def compute(run: ModeRun) -> ModeMetrics:
         }
         by_task["guests"] = guests / clk / duration * 100
         by_task["idle"] = run.last("idle_ticks") / clk / duration * 100
-    achieved = [a for a in (run.summary.io_achieved if run.summary else []) if a is not None]
+    load = run.summary.load if run.summary else None
     return ModeMetrics(
         mode=run.mode,
+        rep=run.rep,
         captured=_integral(run.pages_sharing, run.t) / oracle_area if oracle_area else 0.0,
         t50=time_to_fraction(run, 0.5),
         t90=time_to_fraction(run, 0.9),
@@ -100,5 +125,8 @@ def compute(run: ModeRun) -> ModeMetrics:
         hints_dropped=dropped,
         ksmd_us_per_page=run.ksmd_ticks[-1] / clk / scanned * 1e6 if scanned else 0.0,
         cpu_by_task=by_task,
-        io_achieved=min(achieved) if achieved else None,
+        io_achieved=run.summary.io_pace if run.summary else None,
+        idle_fraction=load.idle_fraction if load else None,
+        steal_fraction=load.steal_fraction if load else None,
+        hint_visits=run.summary.hint_visits if run.summary else None,
     )

@@ -6,84 +6,190 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from pyksm.report import figures, metrics
+from pyksm.analysis.intervals import CONFIDENCE, RESAMPLES, SEED
+from pyksm.experiment.results import IO_PACE_OK
+from pyksm.report import aggregate, figures
+from pyksm.report.aggregate import ExperimentStats, ModeStats, Stat
 from pyksm.report.dataset import Experiment
 
+Fmt = Callable[[float], str]
+BELOW_PACE = "†"
 
-def _fmt_t(v: float | None) -> str:
-    return "never" if v is None else f"{v:.0f} s"
+
+def _fmt_value(v: float, fmt: Fmt) -> str:
+    return "never" if math.isinf(v) else fmt(v)
 
 
-def _ratio(value: float, base: float | None) -> str:
-    """value / base; a base below 0.001 of the oracle (KSM merged next to
-    nothing) makes the quotient meaningless."""
-    if base is None:
+def cell(stat: Stat | None, fmt: Fmt) -> str:
+    """``median [low, high]``; just the value for one repetition; "" for none."""
+    if stat is None or stat.interval.median is None:
         return ""
-    if base < 1e-3:
-        return "ksm ≈ 0" if value >= 1e-3 else "—"
-    return f"{value / base:.2f}x"
+    iv = stat.interval
+    text = _fmt_value(stat.interval.median, fmt)
+    if iv.low is not None and iv.high is not None:
+        text += f" [{_fmt_value(iv.low, fmt)}, {_fmt_value(iv.high, fmt)}]"
+    return text
+
+
+def _f(spec: str) -> Fmt:
+    return lambda v: format(v, spec)
+
+
+def _ratio_fmt(v: float) -> str:
+    return f"{v:.2f}x"
+
+
+# (column, metrics.json key, format) of the per-mode table.
+COLUMNS: tuple[tuple[str, str, Fmt], ...] = (
+    ("captured sharing", "captured_sharing_fraction", _f(".3f")),
+    ("vs ksm", "captured_sharing_vs_ksm_ratio", _ratio_fmt),
+    ("t50 (s)", "t50_s", _f(".0f")),
+    ("t90 (s)", "t90_s", _f(".0f")),
+    ("mean saved (MiB)", "mean_sharing_mib", _f(".0f")),
+    ("mean oracle (MiB)", "mean_oracle_mib", _f(".0f")),
+    ("ksmd CPU (%)", "ksmd_cpu_percent", _f(".1f")),
+    ("CPU vs ksm", "ksmd_cpu_vs_ksm_ratio", _ratio_fmt),
+    ("ksmd µs/page", "ksmd_us_per_scanned_page", _f(".1f")),
+)
+
+
+def _get(ms: ModeStats, key: str) -> Stat | None:
+    return ms.stats.get(key) or ms.ratios.get(key)
+
+
+def _vs_ksm(ms: ModeStats, modes: dict[str, ModeStats], key: str, fmt: Fmt) -> str:
+    """A ratio cell; with no pair that has a ratio, why: ksm merged next to nothing."""
+    stat = ms.ratios.get(key)
+    if stat is not None and stat.interval.n:
+        return cell(stat, fmt)
+    if ms.mode == aggregate.BASE:
+        return fmt(1.0)
+    base = modes.get(aggregate.BASE)
+    if key != "captured_sharing_vs_ksm_ratio" or base is None or not base.n or not ms.n:
+        return ""
+    own = ms.stats["captured_sharing_fraction"].interval.median or 0.0
+    return "ksm ≈ 0" if own >= 1e-3 else "—"
+
+
+def _medians(ms: ModeStats, *keys: str) -> str:
+    vals = [ms.stats[k].interval.median for k in keys]
+    return " / ".join("" if v is None else f"{v:.0f}" for v in vals)
+
+
+def _mode_label(ms: ModeStats) -> str:
+    return f"{ms.mode} {BELOW_PACE}" if ms.below_pace else ms.mode
+
+
+def mode_rows(modes: dict[str, ModeStats]) -> list[dict[str, str]]:
+    """The per-mode table: medians [95 % interval] over the repetitions."""
+    rows = []
+    for ms in modes.values():
+        row = {"mode": _mode_label(ms), "n": str(ms.n)}
+        for col, key, fmt in COLUMNS:
+            if key.endswith("_vs_ksm_ratio"):
+                row[col] = _vs_ksm(ms, modes, key, fmt)
+            else:
+                row[col] = cell(_get(ms, key), fmt)
+        row["hints rcvd / pages / merged"] = _medians(
+            ms, "hints_received_count", "hint_pages_scanned_count", "hint_pages_merged_count"
+        )
+        pace = cell(ms.stats["guest_io_pace_fraction"], _f(".0%"))
+        if ms.below_pace:
+            pace += f" {BELOW_PACE}{len(ms.below_pace)}/{ms.n}"
+        row["guest I/O"] = pace
+        rows.append(row)
+    return rows
 
 
 def metric_rows(exp: Experiment) -> list[dict[str, str]]:
-    ms = {m: metrics.compute(r) for m, r in exp.runs.items()}
-    base = ms.get("ksm")
+    """The per-mode table of one experiment over all its repetitions."""
+    return mode_rows(aggregate.summarize(exp).modes)
+
+
+def _order(exp: Experiment) -> dict[tuple[int, str], int]:
+    """(rep, mode) -> its place in the run order (from 1), where config.json has it."""
+    order = exp.config.get("order")
+    if not isinstance(order, list):
+        return {}
+    places = {}
+    for i, step in enumerate(order, 1):
+        if isinstance(step, list) and len(step) == 2:
+            places[(int(step[0]), str(step[1]))] = i
+    return places
+
+
+def _at(stat: Stat | None, rep: int) -> float | None:
+    if stat is None or rep not in stat.reps:
+        return None
+    return stat.interval.values[stat.reps.index(rep)]
+
+
+def rep_rows(st: ExperimentStats) -> list[dict[str, str]]:
+    """Every repetition on its own, in the order they ran; below pace marked."""
+    places = _order(st.exp)
     rows = []
-    for mode, m in ms.items():
-        rows.append(
-            {
-                "mode": mode,
-                "captured sharing": f"{m.captured:.3f}",
-                "vs ksm": _ratio(m.captured, base.captured if base else None),
-                "t50": _fmt_t(m.t50),
-                "t90": _fmt_t(m.t90),
-                "mean saved / oracle (MiB)": f"{m.mean_sharing * 4 / 1024:.0f} / {m.mean_oracle * 4 / 1024:.0f}",
-                "ksmd CPU": f"{m.ksmd_cpu_pct:.1f} %",
-                "CPU vs ksm": f"{m.ksmd_cpu_pct / base.ksmd_cpu_pct:.2f}"
-                if base and base.ksmd_cpu_pct
-                else "",
-                "ksmd µs/page": f"{m.ksmd_us_per_page:.1f}",
-                "hints rcvd / pages / merged": f"{m.hints_received} / {m.hint_pages_scanned} / {m.hint_pages_merged}",
-                "guest I/O": "" if m.io_achieved is None else f"{m.io_achieved:.0%}",
-            }
-        )
+    for ms in st.modes.values():
+        ratio = ms.ratios.get("captured_sharing_vs_ksm_ratio")
+        for m in ms.runs:
+            r = _at(ratio, m.rep)
+            rows.append(
+                {
+                    "run": str(places.get((m.rep, m.mode), "")),
+                    "rep": str(m.rep),
+                    "mode": m.mode,
+                    "captured sharing": f"{m.captured:.3f}",
+                    "vs ksm": "" if r is None else _ratio_fmt(r),
+                    "t50 (s)": "never" if m.t50 is None else f"{m.t50:.0f}",
+                    "t90 (s)": "never" if m.t90 is None else f"{m.t90:.0f}",
+                    "ksmd CPU (%)": f"{m.ksmd_cpu_pct:.1f}",
+                    "guest I/O": "" if m.io_achieved is None else f"{m.io_achieved:.0%}",
+                    "idle": "" if m.idle_fraction is None else f"{m.idle_fraction:.0%}",
+                    "steal": "" if m.steal_fraction is None else f"{m.steal_fraction:.0%}",
+                    "below pace": BELOW_PACE if m.below_pace else "",
+                }
+            )
+    rows.sort(key=lambda r: (int(r["run"]) if r["run"] else 1 << 30, int(r["rep"])))
     return rows
 
 
 CPU_TASKS = ("ksmd", "guests", "collector", "runner", "idle")
 
 
-def cpu_rows(exp: Experiment) -> list[dict[str, str]]:
-    """Where the CPUs went in each mode, in % of one CPU."""
+def cpu_rows(exp: Experiment, st: ExperimentStats | None = None) -> list[dict[str, str]]:
+    """Where the CPUs went in each mode, in % of one CPU (medians [95 % interval])."""
+    st = st or aggregate.summarize(exp)
     rows = []
-    for mode, run in exp.runs.items():
-        by = metrics.compute(run).cpu_by_task
+    for ms in st.modes.values():
+        by = ms.cpu_by_task
         if by:
-            rows.append(
-                {"mode": mode} | {t: f"{by[t]:.0f} %" if t in by else "" for t in CPU_TASKS}
-            )
+            rows.append({"mode": ms.mode} | {t: cell(by.get(t), _f(".0f")) for t in CPU_TASKS})
     return rows
 
 
 HINT_CLASSES = ("merged", "first", "missed", "failed", "other")
 
 
-def hint_visit_rows(exp: Experiment) -> list[dict[str, str]]:
+def hint_visit_rows(exp: Experiment, st: ExperimentStats | None = None) -> list[dict[str, str]]:
     """Hinted visits by class (runs with --trace-hints; see
-    pyksm.experiment.hintpairs): of the visits that could have paired with a
-    copy visited before, the share the unstable-tree search missed."""
+    pyksm.experiment.hintpairs), summed over the repetitions: of the visits
+    that could have paired with a copy visited before, the share the
+    unstable-tree search missed."""
+    st = st or aggregate.summarize(exp)
     rows = []
-    for mode, run in exp.runs.items():
-        hv = run.summary.hint_visits if run.summary else None
+    for ms in st.modes.values():
+        hv = ms.hint_visits
         if not hv:
             continue
         second = hv.get("missed", 0) + hv.get("merged", 0)
         rows.append(
-            {"mode": mode}
+            {"mode": ms.mode, "reps": str(sum(1 for m in ms.runs if m.hint_visits))}
             | {c: str(hv.get(c, 0)) for c in HINT_CLASSES}
             | {
                 "missed / (missed + merged)": f"{hv.get('missed', 0) / second:.0%}"
@@ -93,6 +199,29 @@ def hint_visit_rows(exp: Experiment) -> list[dict[str, str]]:
             }
         )
     return rows
+
+
+def interval_note(st: ExperimentStats) -> str:
+    """What a cell means, with n."""
+    ns = sorted({ms.n for ms in st.modes.values()})
+    n = ", ".join(str(x) for x in ns)
+    return (
+        f"median [{CONFIDENCE * 100:.0f} % bootstrap CI], n={n} repetitions per mode (percentile "
+        f"bootstrap of the median, {RESAMPLES} resamples, numpy seed {SEED}; n=2: [min, max]; "
+        "n=1: the value). Ratios per repetition pair (rep i vs ksm's rep i), then summarized; "
+        "hint counts: medians."
+    )
+
+
+def pace_note(st: ExperimentStats) -> str:
+    """The footnote of the below-pace marker ("" when no repetition was)."""
+    if st.paced is None:
+        return ""
+    return (
+        f"{BELOW_PACE} {st.reps_below_pace} of {st.reps_total} repetitions ran below "
+        f"{IO_PACE_OK * 100:.0f} % of their guests' set read rate (CPU-bound: the modes ran different "
+        "workloads). The medians include them; the table of paced repetitions leaves them out."
+    )
 
 
 def _rich_table(title: str, rows: list[dict[str, str]]) -> Table:
@@ -114,11 +243,24 @@ def _html_table(rows: list[dict[str, str]]) -> str:
 
 def terminal_summary(exps: list[Experiment], console: Console) -> None:
     for exp in exps:
+        st = aggregate.summarize(exp)
         title = f"{exp.scenario} ({exp.path})" + ("" if exp.complete else " — PARTIAL RESULTS")
-        console.print(_rich_table(title, metric_rows(exp)))
-        if cpu := cpu_rows(exp):
+        console.print(_rich_table(title, mode_rows(st.modes)))
+        console.print(interval_note(st), highlight=False, markup=False)
+        if st.paced is not None:
+            console.print(pace_note(st), highlight=False, markup=False)
+            console.print(
+                _rich_table(
+                    f"{exp.scenario}: repetitions at pace only "
+                    f"({st.reps_below_pace} of {st.reps_total} left out)",
+                    mode_rows(st.paced),
+                )
+            )
+        if exp.repeated or st.paced is not None:
+            console.print(_rich_table(f"{exp.scenario}: every repetition", rep_rows(st)))
+        if cpu := cpu_rows(exp, st):
             console.print(_rich_table(f"{exp.scenario}: CPU by task (% of one CPU)", cpu))
-        if hv := hint_visit_rows(exp):
+        if hv := hint_visit_rows(exp, st):
             console.print(_rich_table(f"{exp.scenario}: hinted visits", hv))
 
 
@@ -131,18 +273,19 @@ def write(exps: list[Experiment], outdir: Path) -> Path:
     outdir.mkdir(parents=True, exist_ok=True)
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>pyksm merge report</title>",
-        "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto}"
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;"
         "text-align:right}td:first-child{text-align:left}img{max-width:100%}"
-        ".partial{color:#b00}</style></head><body><h1>pyksm merge report</h1>",
+        ".partial,.pace{color:#b00}.note{font-size:90%;color:#444}</style></head><body>"
+        "<h1>pyksm merge report</h1>",
         "<p>KSM vs KSM++ against the oracle (pages that could have been shared at each "
         "moment). Captured sharing = ∫pages_sharing dt / ∫oracle dt; t50/t90 = the time from "
         "which on pages_sharing stays at or above 50 %/90 % of the oracle at each moment.</p>",
     ]
-    for exp in exps:
+    stats = [aggregate.summarize(exp) for exp in exps]
+    for exp, st in zip(exps, stats, strict=True):
         merge = figures.merge_figure(exp, outdir / f"{exp.scenario}-merges.png")
         life = figures.lifetime_figure(exp, outdir / f"{exp.scenario}-lifetimes.png")
-        rows = metric_rows(exp)
         parts.append(f"<h2>{html.escape(exp.scenario)}</h2>")
         if not exp.complete:
             parts.append(
@@ -151,15 +294,29 @@ def write(exps: list[Experiment], outdir: Path) -> Path:
             )
         desc = exp.config.get("scenario", {}).get("description", "")
         parts.append(f"<p>{html.escape(str(desc))}</p>")
-        parts.append(_html_table(rows))
-        if cpu := cpu_rows(exp):
-            parts.append("<h3>CPU by task (% of one CPU)</h3>" + _html_table(cpu))
-        if hv := hint_visit_rows(exp):
+        parts.append(_html_table(mode_rows(st.modes)))
+        parts.append(f"<p class='note'>{html.escape(interval_note(st))}</p>")
+        if st.paced is not None:
+            parts.append(f"<p class='pace'>{html.escape(pace_note(st))}</p>")
             parts.append(
-                "<h3>Hinted visits</h3><p>merged: stable/pair; first: no copy elsewhere "
-                "visited yet in this round; missed: not merged although a copy elsewhere "
-                "was visited before in this round and still held the content; failed: an "
-                "identical page was found but the merge failed.</p>" + _html_table(hv)
+                f"<h3>Repetitions at pace only ({st.reps_below_pace} of {st.reps_total} "
+                "left out)</h3>" + _html_table(mode_rows(st.paced))
+            )
+        if exp.repeated or st.paced is not None:
+            parts.append(
+                "<h3>Every repetition</h3><p class='note'>In the order they ran (run); vs ksm: "
+                "over ksm's repetition of the same number; idle/steal: share of all CPUs' "
+                f"time over the run; {BELOW_PACE}: below pace.</p>" + _html_table(rep_rows(st))
+            )
+        if cpu := cpu_rows(exp, st):
+            parts.append("<h3>CPU by task (% of one CPU)</h3>" + _html_table(cpu))
+        if hv := hint_visit_rows(exp, st):
+            parts.append(
+                "<h3>Hinted visits</h3><p>Summed over the repetitions. merged: stable/pair; "
+                "first: no copy elsewhere visited yet in this round; missed: not merged "
+                "although a copy elsewhere was visited before in this round and still held the "
+                "content; failed: an identical page was found but the merge failed.</p>"
+                + _html_table(hv)
             )
         parts.append(_img(merge))
         parts.append(_img(life))
@@ -173,6 +330,6 @@ def write(exps: list[Experiment], outdir: Path) -> Path:
     index = outdir / "index.html"
     index.write_text("\n".join(parts))
     (outdir / "metrics.json").write_text(
-        json.dumps({e.scenario: metric_rows(e) for e in exps}, indent=1)
+        json.dumps(aggregate.metrics_json(stats), indent=1, allow_nan=False)
     )
     return index

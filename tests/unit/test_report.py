@@ -83,8 +83,8 @@ def results(tmp_path: Path) -> Path:
 
 def test_captured_sharing_and_times(results: Path) -> None:
     exp = dataset.load(results)
-    ksm = metrics.compute(exp.runs["ksm"])
-    plus = metrics.compute(exp.runs["ksm++"])
+    ksm = metrics.compute(exp.reps["ksm"][0])
+    plus = metrics.compute(exp.reps["ksm++"][0])
     # trapezoids: ksm (0+0+10+20+40 halves...) = 0+5+15+30 = 50; oracle = 50+100+100+100 = 350
     assert ksm.captured == pytest.approx(50 / 350)
     assert plus.captured == pytest.approx((25 + 70 + 95 + 100) / 350)
@@ -105,7 +105,7 @@ def test_t90_is_when_the_share_holds_from_then_on(tmp_path: Path) -> None:
 
 
 def test_torn_last_line_is_kept_out_but_earlier_samples_stay(results: Path) -> None:
-    run = dataset.load(results).runs["ksm++"]
+    run = dataset.load(results).reps["ksm++"][0]
     assert np.array_equal(run.t, [0, 1, 2, 3, 4])
 
 
@@ -178,7 +178,7 @@ def test_cpu_by_task_and_guest_pace(tmp_path: Path) -> None:
         )
     )
     exp = dataset.load(tmp_path / "apache")
-    m = metrics.compute(exp.runs["ksm++"])
+    m = metrics.compute(exp.reps["ksm++"][0])
     assert m.cpu_by_task == pytest.approx(
         {"ksmd": 5.0, "runner": 10.0, "collector": 0.7, "guests": 50.0, "idle": 134.3}
     )
@@ -187,13 +187,15 @@ def test_cpu_by_task_and_guest_pace(tmp_path: Path) -> None:
     (row,) = render.cpu_rows(exp)
     assert row == {
         "mode": "ksm++",
-        "ksmd": "5 %",
-        "guests": "50 %",
-        "collector": "1 %",
-        "runner": "10 %",
-        "idle": "134 %",
+        "ksmd": "5",
+        "guests": "50",
+        "collector": "1",
+        "runner": "10",
+        "idle": "134",
     }
-    assert render.metric_rows(exp)[0]["guest I/O"] == "50%"
+    # one repetition, below pace: marked, with how many of how many
+    (mrow,) = render.metric_rows(exp)
+    assert (mrow["mode"], mrow["guest I/O"]) == ("ksm++ †", "50% †1/1")
     (hv,) = render.hint_visit_rows(exp)
     assert (hv["merged"], hv["first"], hv["missed"], hv["other"]) == ("30", "50", "10", "0")
     assert hv["missed / (missed + merged)"] == "25%"

@@ -79,7 +79,7 @@ def test_the_runners_samples_and_summary_load_in_the_report(tmp_path: Path) -> N
     )
     (base / "ksm" / "summary.json").write_text(summary.to_json())
     exp = dataset.load(base)
-    run = exp.runs["ksm"]
+    run = exp.reps["ksm"][0]
     assert run.complete and run.summary == summary
     assert list(run.pages_sharing) == [7.0, 7.0] and list(run.oracle) == [1.0, 1.0]
     assert run.last("pages_to_scan") == 100

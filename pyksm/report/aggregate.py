@@ -1,0 +1,258 @@
+"""Metrics over repetitions: per mode the median of each figure with its 95 %
+interval (pyksm.analysis.intervals), ratios to ksm per repetition pair, and
+which repetitions ran below their guests' pace.
+
+- Every figure of pyksm.report.metrics is taken per repetition, then
+  summarized: median [95 % percentile-bootstrap interval] over the n
+  repetitions (n = 2: [min, max]; n = 1: the value).
+- Ratios (captured sharing vs ksm, ksmd CPU vs ksm) are taken per pair:
+  repetition i of a mode over repetition i of ksm (run in the same round of
+  the interleaved plan), then summarized. A pair whose ksm value is below
+  the floor (captured sharing < 0.001: ksm merged next to nothing; CPU 0)
+  has no ratio.
+- t50/t90 "never" counts as infinitely late (a median may be "never").
+- A repetition whose slowest guest read less than IO_PACE_OK of its set rate
+  is *below pace*: the modes then ran different workloads. The medians over
+  all repetitions are kept, and when any repetition is below pace the same
+  figures over the paced repetitions only (ratios: pairs where both are) are
+  given beside them, with how many were flagged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pyksm.analysis.intervals import CONFIDENCE, RESAMPLES, SEED, Interval, median_interval
+from pyksm.experiment.results import IO_PACE_OK
+from pyksm.report import metrics
+from pyksm.report.dataset import Experiment
+from pyksm.report.metrics import ModeMetrics
+
+__all__ = [
+    "BASE",
+    "QUANTITIES",
+    "RATIOS",
+    "SCHEMA",
+    "ExperimentStats",
+    "ModeStats",
+    "Quantity",
+    "Ratio",
+    "Stat",
+    "metrics_json",
+    "summarize",
+]
+
+SCHEMA = "pyksm.report.metrics/2"
+BASE = "ksm"
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """One figure of a repetition; ``key`` (with its unit) names it in metrics.json."""
+
+    key: str
+    get: Callable[[ModeMetrics], float | None]
+    # None from get() means "never reached" (counted as inf), not "no value".
+    never: bool = False
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """A figure of a mode over the same figure of ksm, per repetition pair."""
+
+    key: str
+    get: Callable[[ModeMetrics], float]
+    # The ksm value must exceed this for the pair to have a ratio.
+    floor: float
+
+
+QUANTITIES: tuple[Quantity, ...] = (
+    Quantity("captured_sharing_fraction", lambda m: m.captured),
+    Quantity("t50_s", lambda m: m.t50, never=True),
+    Quantity("t90_s", lambda m: m.t90, never=True),
+    Quantity("mean_sharing_mib", lambda m: m.mean_sharing_mib),
+    Quantity("mean_oracle_mib", lambda m: m.mean_oracle_mib),
+    Quantity("peak_oracle_mib", lambda m: m.peak_oracle * metrics.MIB_PER_PAGE),
+    Quantity("ksmd_cpu_percent", lambda m: m.ksmd_cpu_pct),
+    Quantity("ksmd_us_per_scanned_page", lambda m: m.ksmd_us_per_page),
+    Quantity("pages_scanned_count", lambda m: m.pages_scanned),
+    Quantity("hints_received_count", lambda m: m.hints_received),
+    Quantity("hint_pages_scanned_count", lambda m: m.hint_pages_scanned),
+    Quantity("hint_pages_merged_count", lambda m: m.hint_pages_merged),
+    Quantity("hints_dropped_count", lambda m: m.hints_dropped),
+    Quantity("guest_io_pace_fraction", lambda m: m.io_achieved),
+    Quantity("cpu_idle_fraction", lambda m: m.idle_fraction),
+    Quantity("cpu_steal_fraction", lambda m: m.steal_fraction),
+)
+
+RATIOS: tuple[Ratio, ...] = (
+    Ratio("captured_sharing_vs_ksm_ratio", lambda m: m.captured, 1e-3),
+    Ratio("ksmd_cpu_vs_ksm_ratio", lambda m: m.ksmd_cpu_pct, 0.0),
+)
+
+
+@dataclass(frozen=True)
+class Stat:
+    """A figure over repetitions: ``reps[i]`` gave ``interval.values[i]``."""
+
+    interval: Interval
+    reps: tuple[int, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        iv = self.interval
+        return {
+            "median": _num(iv.median),
+            "ci_low": _num(iv.low),
+            "ci_high": _num(iv.high),
+            "n": iv.n,
+            "interval": iv.kind,
+            "values": [_num(v) for v in iv.values],
+            "reps": list(self.reps),
+        }
+
+
+def _num(v: float | None) -> float | None:
+    """JSON has no infinity: "never" is null."""
+    return None if v is None or math.isinf(v) else v
+
+
+def _stat(pairs: list[tuple[int, float | None]], never: bool = False) -> Stat:
+    kept = [(r, math.inf if v is None else float(v)) for r, v in pairs if v is not None or never]
+    return Stat(median_interval([v for _, v in kept]), tuple(r for r, _ in kept))
+
+
+@dataclass
+class ModeStats:
+    """One mode over the repetitions counted (all, or only those at pace)."""
+
+    mode: str
+    runs: list[ModeMetrics]
+    stats: dict[str, Stat]  # by Quantity.key
+    ratios: dict[str, Stat]  # by Ratio.key; empty for ksm and without ksm
+    cpu_by_task: dict[str, Stat]  # % of one CPU, by task
+    hint_visits: dict[str, int] | None  # summed over the repetitions
+
+    @property
+    def n(self) -> int:
+        return len(self.runs)
+
+    @property
+    def below_pace(self) -> list[int]:
+        """Repetitions whose slowest guest fell below IO_PACE_OK of its rate."""
+        return [m.rep for m in self.runs if m.below_pace]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "n": self.n,
+            "reps": [m.rep for m in self.runs],
+            "below_pace_reps": self.below_pace,
+            "metrics": {k: s.to_json() for k, s in self.stats.items()},
+            "vs_ksm": {k: s.to_json() for k, s in self.ratios.items()},
+            "cpu_by_task_percent": {k: s.to_json() for k, s in self.cpu_by_task.items()},
+            "hint_visits_count": self.hint_visits,
+        }
+
+
+@dataclass
+class ExperimentStats:
+    exp: Experiment
+    # Every mode over all its repetitions.
+    modes: dict[str, ModeStats]
+    # Every mode over its repetitions at pace only; None when none was below.
+    paced: dict[str, ModeStats] | None
+
+    @property
+    def reps_total(self) -> int:
+        return sum(s.n for s in self.modes.values())
+
+    @property
+    def reps_below_pace(self) -> int:
+        return sum(len(s.below_pace) for s in self.modes.values())
+
+    def to_json(self) -> dict[str, Any]:
+        cfg = self.exp.config
+        return {
+            "scenario": self.exp.scenario,
+            "path": str(self.exp.path),
+            "complete": self.exp.complete,
+            "repeat": cfg.get("repeat", 1),
+            "order": cfg.get("order"),
+            "repetitions": self.reps_total,
+            "repetitions_below_pace": self.reps_below_pace,
+            "modes": {m: s.to_json() for m, s in self.modes.items()},
+            "paced_only": None
+            if self.paced is None
+            else {m: s.to_json() for m, s in self.paced.items()},
+        }
+
+
+def _ratios(mode: str, runs: list[ModeMetrics], base: list[ModeMetrics] | None) -> dict[str, Stat]:
+    """Per repetition pair; none for ksm itself (1 by definition) or without ksm."""
+    if base is None or mode == BASE:
+        return {}
+    by_rep = {b.rep: b for b in base}
+    out = {}
+    for r in RATIOS:
+        pairs: list[tuple[int, float | None]] = [
+            (m.rep, r.get(m) / r.get(b))
+            for m in runs
+            if (b := by_rep.get(m.rep)) is not None and r.get(b) > r.floor
+        ]
+        out[r.key] = _stat(pairs)
+    return out
+
+
+def _mode_stats(mode: str, runs: list[ModeMetrics], base: list[ModeMetrics] | None) -> ModeStats:
+    tasks = sorted({t for m in runs for t in m.cpu_by_task})
+    visits = [m for m in runs if m.hint_visits]
+    return ModeStats(
+        mode=mode,
+        runs=runs,
+        stats={q.key: _stat([(m.rep, q.get(m)) for m in runs], q.never) for q in QUANTITIES},
+        ratios=_ratios(mode, runs, base),
+        cpu_by_task={t: _stat([(m.rep, m.cpu_by_task.get(t)) for m in runs]) for t in tasks},
+        hint_visits={
+            k: sum(m.hint_visits.get(k, 0) for m in visits if m.hint_visits)
+            for k in sorted({k for m in visits if m.hint_visits for k in m.hint_visits})
+        }
+        if visits
+        else None,
+    )
+
+
+def _all_modes(per_mode: dict[str, list[ModeMetrics]]) -> dict[str, ModeStats]:
+    base = per_mode.get(BASE)
+    return {mode: _mode_stats(mode, runs, base) for mode, runs in per_mode.items()}
+
+
+def summarize(exp: Experiment) -> ExperimentStats:
+    per_mode = {mode: [metrics.compute(r) for r in runs] for mode, runs in exp.reps.items()}
+    modes = _all_modes(per_mode)
+    paced = None
+    if any(m.below_pace for runs in per_mode.values() for m in runs):
+        paced = _all_modes(
+            {mode: [m for m in runs if not m.below_pace] for mode, runs in per_mode.items()}
+        )
+    return ExperimentStats(exp, modes, paced)
+
+
+def metrics_json(stats: list[ExperimentStats]) -> dict[str, Any]:
+    """metrics.json: numbers only, units in the field names."""
+    return {
+        "schema": SCHEMA,
+        "statistic": {
+            "summary": "median over repetitions",
+            "interval": "percentile bootstrap of the median (n >= 3); [min, max] for n = 2; "
+            "none for n = 1",
+            "confidence": CONFIDENCE,
+            "resamples": RESAMPLES,
+            "seed": SEED,
+            "ratios": "per repetition pair (rep i of the mode over rep i of ksm), then summarized",
+            "never": "null in t50_s/t90_s: pages_sharing never held that share of the oracle",
+        },
+        "io_pace_ok_fraction": IO_PACE_OK,
+        "experiments": [s.to_json() for s in stats],
+    }
