@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from rich.console import Console
 
 from pyksm.errors import PyksmError
 from pyksm.experiment import cli as experiment_cli
@@ -104,3 +108,78 @@ def test_repetition_directories_and_the_single_run_layout(tmp_path: Path) -> Non
     (old / "samples.jsonl").write_text("{}\n")
     assert mode_reps(old) == [(1, old)]
     assert mode_reps(tmp_path / "missing") == []
+
+
+def test_the_runner_runs_the_plan_in_one_process_and_records_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pyksm.experiment import runner
+    from pyksm.kernel import ksm
+
+    root = tmp_path / "ksm"
+    root.mkdir()
+    for name, value in (("run", 0), ("pages_to_scan", 100), ("sleep_millisecs", 20)):
+        (root / name).write_text(f"{value}\n")
+    fake = ksm.Ksm(root)
+    monkeypatch.setattr(runner.ksm, "Ksm", lambda: fake)
+    monkeypatch.setattr(runner, "make_image", lambda path, mib: None)
+    calls: list[tuple[int | None, str, Path]] = []
+
+    def run_mode(sc: object, cfg: runner.ModeConfig, out: Path, *a: object) -> None:
+        calls.append((a[-1], cfg.name, out))  # type: ignore[arg-type]
+
+    monkeypatch.setattr(runner, "run_mode", run_mode)
+    outdir = tmp_path / "out"
+    argv = ["runner", "no-io", str(outdir), "--modes", "ksm,ksm++", "--repeat", "2"]
+    monkeypatch.setattr(sys, "argv", argv)
+    assert runner.main() == 0
+    base = outdir / "no-io"
+    assert calls == [
+        (1, "ksm", base / "ksm" / "rep-01"),
+        (1, "ksm++", base / "ksm++" / "rep-01"),
+        (2, "ksm++", base / "ksm++" / "rep-02"),
+        (2, "ksm", base / "ksm" / "rep-02"),
+    ]
+    cfg = json.loads((base / "config.json").read_text())
+    assert cfg["repeat"] == 2 and cfg["modes"] == ["ksm", "ksm++"]
+    assert cfg["order"] == [[1, "ksm"], [1, "ksm++"], [2, "ksm++"], [2, "ksm"]]
+    assert (base / "complete").exists()
+
+
+def test_host_boots_one_vm_per_scenario_and_goes_on_after_a_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pyksm.experiment import host
+    from pyksm.lab import build as kbuild
+    from pyksm.lab import cli as lab_cli
+    from pyksm.lab import vm
+
+    builds: list[object] = []
+
+    def build(*a: object) -> object:
+        builds.append(a)
+        return SimpleNamespace(bzimage=tmp_path / "bzImage", release="6.12-test")
+
+    requests: list[vm.VmRequest] = []
+
+    def run(req: vm.VmRequest) -> object:
+        requests.append(req)
+        ok = "apache" not in req.command
+        return SimpleNamespace(ok=ok, exit_code=0 if ok else 1, console_log="c", output_log="o")
+
+    monkeypatch.setattr(kbuild, "build", build)
+    monkeypatch.setattr(vm, "run", run)
+    monkeypatch.setattr(lab_cli, "report_vm_result", lambda res: None)
+    console = Console(file=io.StringIO())
+    with pytest.raises(PyksmError, match=r"1 of 2 scenarios failed \(apache\)"):
+        host.run_matrix(
+            ["apache", "kernel-build"], ["ksm", "ksm++"], 10, "100:20", tmp_path, console,
+            repeat=3,
+        )  # fmt: skip
+    assert len(builds) == 1 and len(requests) == 2
+    cmd = requests[1].command
+    assert cmd[cmd.index("--repeat") + 1] == "3" and "kernel-build" in cmd
+    assert requests[1].timeout == 6 * (10 + 240) + 300
+    with pytest.raises(PyksmError, match="given twice"):
+        host.run_matrix(["apache"], ["ksm", "ksm"], 10, "100:20", tmp_path, console)
+    assert len(builds) == 1  # refused before building

@@ -63,7 +63,7 @@ def test_the_runners_samples_and_summary_load_in_the_report(tmp_path: Path) -> N
         json.dumps({"scenario": {"name": "kernel-build"}, "modes": ["ksm"]})
     )
     cfg = runner.mode_config("ksm")
-    runner._measure(
+    _, load = runner._measure(
         k,
         cfg,
         1.2,
@@ -74,8 +74,15 @@ def test_the_runners_samples_and_summary_load_in_the_report(tmp_path: Path) -> N
         None,
         hintpairs.LedgerHistory(),
     )
+    # the machine's load over the run, from /proc/stat
+    assert load.seconds >= 1.2 and load.cpu_ticks > 0
+    assert 0 <= load.idle_ticks <= load.cpu_ticks and 0 <= load.steal_ticks <= load.cpu_ticks
     summary = runner.Summary(
-        mode="ksm", clk_tck=os.sysconf("SC_CLK_TCK"), lifetimes=oracle.histogram(2.0)
+        mode="ksm",
+        clk_tck=os.sysconf("SC_CLK_TCK"),
+        lifetimes=oracle.histogram(2.0),
+        rep=1,
+        load=load,
     )
     (base / "ksm" / "summary.json").write_text(summary.to_json())
     exp = dataset.load(base)
