@@ -29,10 +29,12 @@ def _fmt_value(v: float, fmt: Fmt) -> str:
 
 def cell(stat: Stat | None, fmt: Fmt) -> str:
     """``median [low, high]``; just the value for one repetition; "" for none."""
-    if stat is None or stat.interval.median is None:
+    if stat is None:
         return ""
     iv = stat.interval
-    text = _fmt_value(stat.interval.median, fmt)
+    if iv.median is None:
+        return ""
+    text = _fmt_value(iv.median, fmt)
     if iv.low is not None and iv.high is not None:
         text += f" [{_fmt_value(iv.low, fmt)}, {_fmt_value(iv.high, fmt)}]"
     return text
@@ -120,8 +122,8 @@ def _order(exp: Experiment) -> dict[tuple[int, str], int]:
         return {}
     places = {}
     for i, step in enumerate(order, 1):
-        if isinstance(step, list) and len(step) == 2:
-            places[(int(step[0]), str(step[1]))] = i
+        if isinstance(step, list) and len(step) == 2 and isinstance(step[0], int):
+            places[(step[0], str(step[1]))] = i
     return places
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from pyksm.errors import PyksmError
 from pyksm.experiment.results import Load, Sample, Summary, rep_dir
 from pyksm.experiment.runner import schedule
 from pyksm.report import aggregate, dataset, render
@@ -232,3 +233,13 @@ def test_a_missing_repetition_keeps_the_others_and_is_partial(three: Path) -> No
     st = aggregate.summarize(exp)
     # ksm++ rep 3 has no partner: its ratio is left out
     assert st.modes["ksm++"].ratios["captured_sharing_vs_ksm_ratio"].reps == (1, 2)
+
+
+def test_a_config_with_odd_modes_or_order_is_named_or_ignored(three: Path) -> None:
+    cfg = json.loads((three / "config.json").read_text())
+    (three / "config.json").write_text(json.dumps(cfg | {"order": [["x", "ksm"], 3]}))
+    st = aggregate.summarize(dataset.load(three))
+    assert {r["run"] for r in render.rep_rows(st)} == {""}  # order unknown: not guessed
+    (three / "config.json").write_text(json.dumps(cfg | {"modes": ["ksm", "../x"]}))
+    with pytest.raises(PyksmError, match=r"config\.json: field 'modes' holds '\.\./x'"):
+        dataset.load(three)
