@@ -28,16 +28,19 @@ def _fmt_value(v: float, fmt: Fmt) -> str:
 
 
 def cell(stat: Stat | None, fmt: Fmt) -> str:
-    """``median [low, high]``; just the value for one repetition; "" for none."""
+    """``median [low, high]``; just the value for one repetition (or when the
+    interval shows as the same value); "" for none."""
     if stat is None:
         return ""
     iv = stat.interval
     if iv.median is None:
         return ""
     text = _fmt_value(iv.median, fmt)
-    if iv.low is not None and iv.high is not None:
-        text += f" [{_fmt_value(iv.low, fmt)}, {_fmt_value(iv.high, fmt)}]"
-    return text
+    if iv.low is None or iv.high is None:
+        return text
+    low, high = _fmt_value(iv.low, fmt), _fmt_value(iv.high, fmt)
+    # All repetitions alike at this precision (n says how many): the value once.
+    return text if low == high == text else f"{text} [{low}, {high}]"
 
 
 def _f(spec: str) -> Fmt:
