@@ -60,16 +60,20 @@ def cmd_experiment_qemu_guest(args: argparse.Namespace) -> int:
     workload = qg.workload_from(args.workload, args.path, args.seed, args.count, args.rate)
     workload.command()  # bad paths or numbers fail before anything is built
     recipe = guest_image.DiskRecipe(size_mib=args.size_mib)
-    image = guest_image.build_all(recipe, err)
-    bzimage = Path(args.kernel) if args.kernel else image.bzimage
+    if args.kernel:
+        bzimage = Path(args.kernel)
+        initrd, disk = guest_image.build_initramfs(), guest_image.build_disk(recipe)
+    else:
+        image = guest_image.build_all(recipe, err)
+        bzimage, initrd, disk = image.bzimage, image.initramfs, image.disk
     err.print(
-        f"booting {escape(str(bzimage))} (TCG, {args.memory} MiB, {drive.drive_arg(image.disk.path)})"
+        f"booting {escape(str(bzimage))} (TCG, {args.memory} MiB, {drive.drive_arg(disk.path)})"
     )
     with qg.Guest(
         bzimage,
-        image.disk.path,
+        disk.path,
         memory_mib=args.memory,
-        initrd=image.initramfs,
+        initrd=initrd,
         drive=drive,
         nice=args.nice,
         boot_timeout=args.timeout,

@@ -337,9 +337,12 @@ class Guest:
             bzimage, initrd or initramfs(), disk, memory_mib, self.drive, qmp, qemu, nice
         )
         t0 = time.monotonic()
-        self.proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
+        try:
+            self.proc = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            )
+        except OSError as e:
+            raise PyksmError(f"cannot start {argv[0]}: {e.strerror}", hint="make setup") from None
         self.pid = self.proc.pid
         try:
             self.wait_for(b"READY", boot_timeout)

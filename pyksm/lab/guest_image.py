@@ -16,7 +16,9 @@ into it, so a second call with nothing changed only hashes a few files:
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import gzip
 import hashlib
 import json
@@ -71,6 +73,17 @@ def images_root() -> Path:
     return path
 
 
+@contextlib.contextmanager
+def _images_lock() -> Iterator[None]:
+    """One image builder at a time: a finished image is never replaced under a guest."""
+    with open(images_root() / ".lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def agent_path() -> Path:
     """The guest's /init: busybox sh, commands and replies on ttyS0."""
     return kbuild.repo_root() / "vm-images" / "qemu-guest" / "init"
@@ -119,6 +132,13 @@ def build_initramfs(agent: Path | None = None, busybox: Path | None = None) -> P
     out = images_root() / f"initramfs-{initramfs_key(agent_text, bb)}.cpio.gz"
     if out.exists():
         return out
+    with _images_lock():
+        if not out.exists():  # another builder may have made it meanwhile
+            _write_initramfs(out, agent_text, bb)
+    return out
+
+
+def _write_initramfs(out: Path, agent_text: bytes, bb: bytes) -> None:
     with tempfile.TemporaryDirectory(dir=images_root(), prefix=".initramfs-") as tmp:
         tree = Path(tmp) / "tree"
         for d in ("bin", "dev", "proc", "sys", "mnt", "tmp"):
@@ -140,7 +160,6 @@ def build_initramfs(agent: Path | None = None, busybox: Path | None = None) -> P
         with gzip.GzipFile(part, "wb", mtime=0) as f:
             f.write(proc.stdout)
         part.replace(out)
-    return out
 
 
 def _is_static_elf(data: bytes) -> bool:
@@ -282,6 +301,15 @@ def build_disk(recipe: DiskRecipe | None = None) -> DiskImage:
     dest = images_root() / f"disk-{key}"
     if (dest / "manifest.json").exists() and (dest / "disk.ext4").exists():
         return DiskImage.load(dest / "manifest.json")
+    with _images_lock():
+        if (dest / "manifest.json").exists() and (dest / "disk.ext4").exists():
+            return DiskImage.load(dest / "manifest.json")
+        return _make_disk(recipe, key, dest)
+
+
+def _make_disk(recipe: DiskRecipe, key: str, dest: Path) -> DiskImage:
+    mke2fs = shutil.which("mke2fs", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
+    assert mke2fs is not None  # checked by build_disk
     tree = recipe.tree
     if tree is None:
         tree = source.unpack(cache_root(), None).path
