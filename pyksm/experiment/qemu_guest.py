@@ -333,6 +333,7 @@ class Guest:
         self.drive = drive or DriveOptions()
         self.ready: Ready | None = None
         self._buf = b""
+        self._tail = b""  # the console's last lines, for errors
         argv = qemu_argv(
             bzimage, initrd or initramfs(), disk, memory_mib, self.drive, qmp, qemu, nice
         )
@@ -351,46 +352,40 @@ class Guest:
             self.close()  # a guest that dies or hangs at boot is not left behind
             raise
 
-    def _lines(self, timeout: float) -> list[str]:
-        """Complete lines that arrive within ``timeout`` (at least one, or raise)."""
+    def _line(self, end: float) -> str:
+        """The next line of the serial console, by the monotonic time ``end``."""
         assert self.proc.stdout is not None
-        end = time.monotonic() + timeout
         while b"\n" not in self._buf:
             left = end - time.monotonic()
             r, _, _ = select.select([self.proc.stdout], [], [], max(left, 0))
             if not r:
-                raise PyksmError(
-                    f"QEMU guest silent for {timeout:g} s; output tail: {self._buf[-500:]!r}"
-                )
+                raise PyksmError(f"QEMU guest silent; output tail: {self._buf[-500:]!r}")
             chunk = os.read(self.proc.stdout.fileno(), 65536)
             if not chunk:  # EOF: QEMU is gone
                 raise PyksmError(f"QEMU guest exited; output tail: {self._buf[-500:]!r}")
             self._buf += chunk
-        *done, self._buf = self._buf.split(b"\n")
-        return [ln.decode(errors="replace").rstrip("\r") for ln in done]
+        line, self._buf = self._buf.split(b"\n", 1)
+        self._tail = (self._tail + line + b"\n")[-500:]
+        return line.decode(errors="replace").rstrip("\r")
 
     def wait_for(self, token: bytes, timeout: float) -> bytes:
-        """Read until ``token`` appears in the output; return what was read."""
-        assert self.proc.stdout is not None
+        """Read lines until one holds ``token``; return what was read."""
         end = time.monotonic() + timeout
         seen = b""
         while True:
-            left = end - time.monotonic()
             try:
-                lines = self._lines(left) if left > 0 else []
+                ln = self._line(end)
             except PyksmError:
-                lines = []
-            if not lines:
                 raise PyksmError(
-                    f"QEMU guest: no {token!r}; output tail: {(seen + self._buf)[-500:]!r}"
-                )
-            for ln in lines:
-                seen += ln.encode() + b"\n"
-                reply = parse_reply(ln)
-                if isinstance(reply, Ready):
-                    self.ready = reply
-                if token in ln.encode():
-                    return seen
+                    f"QEMU guest: no {token!r} within {timeout:g} s; output tail: "
+                    f"{(self._tail + self._buf)[-500:]!r}"
+                ) from None
+            seen += ln.encode() + b"\n"
+            reply = parse_reply(ln)
+            if isinstance(reply, Ready):
+                self.ready = reply
+            if token in ln.encode():
+                return seen
 
     def _send(self, cmd: str) -> None:
         assert self.proc.stdin is not None
@@ -419,32 +414,32 @@ class Guest:
         end = t0 + timeout
         progress: list[Progress] = []
         while True:
-            left = end - time.monotonic()
-            if left <= 0:
-                raise PyksmError(f"guest {cmd!r}: no DONE within {timeout:g} s")
-            for ln in self._lines(left):
-                reply = parse_reply(ln)
-                if isinstance(reply, AgentError):
-                    raise PyksmError(f"guest {cmd!r}: {reply.text}")
-                if isinstance(reply, Progress):
-                    progress.append(reply)
-                    if on_progress:
-                        on_progress(reply)
-                elif isinstance(reply, Done):
-                    return WorkloadResult(cmd, reply, time.monotonic() - t0, progress)
+            try:
+                ln = self._line(end)
+            except PyksmError as e:
+                raise PyksmError(f"guest {cmd!r}: no DONE within {timeout:g} s ({e})") from None
+            reply = parse_reply(ln)
+            if isinstance(reply, AgentError):
+                raise PyksmError(f"guest {cmd!r}: {reply.text}")
+            if isinstance(reply, Progress):
+                progress.append(reply)
+                if on_progress:
+                    on_progress(reply)
+            elif isinstance(reply, Done):
+                return WorkloadResult(cmd, reply, time.monotonic() - t0, progress)
 
     def progress_every(self, seconds: int, timeout: float = 60) -> None:
         """PROGRESS lines every ``seconds`` while a workload runs (0: none)."""
         if seconds < 0:
             raise PyksmError("progress interval must be >= 0 s")
         self._send(f"progress {seconds}")
+        end = time.monotonic() + timeout
         while True:
-            for ln in self._lines(timeout):
-                reply = parse_reply(ln)
-                if isinstance(reply, AgentError):
-                    raise PyksmError(f"guest 'progress': {reply.text}")
-                if isinstance(reply, Done):
-                    return
+            reply = parse_reply(self._line(end))
+            if isinstance(reply, AgentError):
+                raise PyksmError(f"guest 'progress': {reply.text}")
+            if isinstance(reply, Done):
+                return
 
     def command(self, cmd: str, token: bytes = b"DONE", timeout: float = 600) -> float:
         """Send a raw agent command; the host seconds until ``token``."""
