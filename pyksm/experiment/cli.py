@@ -90,6 +90,7 @@ def cmd_experiment_qemu_guest(args: argparse.Namespace) -> int:
         )
     summary = {
         "boot_seconds": round(guest.boot_seconds, 3),
+        "guest_uptime_at_ready_s": guest.ready.uptime_ms / 1000 if guest.ready else None,
         "command": result.command,
         "status": result.done.status,
         "files": result.done.files,
