@@ -12,11 +12,13 @@ SYSTEM_PYTHON ?= /usr/bin/python3
 
 # Debian packages: kernel source and build tools, QEMU, bcc (+ Debian's 6.1
 # headers, for bcc on a host kernel without kheaders), selftest deps, udev
-# (virtme-ng's script I/O ports), xxhsum (hash benchmark), busybox (QEMU guests).
+# (virtme-ng's script I/O ports), xxhsum (hash benchmark), busybox (QEMU guests),
+# e2fsprogs (the QEMU guests' shared disk: mke2fs -d).
 APT_PACKAGES := linux-source-6.12 build-essential flex bison bc libelf-dev \
 	libssl-dev dwarves cpio xz-utils zstd kmod rsync util-linux \
 	qemu-system-x86 python3 python3-venv python3-pip python3-bpfcc \
-	bpfcc-tools libnuma-dev udev linux-headers-amd64 xxhash busybox-static
+	bpfcc-tools libnuma-dev udev linux-headers-amd64 xxhash busybox-static \
+	e2fsprogs
 
 # The Vagrant lab (make vagrant-setup; not needed by make test): Vagrant with the
 # libvirt provider, libvirtd (run by pyksm inside its own network namespace),
@@ -26,7 +28,7 @@ VAGRANT_PACKAGES := vagrant vagrant-libvirt libvirt-daemon-system libvirt-client
 	dnsmasq-base netcat-openbsd iproute2 debootstrap e2fsprogs qemu-utils rsync \
 	openssh-client
 
-.PHONY: help setup apt venv lint unit vm vm-debug test demo bench kernel clean \
+.PHONY: help setup apt venv lint unit vm vm-debug test demo bench kernel guest-image clean \
 	vagrant-setup vagrant-box vagrant-up vagrant-test
 
 help:
@@ -35,6 +37,7 @@ help:
 	@echo "make test      setup, lint, unit tests, VM tests on the test kernel"
 	@echo "make vm-debug  VM tests on the debug (KASAN, lockdep, KFENCE) kernel"
 	@echo "make bench     benchmarks (JSON in bench-results/)"
+	@echo "make guest-image  guest kernel, agent initramfs, ext4 disk of the real-QEMU guests"
 	@echo "make vagrant-setup  install Vagrant, vagrant-libvirt, libvirt, debootstrap"
 	@echo "make vagrant-up     build kernel + box (cached), vagrant up (Debian VM on it)"
 	@echo "make vagrant-test   the Vagrant lab end to end (box, up, ssh, run, destroy)"
@@ -72,6 +75,9 @@ unit: venv
 
 kernel: setup
 	$(PYKSM) kernel build
+
+guest-image: setup
+	vm-images/build-qemu-guest.sh
 
 vm: setup
 	$(PYKSM) kernel build

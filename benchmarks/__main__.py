@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-MODULES = ["lab_bench", "hints_bench", "analysis_bench", "collect_bench"]
+MODULES = ["lab_bench", "hints_bench", "analysis_bench", "collect_bench", "qemu_guest_bench"]
 OUT = Path("bench-results")
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "address",
     "checked",
     "comma_list",
+    "existing_dir",
     "existing_file",
     "listen_address",
     "memory_size",
@@ -151,6 +152,16 @@ def existing_file(text: str) -> Path:
         raise argparse.ArgumentTypeError(f"{text} is a directory")
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"{text}: no such file")
+    return path
+
+
+def existing_dir(text: str) -> Path:
+    """A directory that exists (to read)."""
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{text} is not a directory" if path.exists() else f"{text}: no such directory"
+        )
     return path
 
 

@@ -23,6 +23,9 @@ EXAMPLES = """examples:
   pyksm kernel build                 # patched test kernel (cached)
   pyksm kernel build --debug         # KASAN, KFENCE, lockdep, DEBUG_VM
   pyksm kernel build --vanilla       # the same config without the KSM++ series
+  pyksm kernel build --guest         # the small vanilla kernel of the real-QEMU guests
+  pyksm guest-image build            # + busybox agent initramfs + 256 MiB ext4 disk
+  pyksm experiment qemu-guest --workload tar --path include   # boot one, time a read
   pyksm vm run -- uname -r           # boot the patched test kernel, run a command
   pyksm vm run --kernel debug --numa -- ./selftest
   pyksm vm scan-log pyksm-out/console.log
@@ -39,7 +42,7 @@ def _registrars() -> list[Register]:
     from pyksm.experiment import cli as experiment_cli
     from pyksm.kernel import cli as kernel_cli
     from pyksm.lab import cli as lab_cli
-    from pyksm.lab import vagrant_cli
+    from pyksm.lab import guest_image_cli, vagrant_cli
     from pyksm.monitor import cli as monitor_cli
     from pyksm.report import cli as report_cli
 
@@ -49,6 +52,7 @@ def _registrars() -> list[Register]:
         collect_cli.register,
         analysis_cli.register,
         vagrant_cli.register,
+        guest_image_cli.register,
         lambda sub: experiment_cli.register(sub, show=report_cli.show_summary),
         report_cli.register,
         monitor_cli.register,

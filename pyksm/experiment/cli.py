@@ -1,4 +1,4 @@
-"""``pyksm experiment run`` and ``matrix`` (registered by pyksm.cli).
+"""``pyksm experiment run``, ``matrix`` and ``qemu-guest`` (registered by pyksm.cli).
 
 The results are shown by a function pyksm.cli passes in (the report's
 terminal summary): the experiment layer sits below the report and does not
@@ -132,6 +132,63 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--outdir", "-o", type=argtypes.output_dir, default="pyksm-results")
 
 
+def cmd_experiment_qemu_guest(args: argparse.Namespace) -> int:
+    import json
+
+    from pyksm.experiment import qemu_guest as qg
+    from pyksm.lab import guest_image
+
+    drive = qg.DriveOptions(aio=args.aio, cache=args.cache, readonly=True)
+    workload = qg.workload_from(args.workload, args.path, args.seed, args.count, args.rate)
+    workload.command()  # bad paths or numbers fail before anything is built
+    recipe = guest_image.DiskRecipe(size_mib=args.size_mib)
+    if args.kernel:
+        bzimage = Path(args.kernel)
+        initrd, disk = guest_image.build_initramfs(), guest_image.build_disk(recipe)
+    else:
+        image = guest_image.build_all(recipe, err)
+        bzimage, initrd, disk = image.bzimage, image.initramfs, image.disk
+    err.print(
+        f"booting {escape(str(bzimage))} (TCG, {args.memory} MiB, {drive.drive_arg(disk.path)})"
+    )
+    with qg.Guest(
+        bzimage,
+        disk.path,
+        memory_mib=args.memory,
+        initrd=initrd,
+        drive=drive,
+        nice=args.nice,
+        boot_timeout=args.timeout,
+    ) as guest:
+        err.print(f"READY after {guest.boot_seconds:.2f} s ({guest.ready})")
+        if args.drop_caches:
+            guest.run(qg.DropCaches(), timeout=args.timeout)
+        result = guest.run(
+            workload,
+            timeout=args.timeout,
+            on_progress=lambda p: err.print(
+                f"  {p.elapsed_ms / 1000:6.1f} s  {p.read_bytes / (1 << 20):8.1f} MiB"
+            ),
+        )
+    summary = {
+        "boot_seconds": round(guest.boot_seconds, 3),
+        "guest_uptime_at_ready_s": guest.ready.uptime_ms / 1000 if guest.ready else None,
+        "command": result.command,
+        "status": result.done.status,
+        "files": result.done.files,
+        "read_bytes": result.done.read_bytes,
+        "host_seconds": round(result.host_seconds, 3),
+        "guest_seconds": result.done.elapsed_ms / 1000,
+        "mib_per_s": round(result.mib_per_s, 2),
+        "aio": drive.aio,
+        "cache": drive.cache,
+        "memory_mib": args.memory,
+        "kernel": guest.ready.kernel if guest.ready else "",
+    }
+    print(json.dumps(summary, indent=2))
+    return 0 if result.ok else 1
+
+
 def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], show: Show | None = None
 ) -> None:
@@ -157,3 +214,34 @@ def register(
     )
     _common(em)
     em.set_defaults(func=cmd_experiment_matrix, show=show)
+
+    from pyksm.experiment.qemu_guest import AIO_MODES, CACHE_MODES, WORKLOADS
+
+    eq = ep.add_parser(
+        "qemu-guest",
+        help="boot one real QEMU guest on this machine (guest kernel, busybox agent, shared "
+        "ext4 disk; TCG) and time one read workload",
+    )
+    eq.add_argument("--workload", "-w", choices=WORKLOADS, default="tar")
+    eq.add_argument("--path", default=".", help="tree on the disk (default: all of it)")
+    eq.add_argument("--seed", type=argtypes.nonneg_int, default=1, help="random: order seed")
+    eq.add_argument("--count", type=argtypes.nonneg_int, default=0, help="random: files (0: all)")
+    eq.add_argument(
+        "--rate", type=argtypes.nonneg_int, default=0, help="random: files/s at most (0: unpaced)"
+    )
+    eq.add_argument("--aio", choices=AIO_MODES, default="threads")
+    eq.add_argument("--cache", choices=CACHE_MODES, default="writeback")
+    eq.add_argument("--memory", "-m", type=argtypes.positive_int, default=128, help="MiB")
+    eq.add_argument("--size-mib", type=argtypes.positive_int, default=256, help="disk size")
+    eq.add_argument("--kernel", "-k", type=argtypes.existing_file, help="bzImage (default: guest)")
+    eq.add_argument(
+        "--no-drop-caches",
+        dest="drop_caches",
+        action="store_false",
+        help="keep the guest's page cache before the workload",
+    )
+    eq.add_argument("--nice", type=int, default=10, help="QEMU's niceness (default 10)")
+    eq.add_argument(
+        "--timeout", "-t", type=argtypes.positive_float, default=600.0, help="seconds per step"
+    )
+    eq.set_defaults(func=cmd_experiment_qemu_guest)

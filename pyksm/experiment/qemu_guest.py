@@ -1,78 +1,53 @@
-"""A tiny real QEMU guest for tracing experiments: the test kernel, a busybox
-initramfs and a raw virtio-blk disk (aio=threads), driven over its serial line.
+"""A tiny real QEMU guest for tracing experiments: a kernel, the busybox
+agent's initramfs and a virtio-blk disk, driven over its serial line.
 
-The guest prints READY, then obeys one command per line on ttyS0:
-``dd`` (drop caches, read the whole disk with 1 MiB blocks, print DONE) and
-``off``. The host side times each command, so guest clocks under TCG do not
-matter. The initramfs is built once under ~/.cache/pyksm/qemu-guest/.
+``pyksm guest-image build`` (pyksm.lab.guest_image) makes the guest kernel,
+the initramfs and an ext4 disk holding a real file tree. The agent
+(vm-images/qemu-guest/init) prints ``@pyksm READY``, then obeys one command
+per line on ttyS0 and answers in ``@pyksm KIND key=value`` lines, parsed
+here into Ready / Progress / Done. Workloads are typed (Tar, Cat,
+RandomRead, DiskRead, DropCaches); ``Guest.run`` returns a WorkloadResult
+with the guest's own numbers and the host-side seconds (the host clock
+times everything, so guest clocks under TCG do not matter). The drive's
+``aio`` (threads, native, io_uring) and ``cache`` (writeback, none) are
+options, since they decide which host syscalls the guest's reads become.
+Every wait has a deadline; a guest that dies or hangs is killed, and its
+pipes are closed on every path.
 """
 
 from __future__ import annotations
 
 import contextlib
-import gzip
 import os
+import re
 import select
-import shutil
 import subprocess
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pyksm import cache
 from pyksm.collect import tracefile
 from pyksm.collect.process import CollectorProcess
 from pyksm.control.ranges import clip
 from pyksm.errors import PyksmError
+from pyksm.lab import guest_image
 from pyksm.procfs import mergeable_spans, read_smaps
 
-INIT = """#!/bin/busybox sh
-/bin/busybox --install -s /bin
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-mount -t devtmpfs dev /dev
-echo READY
-while read cmd; do
-  case "$cmd" in
-    dd) echo 3 > /proc/sys/vm/drop_caches
-        dd if=/dev/vda of=/dev/null bs=1M 2>/dev/null
-        echo DONE $? ;;
-    off) poweroff -f ;;
-  esac
-done
-"""
+AGENT_VERSION = 1
+PREFIX = "@pyksm "
+AIO_MODES = ("threads", "native", "io_uring")
+CACHE_MODES = ("writeback", "none")
 
 
 def initramfs() -> Path:
-    """A gzip'ed cpio with static busybox and the init above (cached)."""
-    root = cache.cache_root() / "qemu-guest"
-    out = root / "initramfs.cpio.gz"
-    if out.exists():
-        return out
-    tree = root / "tree"
-    shutil.rmtree(tree, ignore_errors=True)
-    for d in ("bin", "proc", "sys", "dev"):
-        (tree / d).mkdir(parents=True)
-    shutil.copy2(shutil.which("busybox") or "/bin/busybox", tree / "bin" / "busybox")
-    (tree / "init").write_text(INIT)
-    (tree / "init").chmod(0o755)
-    files = sorted(str(p.relative_to(tree)) for p in tree.rglob("*"))
-    cpio = subprocess.run(
-        ["cpio", "-o", "-H", "newc", "--quiet"],
-        input="\n".join(files).encode(),
-        cwd=tree,
-        capture_output=True,
-        check=True,
-    ).stdout
-    tmp = out.with_suffix(".tmp")
-    with gzip.open(tmp, "wb") as f:
-        f.write(cpio)
-    tmp.rename(out)
-    return out
+    """The agent's initramfs (built once per agent and busybox, cached)."""
+    return guest_image.build_initramfs()
 
 
 def make_disk(path: Path, mib: int) -> Path:
-    """A raw disk of pseudo-random data (compressible data would be fine too)."""
+    """A raw disk of pseudo-random data (no filesystem: for ``dd`` only)."""
     if not path.exists() or path.stat().st_size != mib << 20:
         block = os.urandom(1 << 20)
         with open(path, "wb") as f:
@@ -81,8 +56,266 @@ def make_disk(path: Path, mib: int) -> Path:
     return path
 
 
+# --- the agent's replies ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ready:
+    agent: int
+    uptime_ms: int
+    disk: str  # "ro": the ext4 disk is mounted on /mnt; "none"
+    kernel: str
+
+
+@dataclass(frozen=True)
+class Progress:
+    cmd: str
+    elapsed_ms: int
+    read_bytes: int
+
+
+@dataclass(frozen=True)
+class Done:
+    cmd: str
+    status: int
+    elapsed_ms: int  # guest clock
+    read_bytes: int  # from /dev/vda, per the guest's block layer
+    files: int
+
+
+@dataclass(frozen=True)
+class AgentError:
+    cmd: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Bye:
+    pass
+
+
+Reply = Ready | Progress | Done | AgentError | Bye
+
+_INT_FIELDS = {
+    Ready: ("agent", "uptime_ms"),
+    Progress: ("elapsed_ms", "read_bytes"),
+    Done: ("status", "elapsed_ms", "read_bytes", "files"),
+}
+_KINDS: dict[str, type[Ready] | type[Progress] | type[Done]] = {
+    "READY": Ready,
+    "PROGRESS": Progress,
+    "DONE": Done,
+}
+_FIELD = re.compile(r"^([a-z_]+)=(\S*)$")
+
+
+def parse_reply(line: str) -> Reply | None:
+    """One serial line: a reply of the agent, or None for anything else
+    (kernel messages, the shell's noise). A malformed reply is an error."""
+    at = line.find(PREFIX)
+    if at < 0:
+        return None
+    words = line[at + len(PREFIX) :].strip().split()
+    if not words:
+        raise PyksmError(f"guest agent: empty reply {line.strip()!r}")
+    kind, rest = words[0], words[1:]
+    if kind == "BYE":
+        return Bye()
+    if kind == "ERROR":
+        cmd = rest[0][4:] if rest and rest[0].startswith("cmd=") else ""
+        return AgentError(cmd, " ".join(rest[1:] if cmd else rest))
+    cls = _KINDS.get(kind)
+    if cls is None:
+        raise PyksmError(f"guest agent: unknown reply {kind!r} in {line.strip()!r}")
+    values: dict[str, Any] = {}
+    for w in rest:
+        m = _FIELD.match(w)
+        if not m:
+            raise PyksmError(f"guest agent: bad field {w!r} in {line.strip()!r}")
+        values[m.group(1)] = m.group(2)
+    wanted = set(cls.__dataclass_fields__)
+    if missing := wanted - values.keys():
+        raise PyksmError(f"guest agent: {kind} without {', '.join(sorted(missing))}")
+    args = {k: values[k] for k in wanted}
+    for k in _INT_FIELDS[cls]:
+        try:
+            args[k] = int(args[k])
+        except ValueError:
+            raise PyksmError(f"guest agent: {k}={args[k]!r} is not a number") from None
+    return cls(**args)
+
+
+# --- workloads -------------------------------------------------------------
+
+
+def _tree_path(path: str) -> str:
+    """A path on the shared disk as the agent takes it (one word, no ``..``)."""
+    if not path or any(c.isspace() for c in path) or ".." in path.split("/"):
+        raise PyksmError(f"disk path {path!r}: one word inside the disk, e.g. linux/kernel or .")
+    return path.strip("/") or "."
+
+
+@dataclass(frozen=True)
+class Tar:
+    """``tar cf /dev/null PATH``: a kernel build's sequential walk of a tree."""
+
+    path: str = "."
+
+    def command(self) -> str:
+        return f"tar {_tree_path(self.path)}"
+
+
+@dataclass(frozen=True)
+class Cat:
+    """``find PATH -type f | xargs cat > /dev/null``."""
+
+    path: str = "."
+
+    def command(self) -> str:
+        return f"cat {_tree_path(self.path)}"
+
+
+@dataclass(frozen=True)
+class RandomRead:
+    """An apache-like reader: ``count`` files of ``path`` (0: all) in an order
+    shuffled with ``seed``, at most ``rate`` files/s (0: as fast as it can)."""
+
+    path: str = "."
+    seed: int = 1
+    count: int = 0
+    rate: int = 0
+
+    def command(self) -> str:
+        for name in ("seed", "count", "rate"):
+            if getattr(self, name) < 0:
+                raise PyksmError(f"random read: {name} must be >= 0")
+        return f"random {_tree_path(self.path)} {self.seed} {self.count} {self.rate}"
+
+
+@dataclass(frozen=True)
+class DiskRead:
+    """``dd`` of the whole raw disk with 1 MiB blocks (no filesystem needed)."""
+
+    def command(self) -> str:
+        return "dd"
+
+
+@dataclass(frozen=True)
+class DropCaches:
+    """``sync; echo 3 > /proc/sys/vm/drop_caches``."""
+
+    def command(self) -> str:
+        return "drop"
+
+
+Workload = Tar | Cat | RandomRead | DiskRead | DropCaches
+WORKLOADS = ("tar", "cat", "random", "dd")
+
+
+def workload_from(
+    name: str, path: str = ".", seed: int = 1, count: int = 0, rate: int = 0
+) -> Workload:
+    """The workload a command line names (``--workload tar --path include``)."""
+    if name == "tar":
+        return Tar(path)
+    if name == "cat":
+        return Cat(path)
+    if name == "random":
+        return RandomRead(path, seed, count, rate)
+    if name == "dd":
+        return DiskRead()
+    raise PyksmError(f"unknown workload {name!r}: choose from {', '.join(WORKLOADS)}")
+
+
+@dataclass
+class WorkloadResult:
+    command: str
+    done: Done
+    host_seconds: float  # command sent -> DONE received, host clock
+    progress: list[Progress] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.done.status == 0
+
+    @property
+    def mib_per_s(self) -> float:
+        """Disk bytes the guest read per host second."""
+        return self.done.read_bytes / (1 << 20) / self.host_seconds if self.host_seconds else 0.0
+
+
+# --- QEMU ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DriveOptions:
+    """How QEMU opens the disk: ``aio`` and ``cache`` pick the host read path
+    (threads: preadv from a thread pool; native: Linux AIO io_submit, needs
+    cache=none; io_uring). ``readonly`` lets guests share one image."""
+
+    aio: str = "threads"
+    cache: str = "writeback"
+    readonly: bool = False
+    format: str = "raw"
+
+    def __post_init__(self) -> None:
+        if self.aio not in AIO_MODES:
+            raise PyksmError(f"aio={self.aio!r}: choose from {', '.join(AIO_MODES)}")
+        if self.cache not in CACHE_MODES:
+            raise PyksmError(f"cache={self.cache!r}: choose from {', '.join(CACHE_MODES)}")
+        if self.aio == "native" and self.cache != "none":
+            raise PyksmError("aio=native needs cache=none (QEMU opens the image O_DIRECT)")
+        if self.format not in ("raw", "qcow2"):
+            raise PyksmError(f"disk format {self.format!r}: raw or qcow2")
+
+    def drive_arg(self, disk: Path) -> str:
+        if "," in str(disk):
+            raise PyksmError(f"disk path {disk}: QEMU option values cannot hold a comma")
+        arg = f"file={disk},format={self.format},if=virtio,aio={self.aio},cache={self.cache}"
+        return arg + (",readonly=on" if self.readonly else "")
+
+
+def qemu_argv(
+    bzimage: Path,
+    initrd: Path,
+    disk: Path,
+    memory_mib: int = 128,
+    drive: DriveOptions | None = None,
+    qmp: Path | None = None,
+    qemu: str = "qemu-system-x86_64",
+    nice: int | None = None,
+) -> list[str]:
+    """The command line of one guest: TCG, no NIC, serial on stdio."""
+    if memory_mib < 32:
+        raise PyksmError(f"guest memory {memory_mib} MiB: at least 32 MiB")
+    drive = drive or DriveOptions()
+    argv = [
+        qemu,
+        "-accel", "tcg",
+        "-m", str(memory_mib),
+        "-smp", "1",
+        "-nodefaults",
+        "-display", "none",
+        "-no-reboot",
+        "-serial", "stdio",
+        "-kernel", str(bzimage),
+        "-initrd", str(initrd),
+        "-append", "console=ttyS0 quiet panic=-1",
+        "-drive", drive.drive_arg(disk),
+        "-nic", "none",
+    ]  # fmt: skip
+    if qmp is not None:
+        argv += ["-qmp", f"unix:{qmp},server=on,wait=off"]
+    if nice is not None:
+        argv = ["nice", "-n", str(nice), *argv]
+    return argv
+
+
 class Guest:
-    """A running QEMU; ``command("dd")`` returns the host-side seconds it took."""
+    """A running QEMU with the agent; ``run(Tar("linux"))`` -> WorkloadResult.
+
+    ``boot_seconds`` is the host time from the start of QEMU to READY.
+    """
 
     def __init__(
         self,
@@ -93,65 +326,136 @@ class Guest:
         boot_timeout: float = 300,
         qemu: str = "qemu-system-x86_64",
         initrd: Path | None = None,
+        drive: DriveOptions | None = None,
+        nice: int | None = None,
     ) -> None:
         self.memory_mib = memory_mib
-        argv = [
-            qemu,
-            "-accel", "tcg",
-            "-m", str(memory_mib),
-            "-smp", "1",
-            "-nodefaults",
-            "-display", "none",
-            "-no-reboot",
-            "-serial", "stdio",
-            "-kernel", str(bzimage),
-            "-initrd", str(initrd or initramfs()),
-            "-append", "console=ttyS0 quiet panic=-1",
-            "-drive", f"file={disk},format=raw,if=virtio,aio=threads,cache=writeback",
-            "-nic", "none",
-        ]  # fmt: skip
-        if qmp is not None:
-            argv += ["-qmp", f"unix:{qmp},server=on,wait=off"]
-        self.proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        self.drive = drive or DriveOptions()
+        self.ready: Ready | None = None
+        self._buf = b""
+        self._tail = b""  # the console's last lines, for errors
+        argv = qemu_argv(
+            bzimage, initrd or initramfs(), disk, memory_mib, self.drive, qmp, qemu, nice
         )
+        t0 = time.monotonic()
+        try:
+            self.proc = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            )
+        except OSError as e:
+            raise PyksmError(f"cannot start {argv[0]}: {e.strerror}", hint="make setup") from None
         self.pid = self.proc.pid
         try:
             self.wait_for(b"READY", boot_timeout)
+            self.boot_seconds = time.monotonic() - t0
         except BaseException:
             self.close()  # a guest that dies or hangs at boot is not left behind
             raise
 
-    def wait_for(self, token: bytes, timeout: float) -> bytes:
+    def _line(self, end: float) -> str:
+        """The next line of the serial console, by the monotonic time ``end``."""
         assert self.proc.stdout is not None
-        end = time.monotonic() + timeout
-        data = b""
-        while token not in data:
+        while b"\n" not in self._buf:
             left = end - time.monotonic()
-            if left <= 0 or self.proc.poll() is not None:
-                raise PyksmError(f"QEMU guest: no {token!r}; output tail: {data[-500:]!r}")
-            r, _, _ = select.select([self.proc.stdout], [], [], left)
-            if r:
-                chunk = os.read(self.proc.stdout.fileno(), 65536)
-                data += chunk
-        return data
+            r, _, _ = select.select([self.proc.stdout], [], [], max(left, 0))
+            if not r:
+                raise PyksmError(f"QEMU guest silent; output tail: {self._buf[-500:]!r}")
+            chunk = os.read(self.proc.stdout.fileno(), 65536)
+            if not chunk:  # EOF: QEMU is gone
+                raise PyksmError(f"QEMU guest exited; output tail: {self._buf[-500:]!r}")
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        self._tail = (self._tail + line + b"\n")[-500:]
+        return line.decode(errors="replace").rstrip("\r")
+
+    def wait_for(self, token: bytes, timeout: float) -> bytes:
+        """Read lines until one holds ``token``; return what was read."""
+        end = time.monotonic() + timeout
+        seen = b""
+        while True:
+            try:
+                ln = self._line(end)
+            except PyksmError:
+                raise PyksmError(
+                    f"QEMU guest: no {token!r} within {timeout:g} s; output tail: "
+                    f"{(self._tail + self._buf)[-500:]!r}"
+                ) from None
+            seen += ln.encode() + b"\n"
+            reply = parse_reply(ln)
+            if isinstance(reply, Ready):
+                self.ready = reply
+            if token in ln.encode():
+                return seen
+
+    def _send(self, cmd: str) -> None:
+        assert self.proc.stdin is not None
+        if "\n" in cmd:
+            raise PyksmError(f"guest command {cmd!r}: one line")
+        try:
+            self.proc.stdin.write(cmd.encode() + b"\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            raise PyksmError(f"QEMU guest exited before {cmd!r}") from None
+
+    def run(
+        self,
+        workload: Workload,
+        timeout: float = 600,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> WorkloadResult:
+        """Send the workload's command, collect PROGRESS lines until DONE.
+
+        An ERROR reply, a guest that exits, or no DONE within ``timeout``
+        raises PyksmError. A non-zero DONE status is returned (``ok``).
+        """
+        cmd = workload.command()
+        t0 = time.monotonic()
+        self._send(cmd)
+        end = t0 + timeout
+        progress: list[Progress] = []
+        while True:
+            try:
+                ln = self._line(end)
+            except PyksmError as e:
+                raise PyksmError(f"guest {cmd!r}: no DONE within {timeout:g} s ({e})") from None
+            reply = parse_reply(ln)
+            if isinstance(reply, AgentError):
+                raise PyksmError(f"guest {cmd!r}: {reply.text}")
+            if isinstance(reply, Progress):
+                progress.append(reply)
+                if on_progress:
+                    on_progress(reply)
+            elif isinstance(reply, Done):
+                return WorkloadResult(cmd, reply, time.monotonic() - t0, progress)
+
+    def progress_every(self, seconds: int, timeout: float = 60) -> None:
+        """PROGRESS lines every ``seconds`` while a workload runs (0: none)."""
+        if seconds < 0:
+            raise PyksmError("progress interval must be >= 0 s")
+        self._send(f"progress {seconds}")
+        end = time.monotonic() + timeout
+        while True:
+            reply = parse_reply(self._line(end))
+            if isinstance(reply, AgentError):
+                raise PyksmError(f"guest 'progress': {reply.text}")
+            if isinstance(reply, Done):
+                return
 
     def command(self, cmd: str, token: bytes = b"DONE", timeout: float = 600) -> float:
-        assert self.proc.stdin is not None
+        """Send a raw agent command; the host seconds until ``token``."""
         t0 = time.monotonic()
-        self.proc.stdin.write(cmd.encode() + b"\n")
-        self.proc.stdin.flush()
+        self._send(cmd)
         self.wait_for(token, timeout)
         return time.monotonic() - t0
 
-    def close(self) -> None:
-        """Power off (``off``), or kill after 10 s; the pipes are closed either way."""
+    def close(self, timeout: float = 10) -> None:
+        """Power off (``off``), or kill after ``timeout`` s; the pipes are closed either way."""
         if self.proc.poll() is None:
             try:
                 assert self.proc.stdin is not None
                 self.proc.stdin.write(b"off\n")
                 self.proc.stdin.flush()
-                self.proc.wait(timeout=10)
+                self.proc.wait(timeout=timeout)
             except (OSError, subprocess.TimeoutExpired):
                 self.proc.kill()
                 self.proc.wait()

@@ -35,9 +35,11 @@ def resolve_kernel(spec: str, console: Console) -> Path:
 
 
 def cmd_kernel_build(args: argparse.Namespace) -> int:
+    if args.guest and args.debug:
+        raise PyksmError("--guest is a kernel of its own: it takes no --debug")
     req = kbuild.BuildRequest(
-        variant="debug" if args.debug else "test",
-        vanilla=args.vanilla,
+        variant="guest" if args.guest else "debug" if args.debug else "test",
+        vanilla=args.vanilla or args.guest,
         jobs=args.jobs or kbuild.BuildRequest().jobs,
         extra_fragments=tuple(Path(f).resolve() for f in args.fragment or ()),
     )
@@ -104,6 +106,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     b = kernel.add_parser("build", help="build (or fetch from cache) a test kernel")
     b.add_argument("--debug", action="store_true", help="KASAN, KFENCE, lockdep, DEBUG_VM")
     b.add_argument("--vanilla", action="store_true", help="without the KSM++ patch series")
+    b.add_argument(
+        "--guest",
+        action="store_true",
+        help="the small vanilla kernel of the real-QEMU guests (guest.config; pyksm guest-image)",
+    )
     b.add_argument("--jobs", "-j", type=argtypes.positive_int, help="make -j (default: all cores)")
     b.add_argument("--json", action="store_true", help="print the build record as JSON")
     b.add_argument(

@@ -7,6 +7,8 @@ The test kernel starts from ``make tinyconfig`` and adds fragments:
 - ``vagrant.config`` what a systemd guest on a virtio disk needs (Vagrant lab), KVM
 - ``debug.config`` KASAN, KFENCE, lockdep, DEBUG_VM (the ``debug`` variant)
 - ``hints.config`` options the KSM++ series adds (patched builds only)
+- ``guest.config`` alone: the ``guest`` variant, the small vanilla kernel of the
+  real-QEMU guests (``pyksm kernel build --guest``, ``pyksm guest-image``)
 
 Kconfig drops options whose dependencies are unmet without a word, so after
 ``olddefconfig`` every requested option is checked in the final ``.config``.
@@ -20,7 +22,7 @@ from pathlib import Path
 
 from pyksm.errors import PyksmError
 
-VARIANTS = ("test", "debug")
+VARIANTS = ("test", "debug", "guest")
 
 _SET = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
 _UNSET = re.compile(r"^# (CONFIG_[A-Za-z0-9_]+) is not set$")
@@ -41,10 +43,13 @@ class Request:
 def fragments_for(config_dir: Path, variant: str, patched: bool) -> list[Path]:
     if variant not in VARIANTS:
         raise PyksmError(f"unknown kernel variant {variant!r} (choose from {', '.join(VARIANTS)})")
-    names = ["base.config", "test.config", "vagrant.config"]
+    if variant == "guest":  # a kernel of its own, never patched: one fragment
+        names = ["guest.config"]
+    else:
+        names = ["base.config", "test.config", "vagrant.config"]
     if variant == "debug":
         names.append("debug.config")
-    if patched and (config_dir / "hints.config").exists():
+    if patched and variant != "guest" and (config_dir / "hints.config").exists():
         names.append("hints.config")
     paths = [config_dir / n for n in names]
     for p in paths:
