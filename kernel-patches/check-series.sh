@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Check the KSM++ series the way a maintainer would before sending it:
 # every patch passes scripts/checkpatch.pl --strict, and after every patch
-# the files it touches build with W=1 and no warning (KSM_HINTS=y, and the
-# last patch also with KSM_HINTS=n).
+# the files it touches build with W=1 and no warning (KSM_HINTS=y and its
+# KUnit tests on from the patch that adds them; the whole series also with
+# KSM_HINTS=n).
 #
 # Usage: kernel-patches/check-series.sh [WORKDIR]
 #   WORKDIR (default ~/.cache/pyksm/series-check) gets a git tree of Debian's
@@ -50,13 +51,27 @@ objects_of() { # the .o files a patch's .c and .h changes can break
 	done
 }
 
+# olddefconfig on the base tree dropped the series' options (they did not
+# exist yet) and they default to n: turn them on again after every patch
+# that may have added them, so each patch is built with its code enabled.
+enable_hints() {
+	"$tree/scripts/config" --file "$obj/.config" -e KSM_HINTS -e KSM_HINTS_KUNIT_TEST
+	make -s -C "$tree" O="$obj" ARCH=x86_64 olddefconfig
+	if grep -q '^config KSM_HINTS$' "$tree/mm/Kconfig" &&
+		! grep -q '^CONFIG_KSM_HINTS=y' "$obj/.config"; then
+		echo "check-series: CONFIG_KSM_HINTS did not stay enabled" >&2
+		exit 2
+	fi
+}
+
 status=0
 printf '%-62s %-10s %s\n' patch checkpatch build
-while read -r p; do
+while read -r p <&3; do
 	case $p in '' | \#*) continue ;; esac
 	cp_out=$("$tree/scripts/checkpatch.pl" --strict -q "$here/$p" 2>/dev/null | grep '^total:' || true)
 	[ -z "$cp_out" ] && cp_res=clean || { cp_res=dirty; status=1; }
 	git -C "$tree" am -q "$here/$p"
+	enable_hints
 	objs=$(objects_of)
 	log=$work/build-${p%.patch}.log
 	if [ -z "$objs" ]; then
@@ -69,7 +84,7 @@ while read -r p; do
 		status=1
 	fi
 	printf '%-62s %-10s %s\n' "$p" "$cp_res" "$b_res"
-done <"$here/series"
+done 3<"$here/series" </dev/null
 
 # The whole series with CONFIG_KSM_HINTS=n must still build.
 "$tree/scripts/config" --file "$obj/.config" -d KSM_HINTS -d KSM_HINTS_KUNIT_TEST

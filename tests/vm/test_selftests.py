@@ -1,6 +1,12 @@
-"""Upstream KSM selftests pass on the test kernel (one boot, results per case)."""
+"""Upstream KSM selftests pass on the test kernel (one boot, results per case).
+
+``KSM_HINTS_STRESS_S=600`` (in the environment of pytest) makes the stress
+case of ksm_hints_tests run ten minutes; the VM's timeout grows with it.
+"""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
@@ -16,6 +22,8 @@ def results(
     kernel: kbuild.KernelBuild, python: str, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, selftests.CaseResult]:
     out = tmp_path_factory.mktemp("selftests")
+    env = {k: v for k, v in os.environ.items() if k == "KSM_HINTS_STRESS_S"}
+    stress = selftests.stress_seconds()
     res: vm.VmResult = _boot(
         kernel,
         out,
@@ -28,6 +36,8 @@ def results(
         ],
         numa=True,
         memory="2G",
+        env=env,
+        timeout=900.0 + 2 * stress,
     )
     assert (out / "selftests.json").exists(), res.output_log.read_text()[-3000:]
     loaded = selftests.load(out / "selftests.json")
