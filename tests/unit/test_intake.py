@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+
 import pytest
 
 from pyksm.errors import PyksmError
@@ -34,3 +36,11 @@ def test_madvise_writer_refuses_a_kernel_without_the_advice() -> None:
         pytest.skip("this kernel has MADV_KSM_HINT")
     with pytest.raises(PyksmError, match="no MADV_KSM_HINT"):
         hints.MadviseWriter()
+
+
+def test_iovecs_hold_each_range_in_order() -> None:
+    ranges = [(0x1000, 0x2000), (1 << 46, 4096), (0x7FFF_FFFF_F000, 0x1000)]
+    iov = hints.iovecs(ranges)
+    assert len(iov) == 3
+    assert [(v.iov_base, v.iov_len) for v in iov] == ranges
+    assert ctypes.sizeof(iov) == 16 * len(ranges)  # struct iovec on LP64
