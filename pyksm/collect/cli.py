@@ -156,7 +156,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
             err.print(
                 f"{s.seconds:8.1f}s events {s.events:>9} read {s.bytes_read >> 20:>7} MiB "
                 f"hinted {s.hinted_pages:>9} pages sent {s.hints_sent:>8} "
-                f"rejected {sum(s.hints_rejected.values()):>6} cpu {s.cpu_percent:5.1f}%",
+                f"rejected {sum(s.hints_rejected.values()):>6} "
+                f"capped {s.rate_dropped_pages:>7} pages cpu {s.cpu_percent:5.1f}%",
                 highlight=False,
             )
 
@@ -177,6 +178,13 @@ def cmd_collect(args: argparse.Namespace) -> int:
             f"{stats.events} reads, {stats.hinted_pages} pages hinted{where}",
             highlight=False,
         )
+        if stats.rate_dropped:
+            reasons = ", ".join(f"{n} {r}" for r, n in sorted(stats.rate_dropped.items()))
+            err.print(
+                f"collect: rate cap dropped {stats.rate_dropped_pages} pages "
+                f"({reasons} hint records): the kernel's hint stack was full and dropping",
+                highlight=False,
+            )
     return 0
 
 

@@ -13,6 +13,9 @@ Two modes share the loop:
 The loop drains the ring buffer every ``drain_s`` (never per event),
 re-resolves targets every ``refresh_s`` (new QEMUs join, exited ones leave)
 and flushes the trace on every drain and on SIGINT/SIGTERM.
+
+Live mode forwards hints while the kernel's hint stack has room
+(pyksm.control.ratecap).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from pyksm.collect.stats import CollectStats
 from pyksm.collect.targets import MemoryMaps, TargetSpec
 from pyksm.collect.tracefile import TraceWriter
 from pyksm.control.controller import Controller
-from pyksm.control.ratecap import PageBudget
+from pyksm.control.ratecap import BacklogCap, read_backlog
 from pyksm.control.trust import TrustPolicy
 from pyksm.errors import PyksmError
 from pyksm.events import PROBE_NAMES
@@ -84,7 +87,7 @@ class _StopFlag:
         self.signum = signum
 
 
-def _live_writer(intake: str) -> tuple[HintSink, PageBudget]:
+def _live_writer(intake: str) -> tuple[HintSink, BacklogCap]:
     k = Ksm()
     if not k.hints_supported:
         raise PyksmError(
@@ -96,7 +99,7 @@ def _live_writer(intake: str) -> tuple[HintSink, PageBudget]:
             "KSM++ hints are off (ksm/hint_capacity = 0)",
             hint="pyksm ksm set hint_capacity=4096",
         )
-    return open_intake(intake), PageBudget.from_ksm(k)
+    return open_intake(intake), BacklogCap(lambda: read_backlog(k))
 
 
 def _query_qmp(opts: CollectOptions, ready: Callable[[str], None]) -> dict[int, int]:
@@ -130,12 +133,12 @@ class _Session:
         self.opts = opts
         self.trace: TraceWriter | None = None
         self.writer: HintSink | None = None
-        budget: PageBudget | None = None
+        cap: BacklogCap | None = None
         # Output first: a bad trace file fails before any probe is attached.
         if opts.record is not None:
             self.trace = stack.enter_context(TraceWriter(opts.record))
         else:
-            self.writer, budget = _live_writer(opts.intake)
+            self.writer, cap = _live_writer(opts.intake)
             stack.callback(self.writer.close)
         self.probes = ReadProbes(
             ProbeOptions(
@@ -150,7 +153,7 @@ class _Session:
         self.ctl = Controller(
             memory=(lambda tgid: self.memory.spans(tgid)) if opts.filter_memory else None,
             policy=opts.policy,
-            budget=budget if opts.rate_cap else None,
+            cap=cap if opts.rate_cap else None,
         )
         self.stats: dict[str, Any] = {
             "mode": "record" if self.trace else "live",
@@ -197,7 +200,13 @@ class _Session:
 
     def snapshot(self) -> CollectStats:
         return _snapshot(
-            self.stats, self.ctl, self.writer, self.trace, self.probes, self.t0, self.cpu0
+            self.stats,
+            self.ctl,
+            self.writer,
+            self.trace,
+            self.probes,
+            self.t0,
+            self.cpu0,
         )
 
     def loop(self, stop: _StopFlag, report: Callable[[CollectStats], None]) -> bool:
@@ -307,7 +316,8 @@ def _snapshot(
         hinted_pages=c.hinted_pages,
         events_by_probe={PROBE_NAMES.get(p, str(p)): n for p, n in c.by_probe.items()},
         dedup_dropped=ctl.recent.dropped,
-        rate_dropped_pages=ctl.budget.dropped_pages if ctl.budget else 0,
+        rate_dropped_pages=ctl.cap.dropped_pages if ctl.cap else 0,
+        rate_dropped=dict(ctl.cap.dropped) if ctl.cap else {},
         policy_refused=ctl.policy.refused,
         records_written=trace.written if trace else 0,
         hints_sent=writer.sent if writer else 0,

@@ -38,7 +38,7 @@ class CollectStats:
     hints: int
     hinted_pages: int
     dedup_dropped: int
-    rate_dropped_pages: int
+    rate_dropped_pages: int  # pages of the records the rate cap dropped
     policy_refused: int
     records_written: int
     hints_sent: int
@@ -46,6 +46,7 @@ class CollectStats:
     events_by_probe: dict[str, int] = field(default_factory=dict)
     hints_rejected: dict[str, int] = field(default_factory=dict)
     bpf: dict[str, int] = field(default_factory=dict)
+    rate_dropped: dict[str, int] = field(default_factory=dict)  # records, by reason
     interrupted: bool | None = None  # None: still running (an interval report)
 
     def to_dict(self) -> dict[str, Any]:
