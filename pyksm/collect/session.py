@@ -15,7 +15,10 @@ re-resolves targets every ``refresh_s`` (new QEMUs join, exited ones leave)
 and flushes the trace on every drain and on SIGINT/SIGTERM.
 
 Live mode forwards hints while the kernel's hint stack has room
-(pyksm.control.ratecap).
+(pyksm.control.ratecap) and, with ``adaptive_interleave``, sets
+``hint_interleave`` from the kernel's backlog every half second
+(pyksm.control.interleave); the knob is written back as found when the run
+ends, however it ends.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from pyksm.collect.stats import CollectStats
 from pyksm.collect.targets import MemoryMaps, TargetSpec
 from pyksm.collect.tracefile import TraceWriter
 from pyksm.control.controller import Controller
+from pyksm.control.interleave import DEFAULT_LADDER, AdaptiveInterleave, Ratio, format_ratio
 from pyksm.control.ratecap import BacklogCap, read_backlog
 from pyksm.control.trust import TrustPolicy
 from pyksm.errors import PyksmError
@@ -66,6 +70,9 @@ class CollectOptions:
     drain_s: float = 0.05
     refresh_s: float = 1.0
     intake: str = "auto"  # pyksm.kernel.hints.INTAKES
+    # Live mode: hint_interleave follows the kernel's backlog (restored on exit).
+    adaptive_interleave: bool = False
+    interleave_ladder: tuple[Ratio, ...] = DEFAULT_LADDER
     # Told "ready" once probes are attached and targets set (pyksm.collect.process).
     ready_fd: int | None = None
     ready_file: Path | None = None
@@ -133,6 +140,7 @@ class _Session:
         self.opts = opts
         self.trace: TraceWriter | None = None
         self.writer: HintSink | None = None
+        self.adaptive: AdaptiveInterleave | None = None
         cap: BacklogCap | None = None
         # Output first: a bad trace file fails before any probe is attached.
         if opts.record is not None:
@@ -155,6 +163,11 @@ class _Session:
             policy=opts.policy,
             cap=cap if opts.rate_cap else None,
         )
+        if opts.adaptive_interleave and self.writer is not None:
+            # Last in, first out: the knob is back before the probes detach.
+            self.adaptive = stack.enter_context(
+                AdaptiveInterleave(Ksm(), ladder=opts.interleave_ladder)
+            )
         self.stats: dict[str, Any] = {
             "mode": "record" if self.trace else "live",
             "record": str(opts.record) if opts.record else None,
@@ -197,6 +210,9 @@ class _Session:
         hints = self.ctl.process(events, time.monotonic_ns())
         if self.writer is not None and hints:
             self.writer.send(hints)
+        if self.adaptive is not None:
+            c = self.ctl.stats
+            self.adaptive.tick(time.monotonic(), c.hints, c.hinted_pages)
 
     def snapshot(self) -> CollectStats:
         return _snapshot(
@@ -205,6 +221,7 @@ class _Session:
             self.writer,
             self.trace,
             self.probes,
+            self.adaptive,
             self.t0,
             self.cpu0,
         )
@@ -267,6 +284,8 @@ def run(
     are set. Whatever was opened (trace, hint writer, probes, signal
     handlers) is closed on every path, failures included.
     """
+    if opts.adaptive_interleave and opts.record is not None:
+        raise PyksmError("--adaptive-interleave needs live mode (hints sent), not --record")
     ram_sizes = _query_qmp(opts, ready)
     opts.targets.check()
     with contextlib.ExitStack() as stack:
@@ -287,6 +306,8 @@ def run(
         sess.stats["interrupted"] = interrupted
         if sess.trace is not None:
             sess.trace.flush()
+        if sess.adaptive is not None:
+            sess.adaptive.restore()  # (again on the way out: a no-op then)
         return sess.snapshot()
 
 
@@ -296,6 +317,7 @@ def _snapshot(
     writer: HintSink | None,
     trace: TraceWriter | None,
     probes: ReadProbes,
+    adaptive: AdaptiveInterleave | None,
     t0: float,
     cpu0: resource.struct_rusage,
 ) -> CollectStats:
@@ -318,6 +340,10 @@ def _snapshot(
         dedup_dropped=ctl.recent.dropped,
         rate_dropped_pages=ctl.cap.dropped_pages if ctl.cap else 0,
         rate_dropped=dict(ctl.cap.dropped) if ctl.cap else {},
+        interleave_base=adaptive.original if adaptive else None,
+        interleave_now=format_ratio(adaptive.current) if adaptive and adaptive.current else None,
+        interleave_changes=adaptive.changes if adaptive else 0,
+        interleave_ticks=dict(adaptive.ticks_by_ratio) if adaptive else {},
         policy_refused=ctl.policy.refused,
         records_written=trace.written if trace else 0,
         hints_sent=writer.sent if writer else 0,
