@@ -52,6 +52,8 @@ __all__ = [
     "LawState",
     "Observation",
     "PagesPerHint",
+    "Ratio",
+    "check_ladder",
     "decide",
     "format_ratio",
     "parse_ladder",
@@ -97,12 +99,20 @@ def parse_ladder(text: str) -> tuple[Ratio, ...]:
     parts = [p for p in text.split(",") if p.strip()]
     if not parts:
         raise PyksmError(f"interleave ladder {text!r} is empty: give H:L,H:L,...")
-    ladder = tuple(parse_ratio(p) for p in parts)
+    return check_ladder(tuple(parse_ratio(p) for p in parts))
+
+
+def check_ladder(ladder: tuple[Ratio, ...]) -> tuple[Ratio, ...]:
+    """``ladder`` if the kernel accepts every rung and the hint share grows."""
+    if not ladder:
+        raise PyksmError("the interleave ladder is empty")
+    for r in ladder:
+        parse_ratio(format_ratio(r))
     for a, b in itertools.pairwise(ladder):
         if share(b) <= share(a):
             raise PyksmError(
-                f"interleave ladder {text!r}: {format_ratio(b)} after {format_ratio(a)} "
-                "gives hints no larger share (the rungs must grow)"
+                f"interleave ladder {','.join(map(format_ratio, ladder))}: {format_ratio(b)} "
+                f"after {format_ratio(a)} gives hints no larger share (the rungs must grow)"
             )
     return ladder
 
