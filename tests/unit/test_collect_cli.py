@@ -28,9 +28,13 @@ from pyksm.kernel.ksm import SYSFS
     ],
 )
 def test_bad_arguments_are_one_line_errors(
-    argv: list[str], message: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    argv: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    os.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)  # and back: later collectors (python -m pyksm) import from it
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err
