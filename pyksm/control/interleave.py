@@ -11,7 +11,9 @@ hints wait, some until they expire (``hints_dropped_age``).
 The law, evaluated every ``period`` (0.5 s), state in and decision out
 (:func:`decide`)::
 
-    steps/s   = pages_to_scan * 1000 / sleep_millisecs   ksmd's whole budget
+    steps/s   = ksmd's steps a second in the last tick     its whole budget, as it ran:
+                (pages_scanned), at most                     a busy host or a VM gives it
+                pages_to_scan * 1000 / sleep_millisecs      less than it asks for
     backlog   = hints_pending * pages per hint             scan steps the queued hints need
     projected = backlog + growth/s * horizon               if it keeps growing as in the last tick
     need      = projected / (steps/s * horizon)            the share of all steps that clears it
@@ -144,7 +146,7 @@ class Observation:
     pending: int  # hints_pending: records queued or in progress
     pages_per_hint: float  # pages a record covers (the controller's recent mean)
     dropped: int  # hints_dropped_age + hints_dropped_overflow since the last tick
-    steps_per_s: float  # pages_to_scan * 1000 / sleep_millisecs
+    steps_per_s: float  # ksmd's steps a second (as measured, at most as set)
     dt: float  # seconds since the last tick
 
 
@@ -222,6 +224,7 @@ class AdaptiveInterleave:
     last: Decision | None = None
     _ppp: PagesPerHint = field(default_factory=PagesPerHint)
     _dropped: int = 0
+    _scanned: int | None = None  # pages_scanned (6.8+) at the last tick
     _last_tick: float | None = None
 
     def start(self, now: float) -> None:
@@ -230,6 +233,7 @@ class AdaptiveInterleave:
         self.law = Law.from_base(base, self.ladder)
         self.current = base
         self._dropped = self._drops()
+        self._scanned = self._pages_scanned()
         self._last_tick = now
 
     def __enter__(self) -> AdaptiveInterleave:
@@ -240,6 +244,19 @@ class AdaptiveInterleave:
 
     def __exit__(self, *_exc: object) -> None:
         self.restore()
+
+    def _pages_scanned(self) -> int | None:
+        return self.ksm.read_int("pages_scanned") if self.ksm.has("pages_scanned") else None
+
+    def _steps_per_s(self, dt: float) -> float:
+        """ksmd's steps a second: as set, or as it ran in the last tick if that was less."""
+        sleep_ms = max(self.ksm.read_int("sleep_millisecs"), 1)
+        nominal = self.ksm.read_int("pages_to_scan") * 1000.0 / sleep_ms
+        scanned, last = self._pages_scanned(), self._scanned
+        self._scanned = scanned
+        if scanned is None or last is None or scanned <= last:
+            return nominal  # not measured, or ksmd did not run: the ratio does not matter
+        return min(nominal, (scanned - last) / dt)
 
     def _drops(self) -> int:
         return self.ksm.read_int("hints_dropped_age") + self.ksm.read_int("hints_dropped_overflow")
@@ -252,12 +269,11 @@ class AdaptiveInterleave:
         if dt < self.period_s:
             return None
         dropped = self._drops()
-        sleep_ms = max(self.ksm.read_int("sleep_millisecs"), 1)
         obs = Observation(
             pending=self.ksm.read_int("hints_pending"),
             pages_per_hint=self._ppp.update(hints_sent, pages_sent),
             dropped=dropped - self._dropped,
-            steps_per_s=self.ksm.read_int("pages_to_scan") * 1000.0 / sleep_ms,
+            steps_per_s=self._steps_per_s(dt),
             dt=dt,
         )
         d = decide(self.law, self.state, obs)

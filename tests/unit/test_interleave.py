@@ -235,6 +235,22 @@ def test_the_knob_follows_the_backlog_and_goes_back_on_exit(tmp_path: Path) -> N
     assert a.changes == 3 and a.ticks_by_ratio == {"16:1": 3, "1:2": 1}
 
 
+def test_a_ksmd_slower_than_set_is_measured(tmp_path: Path) -> None:
+    """pages_scanned says ksmd ran 500 steps a second, not the 5000 it was set to:
+    1000 pages pending (and as many more a second) need four times its budget."""
+    k = fake_sysfs(tmp_path, pending=1000)
+    (k.root / "pages_scanned").write_text("0\n")
+    with AdaptiveInterleave(k) as a:
+        t = a._last_tick or 0.0
+        (k.root / "pages_scanned").write_text("500\n")
+        d = a.tick(t + 1.0, 1000, 1000)
+        assert d is not None and d.ratio == (16, 1)
+        assert d.need == pytest.approx(4.0, rel=0.01)
+        # ksmd did not run at all in the next tick: the set rate (the ratio is moot).
+        d = a.tick(t + 2.0, 1000, 1000)
+        assert d is not None and d.need == pytest.approx(0.2, rel=0.01)
+
+
 def test_an_error_restores_the_knob_as_found(tmp_path: Path) -> None:
     k = fake_sysfs(tmp_path, pending=9000, interleave="1:1")
     with pytest.raises(RuntimeError, match="provoked"), AdaptiveInterleave(k) as a:
