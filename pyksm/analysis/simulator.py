@@ -23,6 +23,10 @@ those older than ``hint_max_age_ms`` dropped at pop); steps alternate
 ``interleave = (H, L)``; a hint step visits the next present page of the
 current hint (up to 8 hints tried, else a linear step), resets the page's smart
 scan age and, with ``hint_skip_volatility``, skips the volatility check.
+``adaptive_interleave`` runs the collector's control law
+(:func:`pyksm.control.interleave.decide`, the same function) every
+``adapt_period_ms`` on what the kernel would show (records pending, hints
+dropped, pages per hint sent) and sets ``(H, L)`` as the knob would be set.
 
 ``pages_sharing`` and ``pages_shared`` follow the kernel's accounting including
 ``max_page_sharing`` chains. :func:`simulate` returns them sampled at every
@@ -32,7 +36,7 @@ snapshot time (the state when that snapshot was taken).
 from __future__ import annotations
 
 import itertools
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, NamedTuple
 
 import numba
@@ -41,6 +45,16 @@ import numpy.typing as npt
 
 from pyksm.analysis.hinttrace import HintTrace
 from pyksm.analysis.series import SnapshotSeries
+from pyksm.control.interleave import (
+    DEFAULT_LADDER,
+    Law,
+    LawState,
+    Observation,
+    PagesPerHint,
+    Ratio,
+    check_ladder,
+    decide,
+)
 from pyksm.errors import PyksmError
 
 __all__ = ["ScanParams", "SimInput", "SimResult", "simulate", "sweep"]
@@ -49,6 +63,7 @@ HINT_TRIES = 8
 ORDERS = ("linear", "random")
 # counters returned by the kernel loop
 C_VISITS, C_LINEAR, C_HINTED, C_MERGES, C_SKIPPED, C_AGED, C_OVERFLOW, C_VOLATILE = range(8)
+C_ROUNDS = 8
 COUNTERS = (
     "visits",
     "linear_visits",
@@ -58,6 +73,7 @@ COUNTERS = (
     "hints_dropped_age",
     "hints_dropped_overflow",
     "volatile",
+    "full_scans",
 )
 
 
@@ -78,6 +94,11 @@ class ScanParams:
     max_page_sharing: int = 256
     start: float | None = None  # ksmd starts (default: first snapshot)
     seed: int = 1
+    # The collector's adaptive hint_interleave (pyksm.control.interleave): every
+    # adapt_period_ms the law picks from the ladder above ``interleave`` (the base).
+    adaptive_interleave: bool = False
+    interleave_ladder: tuple[Ratio, ...] = DEFAULT_LADDER
+    adapt_period_ms: float = 500.0
 
     def check(self) -> None:
         if self.order not in ORDERS:
@@ -95,6 +116,10 @@ class ScanParams:
                 f"interleave {hint}:{linear}: L must be at least 1 and H at most "
                 f"{MAX_HINT_RATIO} x L (the kernel refuses it)"
             )
+        if self.adaptive_interleave:
+            check_ladder(self.interleave_ladder)
+            if self.adapt_period_ms <= 0:
+                raise PyksmError("adapt_period_ms must be positive")
 
 
 @dataclass
@@ -136,6 +161,8 @@ class SimResult:
     pages_sharing: npt.NDArray[np.int64]
     pages_shared: npt.NDArray[np.int64]
     counters: dict[str, int]
+    # adaptive_interleave: (time, H, L) of every change of the ratio
+    interleave_changes: list[tuple[float, int, int]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -143,6 +170,11 @@ class SimResult:
             "final_pages_sharing": int(self.pages_sharing[-1]) if self.times.size else 0,
             "mean_pages_sharing": float(self.pages_sharing.mean()) if self.times.size else 0.0,
             **self.counters,
+            **(
+                {"interleave_changes": len(self.interleave_changes)}
+                if self.params.adaptive_interleave
+                else {}
+            ),
         }
 
 
@@ -422,50 +454,87 @@ def _record(
     return sample
 
 
+# The clock of a run, carried between calls of _advance (a float64 array).
+CL_TAU, CL_T, CL_SAMPLE, CL_CARRY = range(4)
+
+
+class _Run(NamedTuple):
+    """Everything a run keeps between batches."""
+
+    pages: _Pages
+    trees: _Trees
+    stack: _Hints
+    state: npt.NDArray[np.int64]
+    clock: npt.NDArray[np.float64]
+
+
 @numba.njit(cache=True)
-def _run(
+def _order(S: int, seed: int, shuffle: bool) -> npt.NDArray[np.int64]:
+    """The linear scan's first order (seeds numba's generator for the run)."""
+    np.random.seed(seed)
+    order = np.arange(S)
+    if shuffle:
+        np.random.shuffle(order)
+    return order
+
+
+def _start(S: int, ncontent: int, start: float, cfg: _Config) -> _Run:
+    cap1 = max(cfg.cap, 1)  # the hint stack (circular)
+    return _Run(
+        _Pages(
+            _order(S, cfg.seed, cfg.random_order),
+            np.full(S, -1, dtype=np.int32),
+            np.full(S, -1, dtype=np.int32),
+            np.zeros(S, dtype=np.int32),
+            np.zeros(S, dtype=np.int32),
+        ),
+        _Trees(
+            np.zeros(ncontent, dtype=np.int64),
+            np.full(ncontent, -1, dtype=np.int64),
+            np.full(ncontent, -1, dtype=np.int64),
+        ),
+        _Hints(
+            np.zeros(cap1, dtype=np.float64),
+            np.zeros(cap1, dtype=np.int64),
+            np.zeros(cap1, dtype=np.int64),
+        ),
+        np.zeros(STATE_SIZE, dtype=np.int64),
+        np.array([start, 0.0, -1.0, 0.0]),  # sample -1: nothing recorded yet
+    )
+
+
+@numba.njit(cache=True)
+def _advance(
     content: npt.NDArray[np.int32],
     times: npt.NDArray[np.float64],
-    ncontent: int,
-    start: float,
     cfg: _Config,
     hints: _Hints,
     rate: npt.NDArray[np.float64],
+    pages: _Pages,
+    trees: _Trees,
+    stack: _Hints,
+    state: npt.NDArray[np.int64],
+    clock: npt.NDArray[np.float64],
+    until: float,
     out_sharing: npt.NDArray[np.int64],
     out_shared: npt.NDArray[np.int64],
     counters: npt.NDArray[np.int64],
-) -> None:
-    """ksmd's batches, one every ``cfg.dt`` seconds from ``start``, over the snapshots."""
+) -> bool:
+    """ksmd's batches, one every ``cfg.dt`` seconds, over the snapshots, up to
+    ``until`` (s); True once the run is over."""
     T = content.shape[0]
-    S = content.shape[1]
-    np.random.seed(cfg.seed)
-    order = np.arange(S)
-    if cfg.random_order:
-        np.random.shuffle(order)
-    pages = _Pages(
-        order,
-        np.full(S, -1, dtype=np.int32),
-        np.full(S, -1, dtype=np.int32),
-        np.zeros(S, dtype=np.int32),
-        np.zeros(S, dtype=np.int32),
-    )
-    trees = _Trees(
-        np.zeros(ncontent, dtype=np.int64),
-        np.full(ncontent, -1, dtype=np.int64),
-        np.full(ncontent, -1, dtype=np.int64),
-    )
-    cap1 = max(cfg.cap, 1)  # the hint stack (circular)
-    stack = _Hints(
-        np.zeros(cap1, dtype=np.float64), np.zeros(cap1, dtype=np.int64),
-        np.zeros(cap1, dtype=np.int64),
-    )  # fmt: skip
-    state = np.zeros(STATE_SIZE, dtype=np.int64)
-    t = 0
-    tau = start
-    sample = _record(times, tau, 0, state, out_sharing, out_shared)  # before ksmd: 0
+    t = int(clock[CL_T])
+    tau = clock[CL_TAU]
+    carry = clock[CL_CARRY]
+    sample = int(clock[CL_SAMPLE])
+    if sample < 0:
+        sample = _record(times, tau, 0, state, out_sharing, out_shared)  # before ksmd: 0
     end = times[T - 1]
-    carry = 0.0
-    while sample < T:
+    done = False
+    while not done and tau < until:
+        if sample >= T:
+            done = True
+            break
         while t + 1 < T and times[t + 1] <= tau:
             t += 1
         if cfg.cap > 0:
@@ -475,12 +544,19 @@ def _run(
             carry += rate[t] * cfg.dt
             budget = int(carry)
             carry -= budget
+        rnd = state[ROUND]
         _batch(content[t], tau, budget, cfg, pages, trees, stack, state, counters)
+        counters[C_ROUNDS] += state[ROUND] - rnd
         tau += cfg.dt
         sample = _record(times, tau, sample, state, out_sharing, out_shared)
         if tau > end + cfg.dt:
-            break
-    _record(times, np.inf, sample, state, out_sharing, out_shared)
+            done = True
+    if sample >= T:
+        done = True
+    if done:
+        sample = _record(times, np.inf, sample, state, out_sharing, out_shared)
+    clock[CL_TAU], clock[CL_T], clock[CL_SAMPLE], clock[CL_CARRY] = tau, t, sample, carry
+    return done
 
 
 def observed_rate(series: SnapshotSeries) -> npt.NDArray[np.float64]:
@@ -530,24 +606,51 @@ def simulate(
         mps=int(params.max_page_sharing),
         seed=int(params.seed),
     )
-    _run(
-        inp.content,
-        inp.times,
-        max(ncontent, 1),
-        start,
-        cfg,
-        _Hints(inp.hint_time, inp.hint_lo, inp.hint_hi),
-        np.empty(0) if rate is None else np.asarray(rate, dtype=np.float64),
-        sharing,
-        shared,
-        counters,
-    )
+    hints = _Hints(inp.hint_time, inp.hint_lo, inp.hint_hi)
+    rates = np.empty(0) if rate is None else np.asarray(rate, dtype=np.float64)
+    run = _start(inp.content.shape[1], max(ncontent, 1), start, cfg)
+    out = (sharing, shared, counters)
+    changes: list[tuple[float, int, int]] = []
+    if not params.adaptive_interleave:
+        _advance(inp.content, inp.times, cfg, hints, rates, *run, np.inf, *out)
+    else:
+        # The collector's law (pyksm.control.interleave) every period, on what
+        # the kernel would show: hints_pending, the drop counters, pages per hint.
+        law = Law.from_base(params.interleave, params.interleave_ladder)
+        lstate, ppp = LawState(), PagesPerHint()
+        sent_pages = np.concatenate(([0], np.cumsum(inp.hint_hi - inp.hint_lo)))
+        period = params.adapt_period_ms / 1000.0
+        tick = start + period
+        drops = 0
+        while not _advance(inp.content, inp.times, cfg, hints, rates, *run, tick, *out):
+            sent = int(run.state[NEXT_HINT])
+            t = int(run.clock[CL_T])
+            now_drops = int(counters[C_AGED] + counters[C_OVERFLOW])
+            steps = cfg.pages_to_scan / cfg.dt if rates.size == 0 else max(float(rates[t]), 0.0)
+            d = decide(
+                law,
+                lstate,
+                Observation(
+                    pending=int(run.state[ST_COUNT] + run.state[CUR_ACTIVE]),
+                    pages_per_hint=ppp.update(sent, int(sent_pages[sent])),
+                    dropped=now_drops - drops,
+                    steps_per_s=steps,
+                    dt=period,
+                ),
+            )
+            lstate, drops = d.state, now_drops
+            if d.ratio != (cfg.ih, cfg.il):
+                cfg = cfg._replace(ih=d.ratio[0], il=d.ratio[1])
+                run.state[STEP] = 0  # as the kernel's knob write does
+                changes.append((round(tick, 6), *d.ratio))
+            tick += period
     return SimResult(
         params=params,
         times=inp.times,
         pages_sharing=sharing,
         pages_shared=shared,
         counters={name: int(v) for name, v in zip(COUNTERS, counters, strict=True)},
+        interleave_changes=changes,
     )
 
 

@@ -4,7 +4,8 @@ pyksm collect [-p PID] [--cgroup PATH] [--qemu] [--qmp SOCKET] [-d SECONDS]
               [--record FILE] [--json] [--ebpf]
               [--layer auto|syscalls|vfs|vfs-fentry|vfs-kprobe]
               [--syscalls LIST | --functions LIST] [--safe --allow PID|COMM
-              --trust-group NAME=PID,...] [interval [count]]
+              --trust-group NAME=PID,...] [--adaptive-interleave [--interleave-ladder LIST]]
+              [interval [count]]
 pyksm trace show FILE     (summary of a recorded hint trace)
 """
 
@@ -28,11 +29,21 @@ EXAMPLES = """examples:
   pyksm collect --qemu --record q.trace   # record only: any kernel, no hints sent
   pyksm collect --qemu --layer vfs        # kernel functions: also io_uring (buffered) reads
   pyksm collect --qmp /run/vm1.qmp 5      # the QEMU behind a QMP socket; stats every 5 s
+  pyksm collect --qemu --adaptive-interleave   # more hint steps while hints wait
   pyksm collect --cgroup machine.slice --safe --trust-group a=101,102 --allow 101 --allow 102
   pyksm collect --ebpf                    # print the BPF program and exit
   pyksm hint --replay q.trace --speed 2   # replay a recording at twice its speed
   pyksm trace show q.trace
 """
+
+
+def _ladder(text: str) -> tuple[tuple[int, int], ...]:
+    from pyksm.control.interleave import parse_ladder
+
+    try:
+        return parse_ladder(text)
+    except PyksmError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _trust_group(text: str) -> tuple[str, list[int]]:
@@ -129,6 +140,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
     from pyksm.collect.stats import CollectStats
     from pyksm.collect.targets import TargetSpec
 
+    if args.interleave_ladder and not args.adaptive_interleave:
+        raise PyksmError("--interleave-ladder only applies with --adaptive-interleave")
     opts = CollectOptions(
         targets=TargetSpec(
             pids=tuple(args.pid or ()), cgroups=tuple(args.cgroup or ()), qemu=args.qemu
@@ -145,9 +158,12 @@ def cmd_collect(args: argparse.Namespace) -> int:
         policy=_policy(args),
         filter_memory=not args.no_memory_filter,
         intake=args.intake,
+        adaptive_interleave=args.adaptive_interleave,
         ready_fd=args.ready_fd,
         ready_file=args.ready_file,
     )
+    if args.interleave_ladder:
+        opts.interleave_ladder = args.interleave_ladder
 
     def report(s: CollectStats) -> None:
         if args.json:
@@ -156,7 +172,9 @@ def cmd_collect(args: argparse.Namespace) -> int:
             err.print(
                 f"{s.seconds:8.1f}s events {s.events:>9} read {s.bytes_read >> 20:>7} MiB "
                 f"hinted {s.hinted_pages:>9} pages sent {s.hints_sent:>8} "
-                f"rejected {sum(s.hints_rejected.values()):>6} cpu {s.cpu_percent:5.1f}%",
+                f"rejected {sum(s.hints_rejected.values()):>6} "
+                f"capped {s.rate_dropped_pages:>7} pages cpu {s.cpu_percent:5.1f}%"
+                + (f" interleave {s.interleave_now}" if s.interleave_now else ""),
                 highlight=False,
             )
 
@@ -177,6 +195,21 @@ def cmd_collect(args: argparse.Namespace) -> int:
             f"{stats.events} reads, {stats.hinted_pages} pages hinted{where}",
             highlight=False,
         )
+        if stats.rate_dropped:
+            reasons = ", ".join(f"{n} {r}" for r, n in sorted(stats.rate_dropped.items()))
+            err.print(
+                f"collect: rate cap dropped {stats.rate_dropped_pages} pages "
+                f"({reasons} hint records): the kernel's hint stack was full and dropping",
+                highlight=False,
+            )
+        if stats.interleave_base is not None:
+            ticks = ", ".join(f"{r} {n}" for r, n in stats.interleave_ticks.items())
+            err.print(
+                f"collect: adaptive hint_interleave: {stats.interleave_changes} changes, "
+                f"ticks per ratio: {ticks or 'none'}; "
+                f"back to {escape(stats.interleave_base)}",
+                highlight=False,
+            )
     return 0
 
 
@@ -316,6 +349,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default="auto",
         help="how hints reach the kernel: process_madvise(MADV_KSM_HINT) through pidfds, "
         "debugfs ksm/hints_raw, or auto (madvise where the kernel has it; default)",
+    )
+    c.add_argument(
+        "--adaptive-interleave",
+        action="store_true",
+        help="live mode: set ksm/hint_interleave from the kernel's hint backlog every 0.5 s "
+        "(more hint steps while hints wait, the value found once none do; written back "
+        "on exit)",
+    )
+    c.add_argument(
+        "--interleave-ladder",
+        type=_ladder,
+        metavar="LIST",
+        help="the ratios --adaptive-interleave picks from, H:L comma-separated in growing "
+        "hint share (default 1:1,2:1,4:1,8:1,16:1; the kernel allows L >= 1, H <= 16 L)",
     )
     c.add_argument("--safe", action="store_true", help="hint only --allow'ed targets")
     c.add_argument("--allow", action="append", metavar="PID|COMM", help="safe mode allowlist")

@@ -13,6 +13,12 @@ Two modes share the loop:
 The loop drains the ring buffer every ``drain_s`` (never per event),
 re-resolves targets every ``refresh_s`` (new QEMUs join, exited ones leave)
 and flushes the trace on every drain and on SIGINT/SIGTERM.
+
+Live mode forwards hints while the kernel's hint stack has room
+(pyksm.control.ratecap) and, with ``adaptive_interleave``, sets
+``hint_interleave`` from the kernel's backlog every half second
+(pyksm.control.interleave); the knob is written back as found when the run
+ends, however it ends.
 """
 
 from __future__ import annotations
@@ -33,7 +39,8 @@ from pyksm.collect.stats import CollectStats
 from pyksm.collect.targets import MemoryMaps, TargetSpec
 from pyksm.collect.tracefile import TraceWriter
 from pyksm.control.controller import Controller
-from pyksm.control.ratecap import PageBudget
+from pyksm.control.interleave import DEFAULT_LADDER, AdaptiveInterleave, Ratio, format_ratio
+from pyksm.control.ratecap import BacklogCap, read_backlog
 from pyksm.control.trust import TrustPolicy
 from pyksm.errors import PyksmError
 from pyksm.events import PROBE_NAMES
@@ -63,6 +70,9 @@ class CollectOptions:
     drain_s: float = 0.05
     refresh_s: float = 1.0
     intake: str = "auto"  # pyksm.kernel.hints.INTAKES
+    # Live mode: hint_interleave follows the kernel's backlog (restored on exit).
+    adaptive_interleave: bool = False
+    interleave_ladder: tuple[Ratio, ...] = DEFAULT_LADDER
     # Told "ready" once probes are attached and targets set (pyksm.collect.process).
     ready_fd: int | None = None
     ready_file: Path | None = None
@@ -84,7 +94,7 @@ class _StopFlag:
         self.signum = signum
 
 
-def _live_writer(intake: str) -> tuple[HintSink, PageBudget]:
+def _live_writer(intake: str) -> tuple[HintSink, BacklogCap]:
     k = Ksm()
     if not k.hints_supported:
         raise PyksmError(
@@ -96,7 +106,7 @@ def _live_writer(intake: str) -> tuple[HintSink, PageBudget]:
             "KSM++ hints are off (ksm/hint_capacity = 0)",
             hint="pyksm ksm set hint_capacity=4096",
         )
-    return open_intake(intake), PageBudget.from_ksm(k)
+    return open_intake(intake), BacklogCap(lambda: read_backlog(k))
 
 
 def _query_qmp(opts: CollectOptions, ready: Callable[[str], None]) -> dict[int, int]:
@@ -130,12 +140,13 @@ class _Session:
         self.opts = opts
         self.trace: TraceWriter | None = None
         self.writer: HintSink | None = None
-        budget: PageBudget | None = None
+        self.adaptive: AdaptiveInterleave | None = None
+        cap: BacklogCap | None = None
         # Output first: a bad trace file fails before any probe is attached.
         if opts.record is not None:
             self.trace = stack.enter_context(TraceWriter(opts.record))
         else:
-            self.writer, budget = _live_writer(opts.intake)
+            self.writer, cap = _live_writer(opts.intake)
             stack.callback(self.writer.close)
         self.probes = ReadProbes(
             ProbeOptions(
@@ -150,8 +161,13 @@ class _Session:
         self.ctl = Controller(
             memory=(lambda tgid: self.memory.spans(tgid)) if opts.filter_memory else None,
             policy=opts.policy,
-            budget=budget if opts.rate_cap else None,
+            cap=cap if opts.rate_cap else None,
         )
+        if opts.adaptive_interleave and self.writer is not None:
+            # Last in, first out: the knob is back before the probes detach.
+            self.adaptive = stack.enter_context(
+                AdaptiveInterleave(Ksm(), ladder=opts.interleave_ladder)
+            )
         self.stats: dict[str, Any] = {
             "mode": "record" if self.trace else "live",
             "record": str(opts.record) if opts.record else None,
@@ -194,10 +210,20 @@ class _Session:
         hints = self.ctl.process(events, time.monotonic_ns())
         if self.writer is not None and hints:
             self.writer.send(hints)
+        if self.adaptive is not None:
+            c = self.ctl.stats
+            self.adaptive.tick(time.monotonic(), c.hints, c.hinted_pages)
 
     def snapshot(self) -> CollectStats:
         return _snapshot(
-            self.stats, self.ctl, self.writer, self.trace, self.probes, self.t0, self.cpu0
+            self.stats,
+            self.ctl,
+            self.writer,
+            self.trace,
+            self.probes,
+            self.adaptive,
+            self.t0,
+            self.cpu0,
         )
 
     def loop(self, stop: _StopFlag, report: Callable[[CollectStats], None]) -> bool:
@@ -258,6 +284,8 @@ def run(
     are set. Whatever was opened (trace, hint writer, probes, signal
     handlers) is closed on every path, failures included.
     """
+    if opts.adaptive_interleave and opts.record is not None:
+        raise PyksmError("--adaptive-interleave needs live mode (hints sent), not --record")
     ram_sizes = _query_qmp(opts, ready)
     opts.targets.check()
     with contextlib.ExitStack() as stack:
@@ -278,6 +306,8 @@ def run(
         sess.stats["interrupted"] = interrupted
         if sess.trace is not None:
             sess.trace.flush()
+        if sess.adaptive is not None:
+            sess.adaptive.restore()  # (again on the way out: a no-op then)
         return sess.snapshot()
 
 
@@ -287,6 +317,7 @@ def _snapshot(
     writer: HintSink | None,
     trace: TraceWriter | None,
     probes: ReadProbes,
+    adaptive: AdaptiveInterleave | None,
     t0: float,
     cpu0: resource.struct_rusage,
 ) -> CollectStats:
@@ -307,7 +338,12 @@ def _snapshot(
         hinted_pages=c.hinted_pages,
         events_by_probe={PROBE_NAMES.get(p, str(p)): n for p, n in c.by_probe.items()},
         dedup_dropped=ctl.recent.dropped,
-        rate_dropped_pages=ctl.budget.dropped_pages if ctl.budget else 0,
+        rate_dropped_pages=ctl.cap.dropped_pages if ctl.cap else 0,
+        rate_dropped=dict(ctl.cap.dropped) if ctl.cap else {},
+        interleave_base=adaptive.original if adaptive else None,
+        interleave_now=format_ratio(adaptive.current) if adaptive and adaptive.current else None,
+        interleave_changes=adaptive.changes if adaptive else 0,
+        interleave_ticks=dict(adaptive.ticks_by_ratio) if adaptive else {},
         policy_refused=ctl.policy.refused,
         records_written=trace.written if trace else 0,
         hints_sent=writer.sent if writer else 0,

@@ -38,7 +38,7 @@ class CollectStats:
     hints: int
     hinted_pages: int
     dedup_dropped: int
-    rate_dropped_pages: int
+    rate_dropped_pages: int  # pages of the records the rate cap dropped
     policy_refused: int
     records_written: int
     hints_sent: int
@@ -46,6 +46,13 @@ class CollectStats:
     events_by_probe: dict[str, int] = field(default_factory=dict)
     hints_rejected: dict[str, int] = field(default_factory=dict)
     bpf: dict[str, int] = field(default_factory=dict)
+    rate_dropped: dict[str, int] = field(default_factory=dict)  # records, by reason
+    # --adaptive-interleave: the knob as found (restored on exit), now, how often it
+    # changed, and the law's ticks at each ratio; None/0/{} without it.
+    interleave_base: str | None = None
+    interleave_now: str | None = None
+    interleave_changes: int = 0
+    interleave_ticks: dict[str, int] = field(default_factory=dict)
     interrupted: bool | None = None  # None: still running (an interval report)
 
     def to_dict(self) -> dict[str, Any]:

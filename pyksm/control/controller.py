@@ -1,7 +1,7 @@
 """From read events to hint records: the controller's one pass per drain.
 
     events --(trust policy)--> page-aligned ranges --(clip to target memory)-->
-    coalesce --(drop repeats within the window)--> rate cap --> wire.Hint
+    coalesce --(drop repeats within the window)--> rate cap (the kernel's backlog) --> wire.Hint
 
 Everything here is pure (time is passed in), so tests drive it directly;
 ``pyksm.collect.session`` feeds it from the probes and sends its output to
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from pyksm.control.dedup import RecentRanges
 from pyksm.control.ranges import PAGE, Range, clip, coalesce, page_align
-from pyksm.control.ratecap import PageBudget
+from pyksm.control.ratecap import BacklogCap
 from pyksm.control.trust import TrustPolicy
 from pyksm.events import ReadEvent
 from pyksm.kernel.wire import Hint
@@ -53,13 +53,13 @@ class Controller:
         self,
         memory: MemoryMap | None = None,
         policy: TrustPolicy | None = None,
-        budget: PageBudget | None = None,
+        cap: BacklogCap | None = None,
         dedup_window_ns: int = 500_000_000,
         page: int = PAGE,
     ) -> None:
         self.memory = memory
         self.policy = policy or TrustPolicy()
-        self.budget = budget
+        self.cap = cap
         self.recent = RecentRanges(dedup_window_ns)
         self.page = page
         self.stats = ControllerStats()
@@ -88,19 +88,13 @@ class Controller:
         return self._cap(merged, now_ns)
 
     def _cap(self, ranges: list[Range], now_ns: int) -> list[Hint]:
-        pages = sum((end - start) // self.page for _, start, end in ranges)
-        grant = self.budget.take(pages, now_ns) if self.budget is not None else pages
-        hints = []
+        pages = [(end - start) // self.page for _, start, end in ranges]
         # Newest reads matter most, but within one drain order is lost; keep
-        # the first ranges (lowest addresses per tgid) up to the grant.
-        for tgid, start, end in ranges:
-            if grant <= 0:
-                break
-            n = min((end - start) // self.page, grant)
-            hints.append(Hint(tgid, start, n * self.page))
-            grant -= n
+        # the first ranges (lowest addresses per tgid) the cap admits.
+        n = self.cap.take(pages, now_ns) if self.cap is not None else len(ranges)
+        hints = [Hint(tgid, start, end - start) for tgid, start, end in ranges[:n]]
         self.stats.hints += len(hints)
-        self.stats.hinted_pages += sum(h.length // self.page for h in hints)
+        self.stats.hinted_pages += sum(pages[:n])
         return hints
 
     def forget(self, tgid: int) -> None:

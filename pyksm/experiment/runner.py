@@ -9,6 +9,7 @@ Modes (same seeded workload each time, KSM fully unmerged in between):
   ksm++-nosmart  KSM++ with smart_scan off
   ksm-advisor    linear KSM with the scan-time advisor
   ksm++-advisor  KSM++ with the scan-time advisor
+  ksm++-adaptive KSM++ with the collector's adaptive hint_interleave
 
 A mode may carry its own scan rate, MODE@PAGES:MS (e.g. ksm@175:20): linear
 KSM given the ksmd CPU that KSM++ used, to compare the two at equal cost.
@@ -49,7 +50,15 @@ from pyksm.experiment.results import IO_PACE_OK, Load, Sample, Summary, rep_dir
 from pyksm.kernel import ksm
 from pyksm.procfs import cpu_times
 
-MODES = ("ksm", "ksm++", "ksm-nosmart", "ksm++-nosmart", "ksm-advisor", "ksm++-advisor")
+MODES = (
+    "ksm",
+    "ksm++",
+    "ksm-nosmart",
+    "ksm++-nosmart",
+    "ksm-advisor",
+    "ksm++-advisor",
+    "ksm++-adaptive",
+)
 # Sampled every second: every read-only value, and pages_to_scan (the
 # scan-time advisor changes it).
 COUNTERS = (*ksm.STATS, "pages_to_scan")
@@ -67,6 +76,8 @@ class ModeConfig:
     advisor: bool
     # The mode's own scan rate (MODE@PAGES:MS); None: the experiment's.
     scan_rate: tuple[int, int] | None = None
+    # The collector sets hint_interleave from the kernel's backlog.
+    adaptive: bool = False
 
 
 @dataclass(frozen=True)
@@ -115,12 +126,14 @@ def mode_config(name: str) -> ModeConfig:
         "nosmart" not in base,
         "advisor" in base,
         parse_scan_rate(rate) if at else None,
+        "adaptive" in base,
     )
 
 
-def collector_args(pids: list[int]) -> list[str]:
+def collector_args(pids: list[int], adaptive: bool = False) -> list[str]:
     """``pyksm collect`` arguments of the guests' hint collector (live mode)."""
-    return [a for pid in pids for a in ("-p", str(pid))]
+    args = [a for pid in pids for a in ("-p", str(pid))]
+    return [*args, "--adaptive-interleave"] if adaptive else args
 
 
 def _reset(k: ksm.Ksm, cfg: ModeConfig, pages: int, sleep_ms: int) -> None:
@@ -342,7 +355,9 @@ def run_mode(
         if cfg.hints:
             collector = stack.enter_context(
                 CollectorProcess(
-                    collector_args([g.pid for g in guests]), out / "collector.log", stats=False
+                    collector_args([g.pid for g in guests], cfg.adaptive),
+                    out / "collector.log",
+                    stats=False,
                 )
             )
         oracle = LedgerOracle(ledgers)

@@ -118,6 +118,13 @@ CASES: list[Case] = [
     c("collect -p 1 --record {tmp}/t --safe --trust-group a=x --allow 1", "NAME=PID"),
     c("collect --cgroup {tmp}/no-such-cgroup --record {tmp}/t", "no cgroup"),
     c("collect --cgroup [red] --record {tmp}/t", "[red]"),
+    c("collect -p 1 --record {tmp}/t --adaptive-interleave", "needs live mode"),
+    c("collect -p 1 --record {tmp}/t --interleave-ladder 1:1", "only applies with"),
+    c("collect -p 1 --adaptive-interleave --interleave-ladder 17:1", "at most 16 x L"),
+    c("collect -p 1 --adaptive-interleave --interleave-ladder 1:0", "L must be at least 1"),
+    c("collect -p 1 --adaptive-interleave --interleave-ladder 2:1,1:1", "must grow"),
+    c("collect -p 1 --adaptive-interleave --interleave-ladder x", "--interleave-ladder"),
+    c("collect -p 1 --adaptive-interleave --interleave-ladder ,", "empty"),
     # trace
     c("trace show {tmp}/missing.trace", "missing.trace"),
     c("trace show {tmp}", "directory"),

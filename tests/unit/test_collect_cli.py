@@ -28,9 +28,13 @@ from pyksm.kernel.ksm import SYSFS
     ],
 )
 def test_bad_arguments_are_one_line_errors(
-    argv: list[str], message: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    argv: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    os.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)  # and back: later collectors (python -m pyksm) import from it
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err
@@ -109,3 +113,39 @@ def test_a_collector_that_fails_to_attach_leaves_nothing(
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
     assert set(os.listdir("/proc/self/fd")) == fds
     assert not trace.exists()
+
+
+def test_collect_shows_the_rate_cap_and_the_adaptive_interleave(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the run's statistics say about both, on the summary lines."""
+    from dataclasses import replace
+
+    from pyksm.collect import session
+    from tests.unit.test_collect_stats import example
+
+    seen = []
+
+    def fake_run(opts: session.CollectOptions, *_a: object, **_k: object) -> object:
+        seen.append(opts)
+        return replace(
+            example(),
+            mode="live",
+            record=None,
+            rate_dropped_pages=96,
+            rate_dropped={"overflow": 20, "age": 4},
+            interleave_base="1:1",
+            interleave_now="1:1",
+            interleave_changes=3,
+            interleave_ticks={"1:1": 5, "16:1": 2},
+        )
+
+    monkeypatch.setattr(session, "run", fake_run)
+    argv = ["collect", "-p", str(os.getpid()), "--adaptive-interleave"]
+    assert main([*argv, "--interleave-ladder", "1:1,4:1"]) == 0
+    err = capsys.readouterr().err
+    assert "rate cap dropped 96 pages (4 age, 20 overflow hint records)" in err
+    assert "adaptive hint_interleave: 3 changes, ticks per ratio: 1:1 5, 16:1 2; back to 1:1" in err
+    assert seen[0].adaptive_interleave and seen[0].interleave_ladder == ((1, 1), (4, 1))
+    assert main(argv[:3]) == 0
+    assert not seen[1].adaptive_interleave

@@ -18,7 +18,7 @@ def example() -> CollectStats:
         bytes_read=12288, outside_bytes=0, refused_events=0, hints=1, hinted_pages=3,
         dedup_dropped=0, rate_dropped_pages=0, policy_refused=0, records_written=3,
         hints_sent=0, hint_writes=0, events_by_probe={"pread64": 3}, bpf={"emitted": 3},
-        interrupted=True,
+        rate_dropped={"overflow": 2}, interrupted=True,
     )  # fmt: skip
 
 

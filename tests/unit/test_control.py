@@ -7,9 +7,8 @@ import pytest
 from pyksm.control.controller import Controller
 from pyksm.control.dedup import RecentRanges
 from pyksm.control.ranges import clip, coalesce, page_align
-from pyksm.control.ratecap import PageBudget, hint_pages_per_second, parse_interleave
+from pyksm.control.ratecap import BacklogCap, KernelBacklog
 from pyksm.control.trust import TrustPolicy
-from pyksm.errors import PyksmError
 from pyksm.events import ReadEvent
 from pyksm.kernel.wire import Hint
 
@@ -60,19 +59,70 @@ def test_dedup_drops_repeats_inside_the_window_only() -> None:
     assert r.dropped == 1
 
 
-def test_rate_from_knobs_and_token_bucket() -> None:
-    assert parse_interleave("1:1") == (1, 1)
-    with pytest.raises(PyksmError):
-        parse_interleave("x")
-    with pytest.raises(PyksmError):
-        parse_interleave("0:0")
-    assert hint_pages_per_second(100, 20, "1:1") == pytest.approx(2500.0)
-    assert hint_pages_per_second(100, 20, "3:1") == pytest.approx(3750.0)
-    b = PageBudget(rate=100.0, burst=100.0, tokens=100.0)
-    assert b.take(150, 0) == 100
-    assert b.take(10, S // 10) == 10  # 0.1 s -> 10 pages
-    assert b.take(500, 10 * S) == 100  # capped at burst
-    assert b.dropped_pages == 50 + 400
+class FakeKernel:
+    """The hint stack's counters as a test sets them; counts the reads."""
+
+    def __init__(self, capacity: int = 100, pending: int = 0) -> None:
+        self.k = KernelBacklog(capacity, pending, 0, 0)
+        self.reads = 0
+
+    def set(self, **kw: int) -> None:
+        self.k = KernelBacklog(**{**self.k.__dict__, **kw})
+
+    def read(self) -> KernelBacklog:
+        self.reads += 1
+        return self.k
+
+
+MS = 1_000_000
+
+
+@pytest.mark.parametrize(
+    ("pending", "overflow", "age", "records", "forwarded", "dropped"),
+    [
+        # (capacity 100, headroom 6: the kernel is "full" from 94 pending)
+        (0, 0, 0, 50, 50, {}),  # room
+        (93, 0, 0, 50, 50, {}),  # below the limit: forward, the stack absorbs it
+        (99, 0, 0, 50, 50, {}),  # full but the kernel dropped nothing: ksmd keeps up
+        (96, 5, 0, 50, 4, {"overflow": 46}),  # full and overflowing: only what fits
+        (96, 0, 3, 50, 4, {"age": 46}),  # full and expiring
+        (100, 2, 2, 10, 0, {"overflow": 10}),  # overflow wins as the reason
+        (50, 9, 9, 10, 10, {}),  # dropping, but with room: forward (newest first in LIFO)
+    ],
+)
+def test_rate_cap_follows_the_kernels_backlog(
+    pending: int, overflow: int, age: int, records: int, forwarded: int, dropped: dict[str, int]
+) -> None:
+    fk = FakeKernel(capacity=100)
+    cap = BacklogCap(fk.read)
+    assert cap.take([1], 0) == 1  # the first look: nothing to compare with
+    fk.set(pending=pending, dropped_overflow=overflow, dropped_age=age)
+    assert cap.take([2] * records, 200 * MS) == forwarded
+    assert dict(cap.dropped) == dropped
+    assert cap.dropped_pages == 2 * (records - forwarded)
+
+
+def test_rate_cap_drops_until_the_stack_drains_below_the_headroom() -> None:
+    fk = FakeKernel(capacity=100)
+    cap = BacklogCap(fk.read)
+    cap.take([1], 0)
+    fk.set(pending=98, dropped_overflow=1)
+    assert cap.take([1] * 10, 200 * MS) == 2 and cap.dropping == "overflow"
+    # Within observe_ns the kernel is not read again: what was sent counts as pending.
+    assert cap.take([1] * 10, 250 * MS) == 0 and fk.reads == 2
+    fk.set(pending=95)  # ksmd consumed 5, nothing new dropped: still full, still capped
+    assert cap.take([1] * 10, 400 * MS) == 5 and cap.dropping == "overflow"
+    fk.set(pending=90)  # below capacity - headroom: forward everything again
+    assert cap.take([1] * 10, 600 * MS) == 10 and cap.dropping is None
+    assert cap.dropped == {"overflow": 8 + 10 + 5}
+
+
+def test_rate_cap_drops_everything_while_hints_are_off() -> None:
+    fk = FakeKernel(capacity=0)
+    cap = BacklogCap(fk.read)
+    assert cap.take([3, 4], 0) == 0
+    assert cap.dropped == {"hints_off": 2} and cap.dropped_pages == 7
+    assert cap.take([], S) == 0 and fk.reads == 1  # nothing to send: no look
 
 
 def test_controller_aligns_clips_coalesces_and_dedups() -> None:
@@ -86,10 +136,16 @@ def test_controller_aligns_clips_coalesces_and_dedups() -> None:
     assert ctl.process([ev(7, 0x10000, 2 * P)], 1) == []  # repeat within the window
 
 
-def test_controller_rate_cap_trims_hints() -> None:
-    ctl = Controller(budget=PageBudget(rate=1.0, burst=3.0, tokens=3.0))
-    hints = ctl.process([ev(1, 0, 2 * P), ev(1, 0x10000, 2 * P)], 0)
-    assert hints == [Hint(1, 0, 2 * P), Hint(1, 0x10000, P)]
+def test_controller_rate_cap_keeps_the_first_whole_ranges() -> None:
+    fk = FakeKernel(capacity=16, pending=15)
+    ctl = Controller(cap=BacklogCap(fk.read))
+    ctl.process([ev(1, 0x40000, P)], 0)
+    fk.set(dropped_overflow=1)
+    hints = ctl.process([ev(1, 0, 2 * P), ev(1, 0x10000, 2 * P)], S)
+    assert hints == [Hint(1, 0, 2 * P)]  # one record fits below the capacity
+    assert ctl.stats.hinted_pages == 1 + 2
+    assert ctl.cap is not None and ctl.cap.dropped == {"overflow": 1}
+    assert ctl.cap.dropped_pages == 2
 
 
 def test_safe_mode_allowlist_and_one_trust_group_at_a_time() -> None:

@@ -5,15 +5,28 @@ from __future__ import annotations
 import pytest
 
 from pyksm.errors import PyksmError
-from pyksm.experiment.runner import MODES, mode_config, parse_scan_rate
+from pyksm.experiment.runner import MODES, collector_args, mode_config, parse_scan_rate
 
 
 def test_every_named_mode_parses_to_its_settings() -> None:
     got = {m: mode_config(m) for m in MODES}
-    assert [m for m, c in got.items() if c.hints] == ["ksm++", "ksm++-nosmart", "ksm++-advisor"]
+    assert [m for m, c in got.items() if c.hints] == [
+        "ksm++",
+        "ksm++-nosmart",
+        "ksm++-advisor",
+        "ksm++-adaptive",
+    ]
+    assert [m for m, c in got.items() if c.adaptive] == ["ksm++-adaptive"]
     assert [m for m, c in got.items() if not c.smart_scan] == ["ksm-nosmart", "ksm++-nosmart"]
     assert [m for m, c in got.items() if c.advisor] == ["ksm-advisor", "ksm++-advisor"]
     assert all(c.scan_rate is None for c in got.values())
+
+
+def test_the_adaptive_mode_asks_the_collector_for_it() -> None:
+    c = mode_config("ksm++-adaptive@100:20")
+    assert (c.hints, c.smart_scan, c.advisor, c.adaptive) == (True, True, False, True)
+    assert collector_args([7, 8], c.adaptive) == ["-p", "7", "-p", "8", "--adaptive-interleave"]
+    assert collector_args([7]) == ["-p", "7"]
 
 
 def test_a_mode_may_carry_its_own_scan_rate() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -9,6 +11,7 @@ from pyksm.analysis.hinttrace import HintTrace
 from pyksm.analysis.simulator import (
     ScanParams,
     SimInput,
+    SimResult,
     error_against,
     observed_rate,
     simulate,
@@ -176,3 +179,66 @@ def test_interleave_that_starves_the_linear_scan_is_refused(interleave: tuple[in
     """As the kernel's hint_interleave: L >= 1 and H <= 16 L."""
     with pytest.raises(PyksmError, match="L must be at least 1"):
         ScanParams(interleave=interleave).check()
+
+
+def _burst_input(n: int = 4000, background: int = 20000) -> SimInput:
+    """Two guests read the same ``n`` pages at t = 1 s (sites A then B, after a
+    ``background`` of unique pages), hinted as 16-page records; 0.25 s snapshots."""
+    times = np.arange(0.0, 10.01, 0.25)
+    S = background + 2 * n
+    content = np.tile(np.arange(S, dtype=np.int32), (times.size, 1))
+    content[times < 1.0, background:] = -1  # not read yet
+    later = times >= 1.0
+    content[np.ix_(later, np.arange(background, background + n))] = S + np.arange(n)
+    content[np.ix_(later, np.arange(background + n, S))] = S + np.arange(n)
+    lo = np.arange(background, S, 16, dtype=np.int64)
+    return SimInput(
+        times, content, np.arange(S, dtype=np.uint64), np.full(lo.size, 1.0), lo, lo + 16
+    )
+
+
+def test_adaptive_interleave_merges_a_burst_sooner_and_keeps_the_linear_floor() -> None:
+    inp = _burst_input()
+    base = ScanParams(pages_to_scan=100, sleep_ms=20.0, start=0.0, hint_capacity=4096)
+    fixed = simulate(inp, base)
+    adaptive = simulate(inp, replace(base, adaptive_interleave=True))
+
+    def when(r: SimResult, share: float) -> float:
+        return float(r.times[np.argmax(r.pages_sharing >= share * 4000)])
+
+    assert fixed.pages_sharing[-1] == adaptive.pages_sharing[-1] == 4000
+    # 8000 hinted pages: 1:1 gives them 2500 steps a second, 16:1 4706.
+    assert when(adaptive, 0.9) <= when(fixed, 0.9) - 0.75
+    assert when(adaptive, 0.5) < when(fixed, 0.5)
+    assert adaptive.counters["hint_visits"] == fixed.counters["hint_visits"] == 8000
+    # Up to 16:1 once the burst waits, back to 1:1 once it is done.
+    changes = adaptive.interleave_changes
+    assert changes[0][0] == 1.5 and max(h for _, h, _ in changes) == 16
+    assert changes[-1][1:] == (1, 1) and changes[-1][0] < 4.0
+    # Hint steps without a hint are linear steps: over the run, the same linear progress.
+    assert adaptive.counters["linear_visits"] == fixed.counters["linear_visits"]
+    assert adaptive.summary()["interleave_changes"] == len(changes)
+
+
+def test_adaptive_interleave_under_a_flood_keeps_the_linear_floor() -> None:
+    """More hints than ksmd can visit: 16:1 for good, and the linear scan keeps
+    1/17 of the budget and still ends its rounds."""
+    inp = _burst_input(n=40000, background=2000)
+    base = ScanParams(pages_to_scan=100, sleep_ms=20.0, start=0.0, hint_capacity=4096)
+    fixed = simulate(inp, base)
+    adaptive = simulate(inp, replace(base, adaptive_interleave=True))
+    assert adaptive.interleave_changes == [(1.5, 16, 1)]
+    c = adaptive.counters
+    assert c["hint_visits"] > 1.5 * fixed.counters["hint_visits"]
+    # From 1.5 s on, 1/17 of 100 pages every 20 ms are linear steps at least.
+    assert c["linear_visits"] >= (10.0 - 1.5) / 0.02 * 100 / 17
+    assert c["full_scans"] == fixed.counters["full_scans"] >= 2
+
+
+def test_adaptive_interleave_parameters_are_checked() -> None:
+    with pytest.raises(PyksmError, match="must grow"):
+        ScanParams(adaptive_interleave=True, interleave_ladder=((2, 1), (1, 1))).check()
+    with pytest.raises(PyksmError, match="at most 16 x L"):
+        ScanParams(adaptive_interleave=True, interleave_ladder=((17, 1),)).check()
+    with pytest.raises(PyksmError, match="adapt_period_ms"):
+        ScanParams(adaptive_interleave=True, adapt_period_ms=0).check()
