@@ -145,6 +145,9 @@ def _reset(k: ksm.Ksm, cfg: ModeConfig, pages: int, sleep_ms: int) -> None:
         k.write("advisor_mode", "none")
     if k.has("hint_capacity"):
         k.write("hint_capacity", 4096 if cfg.hints else 0)
+        # Every mode starts at the kernel's default split, also after an
+        # adaptive collector that could not restore it (SIGKILL).
+        k.write("hint_interleave", "1:1")
     elif cfg.hints:
         raise PyksmError("mode ksm++ needs the patched kernel (no ksm/hint_capacity)")
 
