@@ -241,6 +241,9 @@ def linear_cost(window: float = 30.0, reps: int = 3) -> dict[str, object]:
     k.write("run", 2)
     if k.has("smart_scan"):
         k.write("smart_scan", 0)
+    # Hinted pages go into the hint tree on their first visit (whatever an
+    # efficacy run before left the knob at).
+    k.write("hint_skip_volatility", 1)
     big, _ = region(BIG_MIB << 20)
     arr = np.frombuffer(big, dtype=np.uint64)
     arr[:: PAGE // 8] = np.arange(len(arr[:: PAGE // 8]), dtype=np.uint64) + 11
