@@ -28,15 +28,7 @@ def run(console: Console) -> dict[str, Any]:
     for mode in MODES.split(","):
         aio, _, cache = mode.partition(":")
         drive = qg.DriveOptions(aio=aio, cache=cache or "writeback", readonly=True)
-        with qg.Guest(
-            image.bzimage,
-            image.disk.path,
-            memory_mib=128,
-            initrd=image.initramfs,
-            drive=drive,
-            nice=10,
-            boot_timeout=180,
-        ) as guest:
+        with qg.Guest.of_image(image, drive, boot_timeout=180) as guest:
             results = {}
             for workload in (qg.Tar("."), qg.Cat("include")):
                 guest.run(qg.DropCaches(), timeout=60)

@@ -317,6 +317,26 @@ class Guest:
     ``boot_seconds`` is the host time from the start of QEMU to READY.
     """
 
+    @classmethod
+    def of_image(
+        cls,
+        image: guest_image.GuestImage,
+        drive: DriveOptions,
+        boot_timeout: float,
+        memory_mib: int = 128,
+        nice: int | None = 10,
+    ) -> Guest:
+        """A guest of a built guest image (guest kernel, agent initramfs, shared disk)."""
+        return cls(
+            image.bzimage,
+            image.disk.path,
+            memory_mib=memory_mib,
+            initrd=image.initramfs,
+            drive=drive,
+            nice=nice,
+            boot_timeout=boot_timeout,
+        )
+
     def __init__(
         self,
         bzimage: Path,

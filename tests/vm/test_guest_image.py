@@ -29,15 +29,7 @@ def image() -> guest_image.GuestImage:
 def test_guest_boots_and_tar_reads_the_tree_from_disk(image: guest_image.GuestImage) -> None:
     before = children()
     drive = qg.DriveOptions(aio="threads", cache="writeback", readonly=True)
-    with qg.Guest(
-        image.bzimage,
-        image.disk.path,
-        memory_mib=128,
-        initrd=image.initramfs,
-        drive=drive,
-        nice=10,
-        boot_timeout=120,
-    ) as guest:
+    with qg.Guest.of_image(image, drive, boot_timeout=120) as guest:
         assert guest.ready is not None
         assert guest.ready.disk == "ro" and guest.ready.kernel.endswith("-pyksm-guest")
         guest.run(qg.DropCaches(), timeout=60)
