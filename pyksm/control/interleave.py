@@ -43,6 +43,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
+from pyksm.control.ratecap import KernelBacklog, read_backlog
 from pyksm.errors import PyksmError
 from pyksm.kernel.ksm import Ksm
 
@@ -158,6 +159,11 @@ class Decision:
     reason: str  # backlog, drops, hold, down, settling, base
 
 
+def _dropped(b: KernelBacklog) -> int:
+    """Hints the kernel dropped unvisited so far (expired or overwritten)."""
+    return b.dropped_age + b.dropped_overflow
+
+
 def decide(law: Law, state: LawState, obs: Observation) -> Decision:
     """One tick of the law (see the module's docstring)."""
     top = len(law.rungs) - 1
@@ -259,7 +265,7 @@ class AdaptiveInterleave:
         return min(nominal, (scanned - last) / dt)
 
     def _drops(self) -> int:
-        return self.ksm.read_int("hints_dropped_age") + self.ksm.read_int("hints_dropped_overflow")
+        return _dropped(read_backlog(self.ksm))
 
     def tick(self, now: float, hints_sent: int, pages_sent: int) -> Decision | None:
         """Apply the law if a period has passed since the last tick; the decision, or None."""
@@ -268,9 +274,10 @@ class AdaptiveInterleave:
         dt = now - self._last_tick
         if dt < self.period_s:
             return None
-        dropped = self._drops()
+        backlog = read_backlog(self.ksm)  # the rate cap's view of the same counters
+        dropped = _dropped(backlog)
         obs = Observation(
-            pending=self.ksm.read_int("hints_pending"),
+            pending=backlog.pending,
             pages_per_hint=self._ppp.update(hints_sent, pages_sent),
             dropped=dropped - self._dropped,
             steps_per_s=self._steps_per_s(dt),
