@@ -13,6 +13,7 @@ from pathlib import Path
 from rich.console import Console
 
 from pyksm import argtypes
+from pyksm.experiment import scenarios
 from pyksm.terminal import err, escape, out
 
 SCENARIO = "kernel-build"
@@ -43,6 +44,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     d = sub.add_parser("demo", help="KSM vs KSM++ on kernel-build, report in ./pyksm-report")
     d.add_argument("--outdir", "-o", type=argtypes.output_dir, default="pyksm-results")
     d.add_argument(
-        "--duration", type=argtypes.positive_float, default=None, help="seconds per mode"
+        "--duration",
+        type=argtypes.checked(scenarios.parse_duration),
+        default=None,
+        help="seconds per mode",
     )
     d.set_defaults(func=cmd_demo)

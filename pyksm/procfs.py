@@ -1,4 +1,5 @@
-"""Reading /proc: a process's command name and its mappings (smaps).
+"""Reading /proc: a process's command name and its mappings (smaps), the CPU
+line of /proc/stat, chosen counters of /proc/vmstat.
 
 One parser for ``/proc/PID/smaps`` serves the collector (which memory may be
 hinted), the snapshotter (which VMAs to hash) and the guest drivers (where
@@ -8,6 +9,7 @@ guest RAM is).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +24,9 @@ __all__ = [
     "mergeable_spans",
     "parse_cpu_times",
     "parse_smaps",
+    "parse_vmstat",
     "read_smaps",
+    "vmstat",
 ]
 
 PROC = Path("/proc")
@@ -58,6 +62,31 @@ def parse_cpu_times(text: str) -> CpuTimes:
 
 def cpu_times(proc: Path = PROC) -> CpuTimes:
     return parse_cpu_times((proc / "stat").read_text())
+
+
+def parse_vmstat(text: str, names: Iterable[str]) -> dict[str, int]:
+    """The ``names`` among /proc/vmstat's ``name value`` lines; a name the
+    kernel does not count (e.g. the events, without CONFIG_VM_EVENT_COUNTERS)
+    is left out, not 0."""
+    wanted = set(names)
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in wanted:
+            try:
+                out[name] = int(value)
+            except ValueError:
+                raise PyksmError(f"/proc/vmstat: {name} is not a number: {value!r:.40}") from None
+    return out
+
+
+def vmstat(names: Iterable[str], proc: Path = PROC) -> dict[str, int]:
+    """The ``names`` of /proc/vmstat that this kernel has (see parse_vmstat)."""
+    try:
+        text = (proc / "vmstat").read_text()
+    except OSError as e:
+        raise PyksmError(f"cannot read {proc / 'vmstat'}: {e.strerror}") from None
+    return parse_vmstat(text, names)
 
 
 @dataclass

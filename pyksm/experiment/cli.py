@@ -109,7 +109,12 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="runs of every mode (default 1), interleaved: repetition r runs the modes "
         "rotated by r - 1 (ksm, ksm++ | ksm++, ksm | ...), all in one VM boot",
     )
-    p.add_argument("--duration", type=argtypes.positive_float, default=None, help="seconds per run")
+    p.add_argument(
+        "--duration",
+        type=argtypes.checked(scenarios.parse_duration),
+        default=None,
+        help=f"seconds per run (default: the scenario's; at most {scenarios.MAX_DURATION_S:.0f})",
+    )
     p.add_argument(
         "--scan-rate",
         default="100:20",

@@ -15,6 +15,20 @@ from pyksm.lab import build as kbuild
 from pyksm.lab import vm
 from pyksm.terminal import escape
 
+# Per run, besides its measured duration: unmerge (up to 120 s), the guests'
+# boot, the collector's attach (bcc compiles; up to its 600 s deadline under
+# TCG on a loaded host), the warm-up rounds and the guests' stop. Sampling may
+# run late by a few percent on a loaded host. Once per VM: boot and the image.
+PER_RUN_S = 600.0
+LATE = 0.05
+BOOT_S = 300.0
+
+
+def vm_timeout(runs: int, duration: float) -> float:
+    """Seconds the VM may take for ``runs`` runs (modes x repetitions) of
+    ``duration`` seconds each: a bound for a hung run, not an estimate."""
+    return runs * (duration * (1 + LATE) + PER_RUN_S) + BOOT_S
+
 
 def run(
     scenario: str,
@@ -29,6 +43,7 @@ def run(
     repeat: int = 1,
 ) -> Path:
     sc = scenarios.get(scenario)
+    dur = scenarios.check_duration(sc.duration_s if duration is None else duration)
     plan = runner.schedule(modes, repeat)
     runner.parse_scan_rate(scan_rate)
     if warm_up < 0:
@@ -37,7 +52,6 @@ def run(
         runner.mode_config(m)
     kernel = kernel or kbuild.build(kbuild.BuildRequest(), console)
     outdir.mkdir(parents=True, exist_ok=True)
-    dur = duration or sc.duration_s
     reps = f", {repeat} repetitions interleaved" if repeat > 1 else ""
     console.print(
         f"experiment [bold]{sc.name}[/]: modes {', '.join(modes)}{reps}, {dur:.0f} s each, "
@@ -68,7 +82,7 @@ def run(
             memory="4G",
             cpus=2,
             outdir=outdir,
-            timeout=len(plan) * (dur + 240) + 300,
+            timeout=vm_timeout(len(plan), dur),
         )
     )
     if not res.ok:
@@ -99,7 +113,8 @@ def run_matrix(
     A scenario that fails is reported and the next one runs; the failures
     are raised together at the end, after the others' results are kept."""
     for name in names:
-        scenarios.get(name)
+        sc = scenarios.get(name)
+        scenarios.check_duration(sc.duration_s if duration is None else duration)
     runner.schedule(modes, repeat)
     runner.parse_scan_rate(scan_rate)
     kernel = kbuild.build(kbuild.BuildRequest(), console)

@@ -20,7 +20,10 @@ from typing import Any, ClassVar
 from pyksm.errors import PyksmError
 
 __all__ = [
+    "DIAGNOSIS_COUNTERS",
     "IO_PACE_OK",
+    "VMSTAT_COUNTERS",
+    "Diagnosis",
     "Load",
     "Sample",
     "Summary",
@@ -35,6 +38,9 @@ _NUMBER = (int, float)
 # modes then ran different workloads (the report flags such repetitions).
 IO_PACE_OK = 0.95
 _REP_DIR = re.compile(r"rep-(\d+)")
+# Counters of /proc/vmstat the runner samples every second, beside KSM's
+# sysfs values (written flat in samples.jsonl like them).
+VMSTAT_COUNTERS = ("cow_ksm",)
 
 
 def rep_dir(scenario_dir: Path, mode: str, rep: int) -> Path:
@@ -170,12 +176,52 @@ class Load:
         return cls(**{n: _take(obj, n, k, f"{where} load") for n, k in cls._REQUIRED.items()})
 
 
+@dataclass(frozen=True)
+class Diagnosis:
+    """Why sharing is lost: how much counters grew over one repetition's
+    measured run (its last sample minus its first); None where the kernel
+    lacks the counter (cow_ksm needs CONFIG_VM_EVENT_COUNTERS, the hint
+    counters the KSM++ series).
+
+    - cow_ksm: write faults that copied a KSM page (/proc/vmstat, counted in
+      do_wp_page, mm/memory.c): merged pages COW-broken, in every process.
+    - hints_dropped_*: hint records the kernel dropped unprocessed, by reason
+      (/sys/kernel/mm/ksm): overflow (overwritten by newer ones), age (older
+      than hint_max_age_ms), stale (their mm gone or no longer under KSM),
+      flush (run=2, capacity change).
+    """
+
+    cow_ksm: int | None = None
+    hints_dropped_overflow: int | None = None
+    hints_dropped_age: int | None = None
+    hints_dropped_stale: int | None = None
+    hints_dropped_flush: int | None = None
+
+    @classmethod
+    def between(cls, first: dict[str, int], last: dict[str, int]) -> Diagnosis:
+        """From the counters of the first and the last sample."""
+        return cls(
+            **{
+                n: last[n] - first[n] if n in first and n in last else None
+                for n in DIAGNOSIS_COUNTERS
+            }
+        )
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any], where: str) -> Diagnosis:
+        return cls(**{n: _maybe(obj, n, (int,), f"{where} diagnosis") for n in DIAGNOSIS_COUNTERS})
+
+
+DIAGNOSIS_COUNTERS = tuple(f.name for f in fields(Diagnosis))
+
+
 @dataclass
 class Summary:
     """How one repetition of one mode ran (summary.json).
 
     ``rep`` (from 1) and ``load`` are missing in results written before
-    repetitions existed (read as None).
+    repetitions existed, ``diagnosis`` in those written before it (read as
+    None).
     """
 
     mode: str
@@ -191,6 +237,7 @@ class Summary:
     hint_visits: dict[str, int] | None = None
     rep: int | None = None
     load: Load | None = None
+    diagnosis: Diagnosis | None = None
 
     _REQUIRED: ClassVar[dict[str, tuple[type, ...]]] = {
         "mode": (str,),
@@ -208,6 +255,7 @@ class Summary:
         "hint_visits": (dict,),
         "rep": (int,),
         "load": (dict,),
+        "diagnosis": (dict,),
     }
 
     @property
@@ -240,6 +288,8 @@ class Summary:
                 _take({"io_achieved": a}, "io_achieved", _NUMBER, f"{where} [{i}]")
         if "load" in got:
             got["load"] = Load.from_json(got["load"], where)
+        if "diagnosis" in got:
+            got["diagnosis"] = Diagnosis.from_json(got["diagnosis"], where)
         return cls(**got)
 
     def get(self, key: str, default: Any = None) -> Any:

@@ -46,9 +46,17 @@ from pyksm.errors import PyksmError
 from pyksm.experiment import guest, hintpairs, scenarios
 from pyksm.experiment.guest import make_image
 from pyksm.experiment.oracle_ledger import LedgerOracle
-from pyksm.experiment.results import IO_PACE_OK, Load, Sample, Summary, rep_dir
+from pyksm.experiment.results import (
+    IO_PACE_OK,
+    VMSTAT_COUNTERS,
+    Diagnosis,
+    Load,
+    Sample,
+    Summary,
+    rep_dir,
+)
 from pyksm.kernel import ksm
-from pyksm.procfs import cpu_times
+from pyksm.procfs import cpu_times, vmstat
 
 MODES = (
     "ksm",
@@ -78,6 +86,15 @@ class ModeConfig:
     scan_rate: tuple[int, int] | None = None
     # The collector sets hint_interleave from the kernel's backlog.
     adaptive: bool = False
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What a mode's measured run gives besides its samples."""
+
+    t0: float  # time.monotonic() at its start
+    load: Load
+    diagnosis: Diagnosis
 
 
 @dataclass(frozen=True)
@@ -247,6 +264,12 @@ def _stop_guests(guests: list[subprocess.Popen[str]]) -> list[dict[str, int] | N
     return stats
 
 
+def progress_every(duration: float) -> int:
+    """Seconds between progress lines: 10 s up to 10-minute runs, then one
+    line per 1/60 of the run (20 s for 20 minutes), in tens of seconds."""
+    return 10 * max(1, round(duration / 600))
+
+
 def _measure(
     k: ksm.Ksm,
     cfg: ModeConfig,
@@ -257,9 +280,13 @@ def _measure(
     samples_path: Path,
     tracer: hintpairs.HintTrace | None,
     history: hintpairs.LedgerHistory,
-) -> tuple[float, Load]:
-    """One Sample a second for ``duration`` seconds; returns when it started
-    and how loaded all CPUs were meanwhile."""
+) -> Measured:
+    """One Sample a second for ``duration`` seconds (samples are written as
+    they come, nothing grows in memory); returns when it started, how loaded
+    all CPUs were meanwhile, and how the diagnosis counters grew."""
+    every = progress_every(duration)
+    first: dict[str, int] | None = None
+    state: dict[str, int] = {}
     t0 = time.monotonic()
     cpu0 = _ticks(tasks)
     idle0 = ksm.idle_ticks()
@@ -269,6 +296,15 @@ def _measure(
     with samples_path.open("w") as samples:
         while (now := time.monotonic()) - t0 <= duration:
             state = {c: k.read_int(c) for c in COUNTERS if k.has(c)}
+            state |= vmstat(VMSTAT_COUNTERS)
+            if first is None:
+                first = state
+                if missing := [c for c in VMSTAT_COUNTERS if c not in state]:
+                    print(
+                        f"  {cfg.name:>14} note: no {', '.join(missing)} in /proc/vmstat "
+                        "(CONFIG_VM_EVENT_COUNTERS off): COW breaks of KSM pages not counted",
+                        flush=True,
+                    )
             o = oracle.sample(now - t0)
             now_ticks = _ticks(tasks)
             # A task that is gone (or was never read) is missing, not 0.
@@ -290,11 +326,13 @@ def _measure(
             )
             samples.write(row.to_json() + "\n")
             samples.flush()
-            if int(now - t0) // 10 != last_print:
-                last_print = int(now - t0) // 10
+            if int(now - t0) // every != last_print:
+                last_print = int(now - t0) // every
+                cow = state.get("cow_ksm", 0) - first.get("cow_ksm", 0)
                 print(
-                    f"  {cfg.name:>14} t={now - t0:5.0f} s  pages_sharing={state['pages_sharing']:7d}"
-                    f"  oracle={o.opportunities:7d}  hinted merges={state.get('hint_pages_merged', 0)}",
+                    f"  {cfg.name:>14} t={now - t0:5.0f}/{duration:.0f} s"
+                    f"  pages_sharing={state['pages_sharing']:7d}  oracle={o.opportunities:7d}"
+                    f"  hinted merges={state.get('hint_pages_merged', 0)}  COW-broken={cow}",
                     flush=True,
                 )
             next_t += 1.0
@@ -306,7 +344,7 @@ def _measure(
         idle_ticks=used.idle,
         steal_ticks=used.steal,
     )
-    return t0, load
+    return Measured(t0, load, Diagnosis.between(first or {}, state))
 
 
 def _io_warnings(
@@ -384,9 +422,10 @@ def run_mode(
         tasks |= {spec.name: g.pid for spec, g in zip(scenario.guests, guests, strict=True)}
         if collector:
             tasks["collector"] = collector.pid
-        t0, load = _measure(
+        measured = _measure(
             k, cfg, duration, oracle, guests, tasks, out / "samples.jsonl", tracer, history
         )
+        t0 = measured.t0
         visits: list[hintpairs.Visit] = []
         lost = 0
         if tracer:
@@ -410,7 +449,8 @@ def run_mode(
         clk_tck=os.sysconf("SC_CLK_TCK"),
         cpus=os.cpu_count(),
         rep=rep,
-        load=load,
+        load=measured.load,
+        diagnosis=measured.diagnosis,
     )
     if tracer:
         rams = [(int(x["ram"][0]), int(x["ram"][1])) for x in info]
@@ -463,7 +503,7 @@ def main() -> int:
     p.add_argument("scenario", choices=sorted(scenarios.SCENARIOS))
     p.add_argument("outdir", type=Path)
     p.add_argument("--modes", default="ksm,ksm++")
-    p.add_argument("--duration", type=float, default=None)
+    p.add_argument("--duration", type=argtypes.checked(scenarios.parse_duration), default=None)
     p.add_argument("--scan-rate", default="100:20", help="PAGES:MILLISECONDS")
     p.add_argument("--warm-up", type=int, default=WARM_ROUNDS, help="ksmd rounds before go")
     p.add_argument("--trace-hints", action="store_true", help="classify hinted visits")
@@ -472,7 +512,7 @@ def main() -> int:
     )
     a = p.parse_args()
     sc = scenarios.get(a.scenario)
-    duration = a.duration or sc.duration_s
+    duration = sc.duration_s if a.duration is None else a.duration
     pages, ms = parse_scan_rate(a.scan_rate)
     modes = {m: mode_config(m) for m in a.modes.split(",")}
     plan = schedule(list(modes), a.repeat)

@@ -51,6 +51,9 @@ class Scenario:
     duration_s: float = 180.0
     seed: int = 42
     extra: dict[str, str] = field(default_factory=dict)
+    # A steady-state scenario: the report reads captured sharing over the last
+    # this many seconds and its trend (pyksm.analysis.steady). None: not one.
+    steady_window_s: float | None = None
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -80,6 +83,18 @@ SCENARIOS: dict[str, Scenario] = {
             _two("random", cache_mib=128, read_mib_s=RANDOM_READ_MIB_S),
         ),
         Scenario(
+            "steady",
+            "apache for 20 minutes: two guests serve the same files (192 MiB) in different "
+            "random orders, 3 MiB/s of requests each, with 128 MiB caches. The reads fill "
+            "the caches in the first minutes; from then on every miss evicts a block and "
+            "reads into its frame, so guest frames are reused and merged pages are "
+            "COW-broken all the time. Captured sharing is read over the last 10 minutes "
+            "(the steady state), with its trend.",
+            _two("random", cache_mib=128, read_mib_s=RANDOM_READ_MIB_S),
+            duration_s=1200.0,
+            steady_window_s=600.0,
+        ),
+        Scenario(
             "mixed",
             "One kernel-build guest (the source tree, in order) and one apache guest "
             "(files drawn at random from the whole 384 MiB image, the tree included, "
@@ -106,6 +121,29 @@ SCENARIOS: dict[str, Scenario] = {
         ),
     )
 }
+
+
+# The longest run of one mode ``--duration`` accepts (one day): a longer one
+# is a typo, and would hold the VM for days.
+MAX_DURATION_S = 86_400.0
+
+
+def check_duration(seconds: float) -> float:
+    """A run's duration in seconds: finite, > 0 and at most MAX_DURATION_S."""
+    if not (0 < seconds <= MAX_DURATION_S):  # also False for NaN
+        raise PyksmError(
+            f"duration {seconds:g} s: must be more than 0 and at most {MAX_DURATION_S:.0f} s"
+        )
+    return seconds
+
+
+def parse_duration(text: str) -> float:
+    """``--duration`` seconds (see check_duration)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise PyksmError(f"not a number of seconds: {text!r}") from None
+    return check_duration(seconds)
 
 
 def get(name: str) -> Scenario:

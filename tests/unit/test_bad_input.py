@@ -164,6 +164,11 @@ CASES: list[Case] = [
     # experiment / report / demo
     c("experiment run kernel-build --duration 0", "--duration", heavy=True),
     c("experiment run kernel-build --duration -1", "--duration", heavy=True),
+    c("experiment run steady --duration 0", "--duration", heavy=True),
+    c("experiment run steady --duration -60", "--duration", heavy=True),
+    c("experiment run steady --duration 1e9", "at most 86400 s", heavy=True),
+    c("experiment run steady --duration nan", "--duration", heavy=True),
+    c("experiment run steady --duration 20min", "not a number", heavy=True),
     c("experiment run kernel-build --scan-rate x", "scan"),
     c("experiment run kernel-build --scan-rate 0:20", "scan", heavy=True),
     c("experiment run kernel-build --scan-rate 100:-1", "scan", heavy=True),
@@ -210,6 +215,7 @@ CASES: list[Case] = [
     c("report {results} --out /proc/pyksm-report", "/proc"),
     c("demo --duration 0", "--duration", heavy=True),
     c("demo --duration -5", "--duration", heavy=True),
+    c("demo --duration 1e9", "at most", heavy=True),
     c("demo --outdir /proc/pyksm", "/proc", heavy=True),
     # top
     c("top 0", "interval"),

@@ -50,7 +50,13 @@ def test_bad_plans_are_refused(modes: list[str], repeat: int, message: str) -> N
 
 def test_scenario_and_mode_lists() -> None:
     assert experiment_cli.scenario_names("apache, kernel-build") == ["apache", "kernel-build"]
-    assert experiment_cli.scenario_names("all") == ["apache", "kernel-build", "mixed", "no-io"]
+    assert experiment_cli.scenario_names("all") == [
+        "apache",
+        "kernel-build",
+        "mixed",
+        "no-io",
+        "steady",
+    ]
     with pytest.raises(PyksmError, match="unknown scenario 'x'"):
         experiment_cli.scenario_names("apache,x")
     with pytest.raises(PyksmError, match="ksm\\+\\+ is given twice"):
@@ -179,7 +185,7 @@ def test_host_boots_one_vm_per_scenario_and_goes_on_after_a_failure(
     assert len(builds) == 1 and len(requests) == 2
     cmd = requests[1].command
     assert cmd[cmd.index("--repeat") + 1] == "3" and "kernel-build" in cmd
-    assert requests[1].timeout == 6 * (10 + 240) + 300
+    assert requests[1].timeout == pytest.approx(6 * (10 * 1.05 + 600) + 300)
     with pytest.raises(PyksmError, match="given twice"):
         host.run_matrix(["apache"], ["ksm", "ksm"], 10, "100:20", tmp_path, console)
     assert len(builds) == 1  # refused before building

@@ -51,9 +51,15 @@ def open_fds() -> set[str]:
             if os.path.exists(f"/proc/self/fd/{fd}")}  # fmt: skip
 
 
-def test_the_runners_samples_and_summary_load_in_the_report(tmp_path: Path) -> None:
+def test_the_runners_samples_and_summary_load_in_the_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     k = fake_sysfs(tmp_path / "ksm")
     (k.root / "pages_sharing").write_text("7\n")
+    (k.root / "hints_dropped_age").write_text("3\n")
+    # /proc/vmstat's cow_ksm grows by 5 per sample; the kernel has no other
+    cow = iter(range(100, 1000, 5))
+    monkeypatch.setattr(runner, "vmstat", lambda names: {"cow_ksm": next(cow)})
     ledger = tmp_path / "ledger.bin"
     np.array([5, 5, 9, 0], dtype=np.int64).tofile(ledger)
     oracle = LedgerOracle([ledger])
@@ -63,7 +69,7 @@ def test_the_runners_samples_and_summary_load_in_the_report(tmp_path: Path) -> N
         json.dumps({"scenario": {"name": "kernel-build"}, "modes": ["ksm"]})
     )
     cfg = runner.mode_config("ksm")
-    _, load = runner._measure(
+    measured = runner._measure(
         k,
         cfg,
         1.2,
@@ -74,6 +80,7 @@ def test_the_runners_samples_and_summary_load_in_the_report(tmp_path: Path) -> N
         None,
         hintpairs.LedgerHistory(),
     )
+    load = measured.load
     # the machine's load over the run, from /proc/stat
     assert load.seconds >= 1.2 and load.cpu_ticks > 0
     assert 0 <= load.idle_ticks <= load.cpu_ticks and 0 <= load.steal_ticks <= load.cpu_ticks
@@ -83,13 +90,18 @@ def test_the_runners_samples_and_summary_load_in_the_report(tmp_path: Path) -> N
         lifetimes=oracle.histogram(2.0),
         rep=1,
         load=load,
+        diagnosis=measured.diagnosis,
     )
+    # two samples: cow_ksm grew by 5; a counter that did not grow is 0, one
+    # the kernel lacks is None
+    assert measured.diagnosis == runner.Diagnosis(cow_ksm=5, hints_dropped_age=0)
     (base / "ksm" / "summary.json").write_text(summary.to_json())
     exp = dataset.load(base)
     run = exp.reps["ksm"][0]
     assert run.complete and run.summary == summary
     assert list(run.pages_sharing) == [7.0, 7.0] and list(run.oracle) == [1.0, 1.0]
     assert run.last("pages_to_scan") == 100
+    assert [r.get("cow_ksm") for r in run.rows] == [100, 105]
     m = metrics.compute(run)
     assert m.mode == "ksm"
 
