@@ -16,15 +16,25 @@ which repetitions ran below their guests' pace.
   all repetitions are kept, and when any repetition is below pace the same
   figures over the paced repetitions only (ratios: pairs where both are) are
   given beside them, with how many were flagged.
+- Steady scenarios (config.json's scenario.steady_window_s): captured
+  sharing over each repetition's last window and its Theil-Sen trend
+  (pyksm.analysis.steady), summarized alike. The trend's headline interval
+  is Sen's for one repetition, the median's interval over the repetitions'
+  slopes for more; the verdict follows pyksm.analysis.steady.verdict on it.
+- Counter groups (``COUNTER_GROUPS``): tables of counters per mode, medians
+  over the repetitions, each its own section of a mode in metrics.json. The
+  diagnosis counters (COW breaks of KSM pages, hints dropped by reason) are
+  one; the kernel's failed merges by cause can be another beside it.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from pyksm.analysis import steady
 from pyksm.analysis.intervals import CONFIDENCE, RESAMPLES, SEED, Interval, median_interval
 from pyksm.experiment.results import IO_PACE_OK
 from pyksm.report import metrics
@@ -33,14 +43,19 @@ from pyksm.report.metrics import ModeMetrics
 
 __all__ = [
     "BASE",
+    "COUNTER_GROUPS",
+    "DIAGNOSIS",
     "QUANTITIES",
     "RATIOS",
     "SCHEMA",
+    "STEADY",
+    "CounterGroup",
     "ExperimentStats",
     "ModeStats",
     "Quantity",
     "Ratio",
     "Stat",
+    "Trend",
     "metrics_json",
     "summarize",
 ]
@@ -94,6 +109,78 @@ RATIOS: tuple[Ratio, ...] = (
 )
 
 
+def _steady(
+    get: Callable[[steady.SteadyState], float | None],
+) -> Callable[[ModeMetrics], float | None]:
+    return lambda m: None if m.steady is None else get(m.steady)
+
+
+# Steady scenarios: keys of a mode's "steady_state" section in metrics.json.
+STEADY: tuple[Quantity, ...] = (
+    Quantity("window_s", _steady(lambda s: s.window_s)),
+    Quantity("captured_sharing_fraction", _steady(lambda s: s.captured)),
+    Quantity("trend_per_10min_fraction", _steady(lambda s: s.slope_per_10min)),
+    Quantity("trend_ci_low_per_10min_fraction", _steady(lambda s: s.slope_low_per_10min)),
+    Quantity("trend_ci_high_per_10min_fraction", _steady(lambda s: s.slope_high_per_10min)),
+)
+
+
+@dataclass(frozen=True)
+class CounterGroup:
+    """A table of counters per mode: ``columns`` are (table column, quantity);
+    ``key`` names the group's section of a mode in metrics.json."""
+
+    key: str
+    title: str
+    note: str
+    columns: tuple[tuple[str, Quantity], ...]
+
+
+def _diag(name: str) -> Callable[[ModeMetrics], float | None]:
+    return lambda m: None if m.diagnosis is None else getattr(m.diagnosis, name)
+
+
+DIAGNOSIS = CounterGroup(
+    "diagnosis",
+    "Diagnosis counters",
+    "How much each counter grew over a repetition's measured run, median [95 % interval] "
+    "over the repetitions. COW breaks: write faults that copied a KSM page (/proc/vmstat "
+    "cow_ksm; every process, merged pages written to). Hints dropped unprocessed, by reason: "
+    "overflow (overwritten by newer hints), age (older than hint_max_age_ms), stale (their "
+    "mm gone or not under KSM), flush (run=2 or a capacity change). Empty: the kernel lacks "
+    "the counter.",
+    (
+        ("COW breaks of KSM pages", Quantity("cow_ksm_count", _diag("cow_ksm"))),
+        ("hinted merges", Quantity("hint_pages_merged_count", lambda m: m.hint_pages_merged)),
+        (
+            "dropped: overflow",
+            Quantity("hints_dropped_overflow_count", _diag("hints_dropped_overflow")),
+        ),
+        ("dropped: age", Quantity("hints_dropped_age_count", _diag("hints_dropped_age"))),
+        ("dropped: stale", Quantity("hints_dropped_stale_count", _diag("hints_dropped_stale"))),
+        ("dropped: flush", Quantity("hints_dropped_flush_count", _diag("hints_dropped_flush"))),
+    ),
+)
+COUNTER_GROUPS: tuple[CounterGroup, ...] = (DIAGNOSIS,)
+
+
+@dataclass(frozen=True)
+class Trend:
+    """A mode's steady-state trend over its repetitions: the slope (fraction
+    of the oracle per 10 minutes) with its interval and the verdict on it.
+    ``interval``: "sen" (one repetition: Sen's rank interval), or the kind of
+    the median's interval over the repetitions' slopes."""
+
+    slope: float | None
+    low: float | None
+    high: float | None
+    interval: str
+    verdict: steady.Verdict
+    # Repetitions whose own verdict is "no downward trend", of those with a slope.
+    reps_no_downward: int
+    reps_with_slope: int
+
+
 @dataclass(frozen=True)
 class Stat:
     """A figure over repetitions: ``reps[i]`` gave ``interval.values[i]``."""
@@ -134,6 +221,33 @@ class ModeStats:
     ratios: dict[str, Stat]  # by Ratio.key; empty for ksm and without ksm
     cpu_by_task: dict[str, Stat]  # % of one CPU, by task
     hint_visits: dict[str, int] | None  # summed over the repetitions
+    # Steady scenarios: by STEADY key; None for other scenarios.
+    steady: dict[str, Stat] | None = None
+    # By CounterGroup.key, then Quantity.key; a group no repetition has is left out.
+    counters: dict[str, dict[str, Stat]] = field(default_factory=dict)
+
+    @property
+    def trend(self) -> Trend | None:
+        """The steady-state trend over the repetitions (None: not a steady scenario)."""
+        if self.steady is None:
+            return None
+        states = [m.steady for m in self.runs if m.steady is not None]
+        own = [s.verdict for s in states if s.slope_per_10min is not None]
+        slopes = self.steady["trend_per_10min_fraction"].interval
+        if slopes.n == 1:
+            one = next(s for s in states if s.slope_per_10min is not None)
+            low, high, kind = one.slope_low_per_10min, one.slope_high_per_10min, "sen"
+        else:
+            low, high, kind = slopes.low, slopes.high, slopes.kind
+        return Trend(
+            slope=slopes.median,
+            low=low,
+            high=high,
+            interval=kind,
+            verdict=steady.verdict(slopes.median, high),
+            reps_no_downward=own.count(steady.NO_DOWNWARD),
+            reps_with_slope=len(own),
+        )
 
     @property
     def n(self) -> int:
@@ -153,7 +267,27 @@ class ModeStats:
             "vs_ksm": {k: s.to_json() for k, s in self.ratios.items()},
             "cpu_by_task_percent": {k: s.to_json() for k, s in self.cpu_by_task.items()},
             "hint_visits_count": self.hint_visits,
+            "steady_state": None if self.steady is None else self._steady_json(),
+            **{
+                group: {k: s.to_json() for k, s in stats.items()}
+                for group, stats in self.counters.items()
+            },
         }
+
+    def _steady_json(self) -> dict[str, Any]:
+        assert self.steady is not None
+        trend = self.trend
+        out: dict[str, Any] = {k: s.to_json() for k, s in self.steady.items()}
+        states = [m.steady for m in self.runs if m.steady is not None]
+        out["no_downward_trend_count"] = sum(s.verdict == steady.NO_DOWNWARD for s in states)
+        out["downward_trend_count"] = sum(s.verdict == steady.DOWNWARD for s in states)
+        out["too_short_count"] = sum(s.verdict == steady.TOO_SHORT for s in states)
+        out["shortened_count"] = sum(s.shortened for s in states)
+        if trend is not None:
+            out["headline_trend_ci_low_per_10min_fraction"] = _num(trend.low)
+            out["headline_trend_ci_high_per_10min_fraction"] = _num(trend.high)
+            out["headline_no_downward_trend_count"] = int(trend.verdict == steady.NO_DOWNWARD)
+        return out
 
 
 @dataclass
@@ -205,9 +339,19 @@ def _ratios(mode: str, runs: list[ModeMetrics], base: list[ModeMetrics] | None) 
     return out
 
 
+def _counters(runs: list[ModeMetrics]) -> dict[str, dict[str, Stat]]:
+    out = {}
+    for group in COUNTER_GROUPS:
+        stats = {q.key: _stat([(m.rep, q.get(m)) for m in runs]) for _, q in group.columns}
+        if any(s.interval.n for s in stats.values()):
+            out[group.key] = stats
+    return out
+
+
 def _mode_stats(mode: str, runs: list[ModeMetrics], base: list[ModeMetrics] | None) -> ModeStats:
     tasks = sorted({t for m in runs for t in m.cpu_by_task})
     visits = [m for m in runs if m.hint_visits]
+    is_steady = any(m.steady is not None for m in runs)
     return ModeStats(
         mode=mode,
         runs=runs,
@@ -220,6 +364,10 @@ def _mode_stats(mode: str, runs: list[ModeMetrics], base: list[ModeMetrics] | No
         }
         if visits
         else None,
+        steady={q.key: _stat([(m.rep, q.get(m)) for m in runs]) for q in STEADY}
+        if is_steady
+        else None,
+        counters=_counters(runs),
     )
 
 
@@ -229,7 +377,8 @@ def _all_modes(per_mode: dict[str, list[ModeMetrics]]) -> dict[str, ModeStats]:
 
 
 def summarize(exp: Experiment) -> ExperimentStats:
-    per_mode = {mode: [metrics.compute(r) for r in runs] for mode, runs in exp.reps.items()}
+    window = exp.steady_window_s
+    per_mode = {mode: [metrics.compute(r, window) for r in runs] for mode, runs in exp.reps.items()}
     modes = _all_modes(per_mode)
     paced = None
     if any(m.below_pace for runs in per_mode.values() for m in runs):
@@ -252,6 +401,15 @@ def metrics_json(stats: list[ExperimentStats]) -> dict[str, Any]:
             "seed": SEED,
             "ratios": "per repetition pair (rep i of the mode over rep i of ksm), then summarized",
             "never": "null in t50_s/t90_s: pages_sharing never held that share of the oracle",
+            "steady_state": "steady scenarios: captured sharing (integral of pages_sharing over "
+            "integral of the oracle) over each repetition's last window_s (its last half when "
+            "shorter than twice the window); trend: Theil-Sen slope of captured sharing in "
+            f"{steady.BIN_S:g} s bins over the window, per 10 minutes, with Sen's rank interval "
+            f"at {steady.CONFIDENCE:.0%}; no downward trend when the interval's upper end >= 0 "
+            f"or |slope| < {steady.TOLERANCE} per 10 minutes. headline_*: Sen's interval for one "
+            "repetition, the median's interval over the repetitions' slopes for more",
+            "counters": "diagnosis and other counter groups: growth over each repetition's "
+            "measured run, median over repetitions",
         },
         "io_pace_ok_fraction": IO_PACE_OK,
         "experiments": [s.to_json() for s in stats],

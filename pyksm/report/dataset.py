@@ -60,6 +60,16 @@ class Experiment:
     def repeated(self) -> bool:
         return any(len(runs) > 1 for runs in self.reps.values())
 
+    @property
+    def steady_window_s(self) -> float | None:
+        """The steady-state window of a steady scenario (config.json's
+        scenario.steady_window_s); None for other scenarios and older results."""
+        sc = self.config.get("scenario")
+        w = sc.get("steady_window_s") if isinstance(sc, dict) else None
+        if isinstance(w, bool) or not isinstance(w, int | float) or not w > 0:
+            return None
+        return float(w)
+
 
 def load_mode(scenario: str, mode_dir: Path, mode: str | None = None, rep: int = 1) -> ModeRun:
     """One repetition's samples and summary from ``mode_dir`` (MODE/rep-NN,

@@ -1,5 +1,6 @@
 """Plots over time (matplotlib, PNG): merges per mode against the oracle,
-and the lifetimes of sharing opportunities."""
+captured sharing over time in a steady scenario, and the lifetimes of
+sharing opportunities."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from pyksm.analysis import steady
 from pyksm.report.dataset import Experiment, ModeRun
 
 MIB_PER_PAGE = 4096 / 2**20
@@ -89,6 +91,65 @@ def merge_figure(exp: Experiment, path: Path) -> Path:
     )
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+# The bar issue 16 sets for ksm++ in the steady state (a reference line).
+STEADY_TARGET = 0.8
+
+
+def steady_figure(exp: Experiment, path: Path, window_s: float) -> Path:
+    """Captured sharing over time per mode, in bins of steady.BIN_S from the
+    start (∫pages_sharing / ∫oracle in each bin): every repetition faint, the
+    median over them (bin by bin) strong; the steady window shaded (its span
+    over the repetitions), and the 0.8 bar dotted."""
+    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
+    spans = []
+    for mode, runs in exp.reps.items():
+        color = COLORS.get(mode)
+        curves = []
+        for r in runs:
+            x, y = steady.captured_bins(r.t, r.pages_sharing, r.oracle, steady.BIN_S, start=0.0)
+            curves.append((x, y))
+            st = steady.steady_state(r.t, r.pages_sharing, r.oracle, window_s)
+            if st.window_s > 0:
+                spans.append((st.start_s, st.end_s, st.window_s))
+            if len(runs) > 1:
+                ax.plot(x, y, lw=0.8, color=color, alpha=0.25)
+        longest = max((x for x, _ in curves), key=len)
+        if not longest.size:
+            continue  # too short for one bin
+        rows = np.full((len(curves), longest.size), np.nan)
+        for i, (_, y) in enumerate(curves):
+            rows[i, : y.size] = y
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # bins no repetition reached
+            median = np.nanmedian(rows, axis=0)
+        which = f", median of {len(runs)}" if len(runs) > 1 else ""
+        ax.plot(longest, median, lw=1.8, color=color, label=f"{mode}{which}")
+    if spans:
+        lo, hi = min(s[0] for s in spans), max(s[1] for s in spans)
+        used = min(s[2] for s in spans)
+        label = (
+            f"steady window (last {used / 60:g} min)"
+            if used >= window_s
+            else f"steady window (last half: the run is shorter than {2 * window_s:g} s)"
+        )
+        ax.axvspan(lo, hi, color="#999999", alpha=0.15, label=label)
+    ax.axhline(STEADY_TARGET, ls=":", lw=1, color="#444444", label=f"{STEADY_TARGET} of the oracle")
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("time since the guests started (s)")
+    ax.set_ylabel(f"captured sharing ({steady.BIN_S:g} s bins)")
+    reps = " (faint: each repetition)" if exp.repeated else ""
+    ax.set_title(
+        f"{exp.scenario}: pages_sharing / oracle over time{reps}"
+        + ("" if exp.complete else " (PARTIAL)")
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

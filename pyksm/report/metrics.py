@@ -18,6 +18,10 @@ sharing, time to 50/90 % of the oracle, ksmd CPU, hint statistics, the load.
   differ: the repetition is flagged).
 - idle / steal: the share of all CPUs' time that was idle / stolen by the
   hypervisor over the run (runs that recorded it).
+- steady state (steady scenarios): captured sharing over the run's last
+  window and its trend (pyksm.analysis.steady).
+- diagnosis: how much the COW-break and hint-drop counters grew over the run
+  (summary.json's, or from the first and last sample of a run cut short).
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pyksm.experiment.results import IO_PACE_OK
+from pyksm.analysis import steady as steady_
+from pyksm.analysis.steady import SteadyState
+from pyksm.experiment.results import IO_PACE_OK, Diagnosis
 from pyksm.report.dataset import ModeRun
 
 MIB_PER_PAGE = 4096 / 2**20
@@ -54,6 +60,8 @@ class ModeMetrics:
     idle_fraction: float | None = None
     steal_fraction: float | None = None
     hint_visits: dict[str, int] | None = None
+    steady: SteadyState | None = None  # steady scenarios only
+    diagnosis: Diagnosis | None = None
 
     @property
     def mean_sharing_mib(self) -> float:
@@ -87,7 +95,17 @@ def time_to_fraction(run: ModeRun, frac: float) -> float | None:
     return float(run.t[idx[short[-1] + 1]])
 
 
-def compute(run: ModeRun) -> ModeMetrics:
+def diagnosis(run: ModeRun) -> Diagnosis | None:
+    """The runner's, or from the first and last sample (a run cut short)."""
+    if run.summary is not None and run.summary.diagnosis is not None:
+        return run.summary.diagnosis
+    if not run.rows:
+        return None
+    return Diagnosis.between(run.rows[0].counters, run.rows[-1].counters)
+
+
+def compute(run: ModeRun, steady_window_s: float | None = None) -> ModeMetrics:
+    """The figures of one repetition; the steady state too with a window."""
     oracle_area = _integral(run.oracle, run.t)
     duration = float(run.t[-1] - run.t[0]) if len(run.t) > 1 else 0.0
     # USER_HZ is 100 on every architecture pyksm runs on; a finished run says so.
@@ -129,4 +147,8 @@ def compute(run: ModeRun) -> ModeMetrics:
         idle_fraction=load.idle_fraction if load else None,
         steal_fraction=load.steal_fraction if load else None,
         hint_visits=run.summary.hint_visits if run.summary else None,
+        steady=steady_.steady_state(run.t, run.pages_sharing, run.oracle, steady_window_s)
+        if steady_window_s
+        else None,
+        diagnosis=diagnosis(run),
     )

@@ -13,10 +13,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from pyksm.analysis import steady
 from pyksm.analysis.intervals import CONFIDENCE, RESAMPLES, SEED
+from pyksm.analysis.steady import SteadyState
 from pyksm.experiment.results import IO_PACE_OK
 from pyksm.report import aggregate, figures
-from pyksm.report.aggregate import ExperimentStats, ModeStats, Stat
+from pyksm.report.aggregate import CounterGroup, ExperimentStats, ModeStats, Stat, Trend
 from pyksm.report.dataset import Experiment
 
 Fmt = Callable[[float], str]
@@ -92,9 +94,43 @@ def _mode_label(ms: ModeStats) -> str:
     return f"{ms.mode} {BELOW_PACE}" if ms.below_pace else ms.mode
 
 
+def _slope(v: float) -> str:
+    return f"{v:+.3f}"
+
+
+def trend_cell(trend: Trend | None) -> str:
+    """``slope [low, high] verdict``; with repetitions, how many had no
+    downward trend on their own."""
+    if trend is None:
+        return ""
+    if trend.slope is None:
+        return trend.verdict
+    text = _slope(trend.slope)
+    if trend.low is not None and trend.high is not None:
+        text += f" [{_slope(trend.low)}, {_slope(trend.high)}]"
+    text += f" {trend.verdict}"
+    if trend.reps_with_slope > 1:
+        text += f" ({trend.reps_no_downward}/{trend.reps_with_slope} reps flat or up)"
+    return text
+
+
+def steady_label(modes: dict[str, ModeStats]) -> str:
+    """The steady columns' window: "last 10 min", or "last half" when a
+    repetition was shorter than twice the window ("" without steady state)."""
+    states = [m.steady for ms in modes.values() for m in ms.runs if m.steady is not None]
+    if not states:
+        return ""
+    if any(s.shortened for s in states):
+        return "last half"
+    return f"last {min(s.window_s for s in states) / 60:g} min"
+
+
 def mode_rows(modes: dict[str, ModeStats]) -> list[dict[str, str]]:
-    """The per-mode table: medians [95 % interval] over the repetitions."""
+    """The per-mode table: medians [95 % interval] over the repetitions; in a
+    steady scenario, captured sharing over the steady window and its trend
+    beside the whole run's."""
     rows = []
+    window = steady_label(modes)
     for ms in modes.values():
         row = {"mode": _mode_label(ms), "n": str(ms.n)}
         for col, key, fmt in COLUMNS:
@@ -102,6 +138,11 @@ def mode_rows(modes: dict[str, ModeStats]) -> list[dict[str, str]]:
                 row[col] = _vs_ksm(ms, modes, key, fmt)
             else:
                 row[col] = cell(_get(ms, key), fmt)
+            if window and key == "captured_sharing_vs_ksm_ratio":
+                row[f"captured, {window}"] = cell(
+                    (ms.steady or {}).get("captured_sharing_fraction"), _f(".3f")
+                )
+                row["trend (/10 min)"] = trend_cell(ms.trend)
         row["hints rcvd / pages / merged"] = _medians(
             ms, "hints_received_count", "hint_pages_scanned_count", "hint_pages_merged_count"
         )
@@ -136,9 +177,29 @@ def _at(stat: Stat | None, rep: int) -> float | None:
     return stat.interval.values[stat.reps.index(rep)]
 
 
+def _rep_steady(sd: SteadyState | None, window: str) -> dict[str, str]:
+    """One repetition's steady columns (its own Sen interval and verdict)."""
+    if sd is None:
+        return {f"captured, {window}": "", "trend (/10 min)": ""}
+    own = Trend(
+        slope=sd.slope_per_10min,
+        low=sd.slope_low_per_10min,
+        high=sd.slope_high_per_10min,
+        interval="sen",
+        verdict=sd.verdict,
+        reps_no_downward=int(sd.verdict == steady.NO_DOWNWARD),
+        reps_with_slope=int(sd.slope_per_10min is not None),
+    )
+    return {
+        f"captured, {window}": "" if sd.captured is None else f"{sd.captured:.3f}",
+        "trend (/10 min)": trend_cell(own),
+    }
+
+
 def rep_rows(st: ExperimentStats) -> list[dict[str, str]]:
     """Every repetition on its own, in the order they ran; below pace marked."""
     places = _order(st.exp)
+    window = steady_label(st.modes)
     rows = []
     for ms in st.modes.values():
         ratio = ms.ratios.get("captured_sharing_vs_ksm_ratio")
@@ -151,6 +212,7 @@ def rep_rows(st: ExperimentStats) -> list[dict[str, str]]:
                     "mode": m.mode,
                     "captured sharing": f"{m.captured:.3f}",
                     "vs ksm": "" if r is None else _ratio_fmt(r),
+                    **(_rep_steady(m.steady, window) if window else {}),
                     "t50 (s)": "never" if m.t50 is None else f"{m.t50:.0f}",
                     "t90 (s)": "never" if m.t90 is None else f"{m.t90:.0f}",
                     "ksmd CPU (%)": f"{m.ksmd_cpu_pct:.1f}",
@@ -175,6 +237,22 @@ def cpu_rows(exp: Experiment, st: ExperimentStats | None = None) -> list[dict[st
         by = ms.cpu_by_task
         if by:
             rows.append({"mode": ms.mode} | {t: cell(by.get(t), _f(".0f")) for t in CPU_TASKS})
+    return rows
+
+
+def counter_rows(st: ExperimentStats, group: CounterGroup) -> list[dict[str, str]]:
+    """One counter group's table (e.g. the diagnosis counters): per mode the
+    median [95 % interval] of each counter's growth over the repetitions;
+    modes without any of its counters are left out."""
+    rows = []
+    for ms in st.modes.values():
+        stats = ms.counters.get(group.key)
+        if stats is None:
+            continue
+        rows.append(
+            {"mode": ms.mode, "n": str(ms.n)}
+            | {col: cell(stats.get(q.key), _f(".0f")) for col, q in group.columns}
+        )
     return rows
 
 
@@ -218,6 +296,18 @@ def interval_note(st: ExperimentStats) -> str:
     )
 
 
+def steady_note(window_s: float) -> str:
+    """What the steady columns mean."""
+    return (
+        f"Steady state: captured sharing over each repetition's last {window_s:g} s (its last "
+        f"half when it ran less than {2 * window_s:g} s), and its trend: the Theil-Sen slope "
+        f"of captured sharing in {steady.BIN_S:g} s bins over that window, in fractions of the "
+        f"oracle per 10 minutes, [Sen's {steady.CONFIDENCE:.0%} rank interval] for one "
+        "repetition, [the median's interval over the repetitions' slopes] for more. "
+        f"No downward trend: the interval's upper end is >= 0 or |slope| < {steady.TOLERANCE}."
+    )
+
+
 def pace_note(st: ExperimentStats) -> str:
     """The footnote of the below-pace marker ("" when no repetition was)."""
     if st.paced is None:
@@ -252,6 +342,8 @@ def terminal_summary(exps: list[Experiment], console: Console) -> None:
         title = f"{exp.scenario} ({exp.path})" + ("" if exp.complete else " — PARTIAL RESULTS")
         console.print(_rich_table(title, mode_rows(st.modes)))
         console.print(interval_note(st), highlight=False, markup=False)
+        if exp.steady_window_s:
+            console.print(steady_note(exp.steady_window_s), highlight=False, markup=False)
         if st.paced is not None:
             console.print(pace_note(st), highlight=False, markup=False)
             console.print(
@@ -267,6 +359,9 @@ def terminal_summary(exps: list[Experiment], console: Console) -> None:
             console.print(_rich_table(f"{exp.scenario}: CPU by task (% of one CPU)", cpu))
         if hv := hint_visit_rows(exp, st):
             console.print(_rich_table(f"{exp.scenario}: hinted visits", hv))
+        for group in aggregate.COUNTER_GROUPS:
+            if rows := counter_rows(st, group):
+                console.print(_rich_table(f"{exp.scenario}: {group.title.lower()}", rows))
 
 
 def _img(path: Path) -> str:
@@ -291,6 +386,12 @@ def write(exps: list[Experiment], outdir: Path) -> Path:
     for exp, st in zip(exps, stats, strict=True):
         merge = figures.merge_figure(exp, outdir / f"{exp.scenario}-merges.png")
         life = figures.lifetime_figure(exp, outdir / f"{exp.scenario}-lifetimes.png")
+        window = exp.steady_window_s
+        steady_png = (
+            figures.steady_figure(exp, outdir / f"{exp.scenario}-steady.png", window)
+            if window
+            else None
+        )
         parts.append(f"<h2>{html.escape(exp.scenario)}</h2>")
         if not exp.complete:
             parts.append(
@@ -301,6 +402,8 @@ def write(exps: list[Experiment], outdir: Path) -> Path:
         parts.append(f"<p>{html.escape(str(desc))}</p>")
         parts.append(_html_table(mode_rows(st.modes)))
         parts.append(f"<p class='note'>{html.escape(interval_note(st))}</p>")
+        if window:
+            parts.append(f"<p class='note'>{html.escape(steady_note(window))}</p>")
         if st.paced is not None:
             parts.append(f"<p class='pace'>{html.escape(pace_note(st))}</p>")
             parts.append(
@@ -323,7 +426,15 @@ def write(exps: list[Experiment], outdir: Path) -> Path:
                 "content; failed: an identical page was found but the merge failed.</p>"
                 + _html_table(hv)
             )
+        for group in aggregate.COUNTER_GROUPS:
+            if rows := counter_rows(st, group):
+                parts.append(
+                    f"<h3>{html.escape(group.title)}</h3>"
+                    f"<p class='note'>{html.escape(group.note)}</p>" + _html_table(rows)
+                )
         parts.append(_img(merge))
+        if steady_png is not None:
+            parts.append(_img(steady_png))
         parts.append(_img(life))
         cfg = {k: v for k, v in exp.config.items() if k != "ksm_knobs_before"}
         parts.append(
