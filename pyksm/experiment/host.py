@@ -11,8 +11,9 @@ from rich.console import Console
 
 from pyksm.errors import PyksmError
 from pyksm.experiment import runner, scenarios
+from pyksm.experiment.qemu_scenarios import QemuScenario
 from pyksm.lab import build as kbuild
-from pyksm.lab import vm
+from pyksm.lab import guest_image, vm
 from pyksm.terminal import escape
 
 
@@ -28,7 +29,7 @@ def run(
     trace_hints: bool = False,
     repeat: int = 1,
 ) -> Path:
-    sc = scenarios.get(scenario)
+    sc = scenarios.lookup(scenario)
     plan = runner.schedule(modes, repeat)
     runner.parse_scan_rate(scan_rate)
     if warm_up < 0:
@@ -38,6 +39,8 @@ def run(
     kernel = kernel or kbuild.build(kbuild.BuildRequest(), console)
     outdir.mkdir(parents=True, exist_ok=True)
     dur = duration or sc.duration_s
+    real = _guest_image(sc, outdir, console)
+    step_s = sc.step_budget_s(dur) if isinstance(sc, QemuScenario) else dur + 240
     reps = f", {repeat} repetitions interleaved" if repeat > 1 else ""
     console.print(
         f"experiment [bold]{sc.name}[/]: modes {', '.join(modes)}{reps}, {dur:.0f} s each, "
@@ -60,6 +63,7 @@ def run(
         "--repeat",
         str(repeat),
         *(["--trace-hints"] if trace_hints else []),
+        *(["--guest-image", str(real)] if real else []),
     ]
     res = vm.run(
         vm.VmRequest(
@@ -68,7 +72,7 @@ def run(
             memory="4G",
             cpus=2,
             outdir=outdir,
-            timeout=len(plan) * (dur + 240) + 300,
+            timeout=len(plan) * step_s + 300,
         )
     )
     if not res.ok:
@@ -82,6 +86,24 @@ def run(
             hint=f"console: {res.console_log}, output: {res.output_log}",
         )
     return outdir / sc.name
+
+
+def _guest_image(
+    sc: scenarios.Scenario | QemuScenario, outdir: Path, console: Console
+) -> Path | None:
+    """For a real-QEMU scenario: build (or take from the cache) the guest
+    image on the host, where the cache is writable, and save where the runner
+    in the test VM reads it; None for the ledger scenarios."""
+    if not isinstance(sc, QemuScenario):
+        return None
+    image = guest_image.build_all(sc.disk, console)
+    path = outdir / f"{sc.name}.guest-image.json"
+    image.save(path)
+    console.print(
+        f"guest image: {image.kernel_release}, disk {image.disk.size_mib} MiB "
+        f"({image.disk.files} files, {image.disk.file_bytes / 2**20:.0f} MiB)"
+    )
+    return path
 
 
 def run_matrix(
@@ -99,7 +121,7 @@ def run_matrix(
     A scenario that fails is reported and the next one runs; the failures
     are raised together at the end, after the others' results are kept."""
     for name in names:
-        scenarios.get(name)
+        scenarios.lookup(name)
     runner.schedule(modes, repeat)
     runner.parse_scan_rate(scan_rate)
     kernel = kbuild.build(kbuild.BuildRequest(), console)

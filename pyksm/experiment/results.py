@@ -191,6 +191,12 @@ class Summary:
     hint_visits: dict[str, int] | None = None
     rep: int | None = None
     load: Load | None = None
+    # Which oracle the run's figures came from: "ledger" (the guests' exact
+    # content ledgers) or "snapshot" (snapshots of real guests' RAM); None in
+    # results written before real guests. ``validation``: the snapshot
+    # oracle's precision and recall (pyksm.experiment.oracle_snapshot).
+    oracle: str | None = None
+    validation: dict[str, Any] | None = None
 
     _REQUIRED: ClassVar[dict[str, tuple[type, ...]]] = {
         "mode": (str,),
@@ -208,6 +214,8 @@ class Summary:
         "hint_visits": (dict,),
         "rep": (int,),
         "load": (dict,),
+        "oracle": (str,),
+        "validation": (dict,),
     }
 
     @property
