@@ -15,7 +15,7 @@ from rich.table import Table
 
 from pyksm.analysis.intervals import CONFIDENCE, RESAMPLES, SEED
 from pyksm.experiment.results import IO_PACE_OK
-from pyksm.report import aggregate, figures
+from pyksm.report import aggregate, figures, validation
 from pyksm.report.aggregate import ExperimentStats, ModeStats, Stat
 from pyksm.report.dataset import Experiment
 
@@ -252,6 +252,9 @@ def terminal_summary(exps: list[Experiment], console: Console) -> None:
         title = f"{exp.scenario} ({exp.path})" + ("" if exp.complete else " — PARTIAL RESULTS")
         console.print(_rich_table(title, mode_rows(st.modes)))
         console.print(interval_note(st), highlight=False, markup=False)
+        console.print(validation.oracle_note(exp), highlight=False, markup=False)
+        if vr := validation.validation_rows(exp):
+            console.print(_rich_table(f"{exp.scenario}: merges validated (snapshot oracle)", vr))
         if st.paced is not None:
             console.print(pace_note(st), highlight=False, markup=False)
             console.print(
@@ -301,6 +304,9 @@ def write(exps: list[Experiment], outdir: Path) -> Path:
         parts.append(f"<p>{html.escape(str(desc))}</p>")
         parts.append(_html_table(mode_rows(st.modes)))
         parts.append(f"<p class='note'>{html.escape(interval_note(st))}</p>")
+        parts.append(f"<p class='note'>{html.escape(validation.oracle_note(exp))}</p>")
+        if vr := validation.validation_rows(exp):
+            parts.append("<h3>Merges validated (snapshot oracle)</h3>" + _html_table(vr))
         if st.paced is not None:
             parts.append(f"<p class='pace'>{html.escape(pace_note(st))}</p>")
             parts.append(
