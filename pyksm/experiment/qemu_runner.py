@@ -291,7 +291,7 @@ def run_mode(
                 "pid": g.pid,
                 "memory_mib": spec.memory_mib,
                 "boot_seconds": round(g.boot_seconds, 3),
-                "ram": list(qemu_guest.guest_ram(g.pid, spec.memory_mib)[0]),
+                "ram": [list(r) for r in qemu_guest.guest_ram(g.pid, spec.memory_mib)],
                 "kernel": g.ready.kernel if g.ready else "",
             }
             for spec, g in zip(sc.guests, guests, strict=True)

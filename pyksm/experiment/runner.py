@@ -526,7 +526,7 @@ def _step_runner(
     if isinstance(sc, QemuScenario):
         # imported here: qemu_runner builds on this module
         from pyksm.experiment import qemu_runner
-        from pyksm.experiment.oracle_snapshot import disk_hashes
+        from pyksm.experiment.oracle_snapshot import disk_hashes, prepare
         from pyksm.lab.guest_image import GuestImage
 
         if a.guest_image is None:
@@ -534,7 +534,13 @@ def _step_runner(
         if a.trace_hints:
             raise PyksmError(f"--trace-hints: not for real-QEMU scenarios ({sc.name})")
         guest_image = GuestImage.load(a.guest_image)
+        t0 = time.monotonic()
         disk = disk_hashes(guest_image.disk.path)
+        print(
+            f"snapshot oracle: {disk.size} distinct disk blocks hashed, analysis compiled "
+            f"in {prepare() + time.monotonic() - t0:.0f} s",
+            flush=True,
+        )
         qsc = sc
         return lambda cfg, out, rep: qemu_runner.run_mode(
             qsc, cfg, out, duration, pages, ms, guest_image, disk, a.warm_up, rep

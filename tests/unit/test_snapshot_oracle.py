@@ -123,6 +123,16 @@ def test_validation_precision_and_histogram() -> None:
     assert sum(hist["open_at_end"]) == 4  # type: ignore[arg-type]
 
 
+def test_prepare_runs_the_whole_analysis_once() -> None:
+    assert 0.0 <= osn.prepare() < 120.0
+
+
+def test_the_oracle_takes_at_most_half_a_cpu() -> None:
+    assert osn.pause_after(0.7, 10.0) == pytest.approx(9.3)  # on time
+    assert osn.pause_after(14.0, 10.0) == pytest.approx(14.0)  # slow: the interval stretches
+    assert osn.pause_after(0.01, 0.2) == osn.MIN_PAUSE_S
+
+
 def test_captured_sharing_is_the_ratio_of_the_integrals(tmp_path: Path) -> None:
     # samples holding the last snapshot's figures, as qemu_runner writes them
     rows = [
