@@ -109,7 +109,7 @@ class _Workload(threading.Thread):
             return
         try:
             r = self.guest.run(self.work, timeout=self.timeout)
-        except PyksmError as e:
+        except (PyksmError, OSError, ValueError) as e:  # ValueError: its pipe was closed
             self.outcome.error = str(e)
             return
         self.outcome = WorkloadOutcome(
@@ -188,15 +188,17 @@ def _boot(
 
 
 def _stop_workloads(work: list[_Workload], deadline: float) -> None:
-    """Let the workloads finish by ``deadline``; then power their guests off
-    (a workload still waiting for DONE sees its guest exit and ends)."""
+    """Let the workloads finish by ``deadline``; then kill their guests (a
+    workload still waiting for DONE sees its guest's console end and ends;
+    the guest is reaped and its pipes closed where it was booted)."""
     for w in work:
         w.cancel.set()  # one still in its start delay does not start now
         w.join(max(0.0, deadline - time.monotonic()))
     for w in work:
         if w.is_alive():
             print(f"  warning: {w.spec.name}'s {w.outcome.command!r} did not finish", flush=True)
-            w.guest.close(timeout=10)
+            with contextlib.suppress(OSError):
+                w.guest.proc.kill()
             w.join(30)
 
 
@@ -318,6 +320,8 @@ def run_mode(
         oracle.start(t0)
         for w in work:
             w.start()
+        # on a failure: no workload thread outlives its guest
+        stack.callback(_stop_workloads, work, 0.0)
         _say(ballast.stdin if ballast else None, "go")
         tasks = {"ksmd": ksm.ksmd_pid(), "runner": os.getpid()}
         tasks |= {spec.name: g.pid for spec, g in zip(sc.guests, guests, strict=True)}

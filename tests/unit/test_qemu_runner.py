@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,9 @@ for i in range(16):  # the guest's own pages (kernel, programs): unique
 print("@pyksm READY agent=1 uptime_ms=5 disk=ro kernel=fake-guest", flush=True)
 for line in sys.stdin:
     cmd = line.split()
+    if cmd and cmd[0] in ("tar", "random") and mode == "hang":
+        import time
+        time.sleep(600)
     if cmd and cmd[0] in ("tar", "random"):
         data = open(disk, "rb").read()
         m[64 * 4096 : 64 * 4096 + len(data)] = data  # the page cache
@@ -134,3 +138,23 @@ def test_a_guest_that_does_not_boot_leaves_nothing(
     assert children() == before
     assert open_fds() == fds
     assert not list(Path("/dev/shm").glob("pyksm-ballast-ksm.bin"))
+
+
+def test_a_failure_mid_run_stops_workloads_guests_and_oracle(
+    image: guest_image.GuestImage, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _fake_qemu(monkeypatch, tmp_path, ["hang", "hang"])
+
+    def boom(*a: object) -> None:
+        raise PyksmError("snapshot oracle failed: boom")
+
+    monkeypatch.setattr(qemu_runner, "_measure", boom)
+    before, fds, threads = children(), open_fds(), threading.active_count()
+    with pytest.raises(PyksmError, match="boom"):
+        qemu_runner.run_mode(
+            _scenario(), runner.mode_config("ksm"), tmp_path / "o", 4.0, 100, 20, image,
+            disk_hashes(image.disk.path), 0,
+        )  # fmt: skip
+    assert children() == before
+    assert open_fds() == fds
+    assert threading.active_count() == threads  # no workload or oracle thread left
