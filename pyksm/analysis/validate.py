@@ -11,7 +11,8 @@ Per snapshot:
 - ``kernel_sharing``: merged pages minus their distinct PFNs, i.e. what
   ``pages_sharing`` counts for the observed processes; ``kernel_sharing_nonzero``
   the same for merged pages whose content is not all zero (the share KSM got of
-  ``opportunities``, which leave zero pages out).
+  ``opportunities``, which leave zero pages out); ``kernel_sharing_file`` for
+  merged pages flagged FILE (the share KSM got of ``opp_file``).
 - ``recall`` = kernel_sharing / (opportunities + zero_opportunities).
 - ``wrong``: merged pages whose content differs from the content most pages
   of their PFN show. KSM maps one physical page for all of them, so any such page
@@ -107,6 +108,7 @@ def validate(series: SnapshotSeries) -> list[dict[str, float]]:
         n_ksm = int(kp.size)
         kernel_sharing = _sharing(kp)
         nonzero = (series.flags[sl] & Flag.ZERO) == 0
+        is_file = (series.flags[sl] & Flag.FILE) != 0
         steady = (series.flags[sl] & Flag.UNSTABLE) == 0
         checked = ksm & steady
         wrong = _wrong_in_pfn_groups(pfn[checked], h[checked])
@@ -124,6 +126,7 @@ def validate(series: SnapshotSeries) -> list[dict[str, float]]:
         row.update(
             kernel_sharing=kernel_sharing,
             kernel_sharing_nonzero=_sharing(pfn[ksm & nonzero]),
+            kernel_sharing_file=_sharing(pfn[ksm & nonzero & is_file]),
             recall=kernel_sharing / possible if possible else 1.0,
             ksm_pages=n_ksm,
             wrong=wrong,

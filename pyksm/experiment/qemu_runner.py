@@ -18,8 +18,9 @@ same modes, warm-up, 1 s samples and results files as the ledger scenarios:
 
 A sample's ``pages_sharing`` is the kernel's sharing among the guests' pages
 and ``oracle`` the opportunities, both from the last snapshot (the machine's
-pages_sharing is kept as ``sysfs_pages_sharing``), so the report's captured
-sharing is ∫ kernel sharing dt / ∫ opportunities dt here, as it is
+pages_sharing is kept as ``sysfs_pages_sharing``, the sharing among pages
+holding disk blocks as ``guests_sharing_file``, beside ``oracle_file``), so
+the report's captured sharing is ∫ kernel sharing dt / ∫ opportunities dt here, as it is
 ∫ pages_sharing dt / ∫ oracle dt for the ledger scenarios. Every QEMU, the
 ballast, the collector, the oracle thread and the ledger file are released on
 every path (one ExitStack).
@@ -235,7 +236,11 @@ def _measure(
                 idle_ticks=ksm.idle_ticks() - idle0,
                 cpu_ticks=cpu,
                 merging={str(p): m for p in pids if (m := _merging(p)) is not None},
-                counters={**state, "sysfs_pages_sharing": state["pages_sharing"]},
+                counters={
+                    **state,
+                    "sysfs_pages_sharing": state["pages_sharing"],
+                    "guests_sharing_file": o.file_sharing if o else 0,
+                },
             )
             samples.write(row.to_json() + "\n")
             samples.flush()

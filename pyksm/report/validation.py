@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pyksm.report.dataset import Experiment
+import numpy as np
+
+from pyksm.report.dataset import Experiment, ModeRun
+from pyksm.report.metrics import _integral
 
 __all__ = ["oracle_kind", "oracle_note", "validation_rows"]
 
@@ -43,6 +46,17 @@ def _fmt(v: Any, spec: str) -> str:
     return "" if v is None else format(v, spec)
 
 
+def captured_file(run: ModeRun) -> float | None:
+    """∫ the guests' sharing among disk-block pages dt / ∫ disk-block
+    opportunities dt: captured sharing of what the reads created (the boot
+    content both guests share is merged in the warm-up, in every mode)."""
+    if not run.rows or "guests_sharing_file" not in run.rows[0].counters:
+        return None
+    shared = np.array([r.get("guests_sharing_file", 0) for r in run.rows], dtype=float)
+    area = _integral(run.oracle_file, run.t)
+    return _integral(shared, run.t) / area if area else None
+
+
 def validation_rows(exp: Experiment) -> list[dict[str, str]]:
     """One row per repetition that validated its merges (snapshot oracle)."""
     rows = []
@@ -54,6 +68,7 @@ def validation_rows(exp: Experiment) -> list[dict[str, str]]:
             {
                 "mode": run.mode,
                 "rep": str(run.rep),
+                "captured (disk blocks)": _fmt(captured_file(run), ".3f"),
                 "snapshots": str(v.get("snapshots", "")),
                 "s per snapshot": _fmt(v.get("snapshot_seconds_mean"), ".1f"),
                 "merged pages checked": str(v.get("merged_pages_checked", "")),

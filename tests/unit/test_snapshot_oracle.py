@@ -18,7 +18,7 @@ from pyksm.analysis.pagehash import hash_pages
 from pyksm.analysis.series import SnapshotSeries
 from pyksm.experiment import oracle_snapshot as osn
 from pyksm.experiment.results import Sample, Summary
-from pyksm.report import dataset, metrics
+from pyksm.report import dataset, metrics, validation
 from tests.unit.analysis_memory import merge, pages, snapshot
 
 
@@ -46,6 +46,12 @@ def test_disk_blocks_are_the_file_part() -> None:
     osn.mark_disk(s["flags"], s["hash"], disk)  # type: ignore[arg-type]
     (row,) = osn.figures(SnapshotSeries.build([s], [0.0]))
     assert (row.opportunities, row.file, row.anon) == (2, 1, 1)
+    assert row.file_sharing == 0
+    # content 1 (a disk block) and 2 merged: the disk part of the sharing is 1
+    m = _two_guests([1, 2, 3], [1, 2, 4], ksm={0: 9000, 1: 9001})
+    osn.mark_disk(m["flags"], m["hash"], disk)  # type: ignore[arg-type]
+    (merged,) = osn.figures(SnapshotSeries.build([m], [0.0]))
+    assert (merged.kernel_sharing, merged.file_sharing) == (2, 1)
 
 
 def test_disk_hashes_of_a_file_skip_zero_blocks(tmp_path: Path) -> None:
@@ -136,7 +142,14 @@ def test_the_oracle_takes_at_most_half_a_cpu() -> None:
 def test_captured_sharing_is_the_ratio_of_the_integrals(tmp_path: Path) -> None:
     # samples holding the last snapshot's figures, as qemu_runner writes them
     rows = [
-        Sample(t=float(t), pages_sharing=ks, ksmd_ticks=t, oracle=opp, oracle_file=opp)
+        Sample(
+            t=float(t),
+            pages_sharing=ks,
+            ksmd_ticks=t,
+            oracle=opp,
+            oracle_file=opp // 2,
+            counters={"guests_sharing_file": ks // 2},
+        )
         for t, (ks, opp) in enumerate([(0, 0), (0, 100), (50, 100), (100, 100), (100, 100)])
     ]
     d = tmp_path / "ksm++"
@@ -149,6 +162,8 @@ def test_captured_sharing_is_the_ratio_of_the_integrals(tmp_path: Path) -> None:
     m = metrics.compute(run)
     # ∫ks = 0+25+75+100 = 200; ∫opp = 50+100+100+100 = 350
     assert m.captured == pytest.approx(200 / 350)
+    # the disk-block part: ∫ = 0+12.5+37.5+50 = 100 over 25+50+50+50 = 175
+    assert validation.captured_file(run) == pytest.approx(100 / 175)
 
 
 def _holder(content: bytes) -> subprocess.Popen[str]:
