@@ -554,4 +554,8 @@ def _step_runner(
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except PyksmError as e:  # one line in the VM's output, no traceback
+        print(f"runner: {e}" + (f" ({e.hint})" if e.hint else ""), file=sys.stderr, flush=True)
+        sys.exit(2)
