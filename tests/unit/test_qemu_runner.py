@@ -54,7 +54,7 @@ def _scenario() -> QemuScenario:
         "two fake guests",
         (
             QemuGuestSpec("guest-a", "tar", memory_mib=128),
-            QemuGuestSpec("guest-b", "tar", memory_mib=128, start_delay_s=0.5),
+            QemuGuestSpec("guest-b", "tar", memory_mib=130, start_delay_s=0.5),
         ),
         ballast_mib=4,
         duration_s=4.0,
@@ -77,13 +77,13 @@ def image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> guest_image.GuestI
 
 
 def _fake_qemu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, modes: list[str]) -> None:
+    """``modes``: how guest-a (128 MiB) and guest-b (130 MiB) behave; they boot at once."""
     script = tmp_path / "qemu.py"
     script.write_text(FAKE_QEMU)
-    started: list[str] = []
+    by_memory = dict(zip((128, 130), modes, strict=True))
 
     def argv(bzimage: Path, initrd: Path, disk: Path, memory_mib: int, *a: object) -> list[str]:
-        started.append(modes[len(started)])
-        return [sys.executable, str(script), str(disk), str(memory_mib), started[-1]]
+        return [sys.executable, str(script), str(disk), str(memory_mib), by_memory[memory_mib]]
 
     monkeypatch.setattr(qemu_guest, "qemu_argv", argv)
 
@@ -128,7 +128,7 @@ def test_a_mode_of_real_guests_samples_the_snapshot_oracle(
 def test_a_guest_that_does_not_boot_leaves_nothing(
     image: guest_image.GuestImage, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    _fake_qemu(monkeypatch, tmp_path, ["ok", "die"])
+    _fake_qemu(monkeypatch, tmp_path, ["ok", "die"])  # guest-a boots, guest-b does not
     before, fds = children(), open_fds()
     with pytest.raises(PyksmError, match=r"guest-b did not boot: QEMU guest: no b'READY'"):
         qemu_runner.run_mode(
