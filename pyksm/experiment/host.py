@@ -36,6 +36,8 @@ def run(
         raise PyksmError(f"--warm-up {warm_up}: rounds must be >= 0")
     for m in modes:
         runner.mode_config(m)
+    if trace_hints and isinstance(sc, QemuScenario):
+        raise PyksmError(f"--trace-hints: not for real-QEMU scenarios ({sc.name})")
     kernel = kernel or kbuild.build(kbuild.BuildRequest(), console)
     outdir.mkdir(parents=True, exist_ok=True)
     dur = duration or sc.duration_s

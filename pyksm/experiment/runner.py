@@ -536,9 +536,10 @@ def _step_runner(
         guest_image = GuestImage.load(a.guest_image)
         t0 = time.monotonic()
         disk = disk_hashes(guest_image.disk.path)
+        prepare()
         print(
             f"snapshot oracle: {disk.size} distinct disk blocks hashed, analysis compiled "
-            f"in {prepare() + time.monotonic() - t0:.0f} s",
+            f"in {time.monotonic() - t0:.0f} s",
             flush=True,
         )
         qsc = sc

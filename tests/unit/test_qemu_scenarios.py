@@ -97,3 +97,13 @@ def test_guest_image_saves_and_loads(tmp_path: Path) -> None:
     files[2].unlink()
     with pytest.raises(PyksmError, match=r"disk\.ext4 is missing"):
         guest_image.GuestImage.load(tmp_path / "image.json")
+
+
+def test_the_host_refuses_trace_hints_before_building_anything(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from pyksm.experiment import host
+
+    with pytest.raises(PyksmError, match="--trace-hints: not for real-QEMU"):
+        host.run("qemu-apache", ["ksm"], None, "100:20", tmp_path, Console(), trace_hints=True)
+    assert not list(tmp_path.iterdir())
