@@ -34,6 +34,7 @@ def test_workloads_per_scenario() -> None:
     assert kb[0].start_delay_s == 0 and kb[1].start_delay_s > 0
     ap = QEMU_SCENARIOS["qemu-apache"].guests
     assert {g.workload for g in ap} == {"random"} and ap[0].seed != ap[1].seed
+    assert {g.path for g in ap} == {"kernel"} and all(g.files_per_s > 0 for g in ap)
     mixed = QEMU_SCENARIOS["qemu-mixed"].guests
     assert sorted(g.workload for g in mixed) == ["random", "tar"]
 
@@ -57,11 +58,14 @@ def test_bad_specs_are_one_line_errors() -> None:
 
 def test_io_achieved_of_real_guests() -> None:
     paced = QemuGuestSpec("g", "random", files_per_s=10)
-    done = qemu_runner.WorkloadOutcome("g", "random . 1 100 10", True, 0, 95)
-    assert qemu_runner.io_achieved(paced, done, 10.0) == pytest.approx(0.95)
+    # 100 files in 10.5 s at a set 10 files/s
+    done = qemu_runner.WorkloadOutcome("g", "random . 1 100 10", True, 0, 100, 1, 10.5)
+    assert qemu_runner.io_achieved(paced, done) == pytest.approx(100 / 105)
+    slow = qemu_runner.WorkloadOutcome("g", "random . 1 100 10", True, 0, 100, 1, 20.0)
+    assert qemu_runner.io_achieved(paced, slow) == pytest.approx(0.5)
     cut = qemu_runner.WorkloadOutcome("g", "random . 1 100 10", False, error="no DONE")
-    assert qemu_runner.io_achieved(paced, cut, 10.0) == 0.0
-    assert qemu_runner.io_achieved(QemuGuestSpec("t", "tar"), done, 10.0) is None
+    assert qemu_runner.io_achieved(paced, cut) == 0.0
+    assert qemu_runner.io_achieved(QemuGuestSpec("t", "tar"), done) is None
 
 
 def test_collector_and_ballast() -> None:
