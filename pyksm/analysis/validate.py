@@ -129,6 +129,7 @@ def validate(series: SnapshotSeries) -> list[dict[str, float]]:
             kernel_sharing_file=_sharing(pfn[ksm & nonzero & is_file]),
             recall=kernel_sharing / possible if possible else 1.0,
             ksm_pages=n_ksm,
+            checked=int(checked.sum()),
             wrong=wrong,
             precision=1.0 - wrong / int(checked.sum()) if checked.any() else 1.0,
             changed_at_merge=changed,

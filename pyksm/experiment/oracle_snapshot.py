@@ -116,6 +116,7 @@ class SnapshotFigures:
     kernel_sharing: int  # merged non-zero pages among the guests minus their PFNs
     file_sharing: int  # the same for pages holding a disk block (I/O-born)
     ksm_pages: int
+    checked: int  # merged pages whose content was compared (not UNSTABLE)
     wrong: int
     unstable: int
     seconds: float  # how long the snapshot took
@@ -136,6 +137,7 @@ def figures(series: SnapshotSeries, seconds: list[float] | None = None) -> list[
             kernel_sharing=int(r["kernel_sharing_nonzero"]),
             file_sharing=int(r["kernel_sharing_file"]),
             ksm_pages=int(r["ksm_pages"]),
+            checked=int(r["checked"]),
             wrong=int(r["wrong"]),
             unstable=int(r["unstable"]),
             seconds=round(s, 3),
@@ -166,7 +168,7 @@ def validation(
     snapshots (1.0 when nothing was merged), recall of long-lived episodes."""
     lt = lt if lt is not None else oracle.lifetimes(series)
     rec = validate.long_lived_recall(series, long_lived_s, lt)
-    checked = sum(r.ksm_pages for r in rows)
+    checked = sum(r.checked for r in rows)
     wrong = sum(r.wrong for r in rows)
     took = [r.seconds for r in rows]
     return {

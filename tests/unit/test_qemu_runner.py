@@ -5,6 +5,7 @@ equal disk pages; on a guest that does not boot nothing is left behind."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -76,6 +77,12 @@ def image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> guest_image.GuestI
     return guest_image.GuestImage(tmp_path / "bzImage", tmp_path / "initrd", d)
 
 
+def _baseline() -> tuple[set[int], set[str]]:
+    """Children and open files now (files other tests left to the collector closed first)."""
+    gc.collect()
+    return children(), open_fds()
+
+
 def _fake_qemu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, modes: list[str]) -> None:
     """``modes``: how guest-a (128 MiB) and guest-b (130 MiB) behave; they boot at once."""
     script = tmp_path / "qemu.py"
@@ -92,7 +99,7 @@ def test_a_mode_of_real_guests_samples_the_snapshot_oracle(
     image: guest_image.GuestImage, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     _fake_qemu(monkeypatch, tmp_path, ["ok", "ok"])
-    before, fds = children(), open_fds()
+    before, fds = _baseline()
     out = tmp_path / "out"
     disk = disk_hashes(image.disk.path)
     qemu_runner.run_mode(
@@ -129,7 +136,7 @@ def test_a_guest_that_does_not_boot_leaves_nothing(
     image: guest_image.GuestImage, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     _fake_qemu(monkeypatch, tmp_path, ["ok", "die"])  # guest-a boots, guest-b does not
-    before, fds = children(), open_fds()
+    before, fds = _baseline()
     with pytest.raises(PyksmError, match=r"guest-b did not boot: QEMU guest: no b'READY'"):
         qemu_runner.run_mode(
             _scenario(), runner.mode_config("ksm"), tmp_path / "o", 4.0, 100, 20, image,
@@ -149,7 +156,7 @@ def test_a_failure_mid_run_stops_workloads_guests_and_oracle(
         raise PyksmError("snapshot oracle failed: boom")
 
     monkeypatch.setattr(qemu_runner, "_measure", boom)
-    before, fds, threads = children(), open_fds(), threading.active_count()
+    (before, fds), threads = _baseline(), threading.active_count()
     with pytest.raises(PyksmError, match="boom"):
         qemu_runner.run_mode(
             _scenario(), runner.mode_config("ksm"), tmp_path / "o", 4.0, 100, 20, image,
