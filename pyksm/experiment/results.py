@@ -189,14 +189,15 @@ class Summary:
     warm_up: dict[str, Any] = field(default_factory=dict)
     cpus: int | None = None
     hint_visits: dict[str, int] | None = None
-    rep: int | None = None
-    load: Load | None = None
-    # Which oracle the run's figures came from: "ledger" (the guests' exact
-    # content ledgers) or "snapshot" (snapshots of real guests' RAM); None in
-    # results written before real guests. ``validation``: the snapshot
-    # oracle's precision and recall (pyksm.experiment.oracle_snapshot).
+    # Which oracle the run's figures came from: "snapshot" (snapshots of real
+    # guests' RAM); None: the ledger (the guests' exact content ledgers; also
+    # results from before real guests). config.json names it for both.
+    # ``validation``: the snapshot oracle's precision and recall
+    # (pyksm.experiment.oracle_snapshot).
     oracle: str | None = None
     validation: dict[str, Any] | None = None
+    rep: int | None = None
+    load: Load | None = None
 
     _REQUIRED: ClassVar[dict[str, tuple[type, ...]]] = {
         "mode": (str,),
@@ -212,10 +213,10 @@ class Summary:
         "warm_up": (dict,),
         "cpus": (int,),
         "hint_visits": (dict,),
-        "rep": (int,),
-        "load": (dict,),
         "oracle": (str,),
         "validation": (dict,),
+        "rep": (int,),
+        "load": (dict,),
     }
 
     @property

@@ -44,10 +44,9 @@ from pyksm import __version__, argtypes
 from pyksm.collect.process import CollectorProcess
 from pyksm.deadline import wait_for
 from pyksm.errors import PyksmError
-from pyksm.experiment import guest, hintpairs, scenarios
+from pyksm.experiment import guest, hintpairs, qemu_scenarios, scenarios
 from pyksm.experiment.guest import make_image
 from pyksm.experiment.oracle_ledger import LedgerOracle
-from pyksm.experiment.qemu_scenarios import QemuScenario
 from pyksm.experiment.results import IO_PACE_OK, Load, Sample, Summary, rep_dir
 from pyksm.kernel import ksm
 from pyksm.procfs import cpu_times
@@ -413,7 +412,6 @@ def run_mode(
         cpus=os.cpu_count(),
         rep=rep,
         load=load,
-        oracle="ledger",
     )
     if tracer:
         rams = [(int(x["ram"][0]), int(x["ram"][1])) for x in info]
@@ -496,7 +494,7 @@ def main() -> int:
         "sleep_millisecs": ms,
         "warm_up_rounds": a.warm_up,
         "trace_hints": a.trace_hints,
-        "oracle": "snapshot" if isinstance(sc, QemuScenario) else "ledger",
+        "oracle": "ledger" if isinstance(sc, scenarios.Scenario) else "snapshot",
         "pyksm": __version__,
         "kernel": platform.release(),
         "ksm_knobs_before": k.state(),
@@ -515,7 +513,7 @@ def main() -> int:
 
 
 def _step_runner(
-    sc: scenarios.Scenario | QemuScenario,
+    sc: scenarios.Scenario | qemu_scenarios.QemuScenario,
     a: argparse.Namespace,
     duration: float,
     pages: int,
@@ -523,7 +521,7 @@ def _step_runner(
 ) -> Callable[[ModeConfig, Path, int], Summary]:
     """How one step (mode, repetition) of ``sc`` runs: ledger guests here,
     real QEMU guests in qemu_runner."""
-    if isinstance(sc, QemuScenario):
+    if not isinstance(sc, scenarios.Scenario):
         # imported here: qemu_runner builds on this module
         from pyksm.experiment import qemu_runner
         from pyksm.experiment.oracle_snapshot import disk_hashes, prepare

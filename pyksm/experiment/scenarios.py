@@ -109,6 +109,15 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 
+def get(name: str) -> Scenario:
+    try:
+        return SCENARIOS[name]
+    except KeyError:
+        raise PyksmError(
+            f"unknown scenario {name!r} (choose from {', '.join(SCENARIOS)})"
+        ) from None
+
+
 def names() -> list[str]:
     """Every scenario: the ledger ones (above) and the real-QEMU ones."""
     return sorted([*SCENARIOS, *QEMU_SCENARIOS])
@@ -121,12 +130,3 @@ def lookup(name: str) -> Scenario | QemuScenario:
     if name in SCENARIOS:
         return SCENARIOS[name]
     raise PyksmError(f"unknown scenario {name!r} (choose from {', '.join(names())})")
-
-
-def get(name: str) -> Scenario:
-    try:
-        return SCENARIOS[name]
-    except KeyError:
-        raise PyksmError(
-            f"unknown scenario {name!r} (choose from {', '.join(SCENARIOS)})"
-        ) from None

@@ -15,9 +15,10 @@ from rich.table import Table
 
 from pyksm.analysis.intervals import CONFIDENCE, RESAMPLES, SEED
 from pyksm.experiment.results import IO_PACE_OK
-from pyksm.report import aggregate, figures, validation
+from pyksm.report import aggregate, figures
 from pyksm.report.aggregate import ExperimentStats, ModeStats, Stat
 from pyksm.report.dataset import Experiment
+from pyksm.report.validation import oracle_note, validation_rows
 
 Fmt = Callable[[float], str]
 BELOW_PACE = "†"
@@ -251,10 +252,10 @@ def terminal_summary(exps: list[Experiment], console: Console) -> None:
         st = aggregate.summarize(exp)
         title = f"{exp.scenario} ({exp.path})" + ("" if exp.complete else " — PARTIAL RESULTS")
         console.print(_rich_table(title, mode_rows(st.modes)))
-        console.print(interval_note(st), highlight=False, markup=False)
-        console.print(validation.oracle_note(exp), highlight=False, markup=False)
-        if vr := validation.validation_rows(exp):
+        console.print(oracle_note(exp), highlight=False, markup=False)
+        if vr := validation_rows(exp):
             console.print(_rich_table(f"{exp.scenario}: merges validated (snapshot oracle)", vr))
+        console.print(interval_note(st), highlight=False, markup=False)
         if st.paced is not None:
             console.print(pace_note(st), highlight=False, markup=False)
             console.print(
@@ -303,10 +304,10 @@ def write(exps: list[Experiment], outdir: Path) -> Path:
         desc = exp.config.get("scenario", {}).get("description", "")
         parts.append(f"<p>{html.escape(str(desc))}</p>")
         parts.append(_html_table(mode_rows(st.modes)))
-        parts.append(f"<p class='note'>{html.escape(interval_note(st))}</p>")
-        parts.append(f"<p class='note'>{html.escape(validation.oracle_note(exp))}</p>")
-        if vr := validation.validation_rows(exp):
+        parts.append(f"<p class='note'>{html.escape(oracle_note(exp))}</p>")
+        if vr := validation_rows(exp):
             parts.append("<h3>Merges validated (snapshot oracle)</h3>" + _html_table(vr))
+        parts.append(f"<p class='note'>{html.escape(interval_note(st))}</p>")
         if st.paced is not None:
             parts.append(f"<p class='pace'>{html.escape(pace_note(st))}</p>")
             parts.append(
