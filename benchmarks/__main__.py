@@ -10,7 +10,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-MODULES = ["lab_bench", "hints_bench", "analysis_bench", "collect_bench", "qemu_guest_bench"]
+MODULES = [
+    "lab_bench",
+    "hints_bench",
+    "analysis_bench",
+    "collect_bench",
+    "qemu_guest_bench",
+    "qemu_snapshot_bench",
+]
 OUT = Path("bench-results")
 
 

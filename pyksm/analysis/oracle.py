@@ -19,7 +19,7 @@ Zero pages are left out of lifetimes (they are counted apart).
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numba
 import numpy as np
@@ -98,9 +98,14 @@ def _episodes(
     max_excess: int,
     out_first: npt.NDArray[np.int64],
     out_last: npt.NDArray[np.int64],
+    out_rec: npt.NDArray[np.int64],
+    out_level: npt.NDArray[np.int64],
 ) -> int:
-    """Records sorted by (hash, snapshot); excess = copies - 1 (>= 1)."""
+    """Records sorted by (hash, snapshot); excess = copies - 1 (>= 1).
+    Per episode: first and last snapshot, the record it opened at (its hash)
+    and its level k (the k-th redundant copy)."""
     start = np.empty(max_excess + 1, dtype=np.int64)
+    opened = np.empty(max_excess + 1, dtype=np.int64)
     n = 0
     prev_h = np.uint64(0)
     prev_t = -2
@@ -113,15 +118,20 @@ def _episodes(
             for k in range(1, prev_e + 1):  # close every level at prev_t
                 out_first[n] = start[k]
                 out_last[n] = prev_t
+                out_rec[n] = opened[k]
+                out_level[n] = k
                 n += 1
             prev_e = 0
         if e > prev_e:
             for k in range(prev_e + 1, e + 1):
                 start[k] = t
+                opened[k] = r
         else:
             for k in range(e + 1, prev_e + 1):
                 out_first[n] = start[k]
                 out_last[n] = prev_t
+                out_rec[n] = opened[k]
+                out_level[n] = k
                 n += 1
         prev_h = h
         prev_t = t
@@ -129,6 +139,8 @@ def _episodes(
     for k in range(1, prev_e + 1):
         out_first[n] = start[k]
         out_last[n] = prev_t
+        out_rec[n] = opened[k]
+        out_level[n] = k
         n += 1
     return n
 
@@ -141,6 +153,9 @@ class Lifetimes:
     last: npt.NDArray[np.int64]
     seconds: npt.NDArray[np.float64]
     censored: npt.NDArray[np.bool_]  # touches the first or the last snapshot
+    # the content (hash) and the level k (k-th redundant copy) of each episode
+    hash: npt.NDArray[np.uint64] = field(default_factory=lambda: np.empty(0, np.uint64))
+    level: npt.NDArray[np.int64] = field(default_factory=lambda: np.empty(0, np.int64))
 
     def __len__(self) -> int:
         return len(self.first)
@@ -165,14 +180,18 @@ def lifetimes(series: SnapshotSeries) -> Lifetimes:
     total = int(e.sum())
     first = np.empty(total, dtype=np.int64)
     last = np.empty(total, dtype=np.int64)
-    n = _episodes(h, t, e, int(e.max()) if e.size else 0, first, last) if total else 0
-    first, last = first[:n], last[:n]
+    rec = np.empty(total, dtype=np.int64)
+    level = np.empty(total, dtype=np.int64)
+    n = _episodes(h, t, e, int(e.max()) if e.size else 0, first, last, rec, level) if total else 0
+    first, last, rec, level = first[:n], last[:n], rec[:n], level[:n]
     times = series.times
     return Lifetimes(
         first=first,
         last=last,
         seconds=times[last] - times[first],
         censored=(first == 0) | (last == series.count - 1),
+        hash=h[rec],
+        level=level,
     )
 
 

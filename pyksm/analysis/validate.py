@@ -9,7 +9,10 @@ copy-on-write after fork() between observed processes would count as merged.)
 Per snapshot:
 
 - ``kernel_sharing``: merged pages minus their distinct PFNs, i.e. what
-  ``pages_sharing`` counts for the observed processes.
+  ``pages_sharing`` counts for the observed processes; ``kernel_sharing_nonzero``
+  the same for merged pages whose content is not all zero (the share KSM got of
+  ``opportunities``, which leave zero pages out); ``kernel_sharing_file`` for
+  merged pages flagged FILE (the share KSM got of ``opp_file``).
 - ``recall`` = kernel_sharing / (opportunities + zero_opportunities).
 - ``wrong``: merged pages whose content differs from the content most pages
   of their PFN show. KSM maps one physical page for all of them, so any such page
@@ -22,18 +25,28 @@ Pages flagged UNSTABLE (their mapping changed while the snapshot read them, so
 their content may predate their PFN) are left out of ``wrong`` and
 ``changed_at_merge`` (in either snapshot of the pair) and counted as ``unstable``.
 
+Over the series (:func:`long_lived_recall`): of the opportunity episodes of
+:func:`pyksm.analysis.oracle.lifetimes` that lived at least ``min_seconds``,
+the share the kernel merged at some snapshot of the episode (the k-th
+redundant copy of content c is merged at a snapshot when the merged pages of c
+there outnumber their distinct PFNs by at least k).
+
 Needs PFNs (pagemap as root); without them :func:`validate` raises PyksmError.
 """
 
 from __future__ import annotations
 
-import numpy as np
+from dataclasses import dataclass
 
-from pyksm.analysis.oracle import per_snapshot
+import numba
+import numpy as np
+import numpy.typing as npt
+
+from pyksm.analysis.oracle import Lifetimes, lifetimes, per_snapshot
 from pyksm.analysis.series import Flag, SnapshotSeries
 from pyksm.errors import PyksmError
 
-__all__ = ["validate"]
+__all__ = ["LongLivedRecall", "long_lived_recall", "validate"]
 
 
 def _wrong_in_pfn_groups(pfn: np.ndarray, h: np.ndarray) -> int:
@@ -63,13 +76,24 @@ def _shared_pfn(pfn: np.ndarray, ksm: np.ndarray) -> np.ndarray:
     return out
 
 
-def validate(series: SnapshotSeries) -> list[dict[str, float]]:
-    """One row per snapshot: oracle figures plus kernel_sharing, recall, precision."""
-    ksm_any = (series.flags & Flag.KSM) != 0
+def _check_pfns(series: SnapshotSeries) -> npt.NDArray[np.bool_]:
+    """Pages kpageflags marks KSM; an error when such pages have no PFN."""
+    ksm_any: npt.NDArray[np.bool_] = (series.flags & Flag.KSM) != 0
     if np.any(ksm_any & (series.pfn == 0)):
         raise PyksmError(
             "KSM pages without PFNs in the snapshots: capture them as root to validate merges"
         )
+    return ksm_any
+
+
+def _sharing(pfn: np.ndarray) -> int:
+    """Pages minus distinct PFNs: what pages_sharing counts for them."""
+    return int(pfn.size - np.unique(pfn).size)
+
+
+def validate(series: SnapshotSeries) -> list[dict[str, float]]:
+    """One row per snapshot: oracle figures plus kernel_sharing, recall, precision."""
+    ksm_any = _check_pfns(series)
     rows = per_snapshot(series)
     sites = series.sites()
     prev_sites = np.empty(0, np.uint64)
@@ -82,7 +106,9 @@ def validate(series: SnapshotSeries) -> list[dict[str, float]]:
         ksm = ksm_any[sl] & _shared_pfn(pfn, ksm_any[sl])
         kp = pfn[ksm]
         n_ksm = int(kp.size)
-        kernel_sharing = n_ksm - int(np.unique(kp).size)
+        kernel_sharing = _sharing(kp)
+        nonzero = (series.flags[sl] & Flag.ZERO) == 0
+        is_file = (series.flags[sl] & Flag.FILE) != 0
         steady = (series.flags[sl] & Flag.UNSTABLE) == 0
         checked = ksm & steady
         wrong = _wrong_in_pfn_groups(pfn[checked], h[checked])
@@ -99,8 +125,11 @@ def validate(series: SnapshotSeries) -> list[dict[str, float]]:
         possible = row["opportunities"] + row["zero_opportunities"]
         row.update(
             kernel_sharing=kernel_sharing,
+            kernel_sharing_nonzero=_sharing(pfn[ksm & nonzero]),
+            kernel_sharing_file=_sharing(pfn[ksm & nonzero & is_file]),
             recall=kernel_sharing / possible if possible else 1.0,
             ksm_pages=n_ksm,
+            checked=int(checked.sum()),
             wrong=wrong,
             precision=1.0 - wrong / int(checked.sum()) if checked.any() else 1.0,
             changed_at_merge=changed,
@@ -110,3 +139,83 @@ def validate(series: SnapshotSeries) -> list[dict[str, float]]:
             row["sysfs_pages_sharing"] = series.ksm[i].get("pages_sharing", -1)
         prev_sites, prev_hash, prev_ksm, prev_steady = s, h, ksm, steady
     return rows
+
+
+@dataclass(frozen=True)
+class LongLivedRecall:
+    """Of the episodes that lived at least ``min_seconds``, how many got merged."""
+
+    min_seconds: float
+    episodes: int  # every opportunity episode of the series
+    long_lived: int  # of them lived >= min_seconds (as observed)
+    merged: int  # of those, merged at some snapshot of the episode
+
+    @property
+    def recall(self) -> float | None:
+        return self.merged / self.long_lived if self.long_lived else None
+
+
+def _merged_by_content(
+    series: SnapshotSeries, ksm_any: npt.NDArray[np.bool_]
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """(hash, snapshot, merged sharing) of every non-zero content the kernel
+    merged in some snapshot, sorted by (hash, snapshot)."""
+    hs, ts, vs = [], [], []
+    for i in range(series.count):
+        sl = series.span(i)
+        pfn, h = series.pfn[sl], series.hash[sl]
+        nonzero = (series.flags[sl] & Flag.ZERO) == 0
+        sel = ksm_any[sl] & _shared_pfn(pfn, ksm_any[sl]) & nonzero
+        mh, mp = h[sel], pfn[sel]
+        if not mh.size:
+            continue
+        u, pages = np.unique(mh, return_counts=True)
+        pairs = np.unique(np.stack([mh, mp]), axis=1)
+        pu, frames = np.unique(pairs[0], return_counts=True)
+        assert np.array_equal(u, pu)
+        hs.append(u)
+        ts.append(np.full(u.size, i, dtype=np.int64))
+        vs.append((pages - frames).astype(np.int64))
+    if not hs:
+        return np.empty(0, np.uint64), np.empty(0, np.int64), np.empty(0, np.int64)
+    h, t, v = np.concatenate(hs), np.concatenate(ts), np.concatenate(vs)
+    order = np.lexsort((t, h))
+    return h[order], t[order], v[order]
+
+
+@numba.njit(cache=True)
+def _reached(
+    snap: npt.NDArray[np.int64],
+    sharing: npt.NDArray[np.int64],
+    lo: npt.NDArray[np.int64],
+    hi: npt.NDArray[np.int64],
+    first: npt.NDArray[np.int64],
+    last: npt.NDArray[np.int64],
+    level: npt.NDArray[np.int64],
+) -> npt.NDArray[np.bool_]:
+    """Episode j is merged when a record in lo[j]:hi[j] (its content) lies in
+    [first[j], last[j]] with sharing >= level[j]."""
+    out = np.zeros(lo.size, dtype=np.bool_)
+    for j in range(lo.size):
+        for r in range(lo[j], hi[j]):
+            if first[j] <= snap[r] <= last[j] and sharing[r] >= level[j]:
+                out[j] = True
+                break
+    return out
+
+
+def long_lived_recall(
+    series: SnapshotSeries, min_seconds: float, episodes: Lifetimes | None = None
+) -> LongLivedRecall:
+    """The share of the long-lived opportunity episodes the kernel merged."""
+    ksm_any = _check_pfns(series)
+    lt = episodes if episodes is not None else lifetimes(series)
+    long = np.flatnonzero(lt.seconds >= min_seconds)
+    if not long.size:
+        return LongLivedRecall(min_seconds, len(lt), 0, 0)
+    h, t, v = _merged_by_content(series, ksm_any)
+    eh = lt.hash[long]
+    lo = np.searchsorted(h, eh, side="left").astype(np.int64)
+    hi = np.searchsorted(h, eh, side="right").astype(np.int64)
+    hit = _reached(t, v, lo, hi, lt.first[long], lt.last[long], lt.level[long])
+    return LongLivedRecall(min_seconds, len(lt), int(long.size), int(np.count_nonzero(hit)))

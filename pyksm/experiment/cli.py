@@ -40,14 +40,14 @@ def modes(text: str) -> list[str]:
 
 def scenario_names(text: str) -> list[str]:
     """A comma list of scenarios (or ``all``), each one known, none twice."""
-    known = sorted(scenarios.SCENARIOS)
+    known = scenarios.names()
     names = [s.strip() for s in text.split(",") if s.strip()]
     if names == ["all"]:
-        return known
+        return sorted(scenarios.SCENARIOS)  # the real-QEMU ones take hours: by name only
     if not names:
         raise PyksmError(f"no scenarios in {text!r}: give a comma list of {', '.join(known)}")
     for n in names:
-        if n not in scenarios.SCENARIOS:
+        if n not in known:
             raise PyksmError(f"unknown scenario {n!r} (choose from {', '.join(known)}, or all)")
     return _once(names, "scenario")
 
@@ -204,7 +204,7 @@ def register(
     er = ep.add_parser(
         "run", help="boot the test kernel and run a scenario once per mode (and repetition)"
     )
-    er.add_argument("scenario", choices=sorted(scenarios.SCENARIOS))
+    er.add_argument("scenario", choices=scenarios.names())
     _common(er)
     er.set_defaults(func=cmd_experiment_run, show=show)
     em = ep.add_parser(
@@ -215,7 +215,7 @@ def register(
         "--scenarios",
         required=True,
         type=argtypes.checked(scenario_names),
-        help=f"comma list of {', '.join(sorted(scenarios.SCENARIOS))}, or all",
+        help=f"comma list of {', '.join(scenarios.names())}, or all (the ledger ones)",
     )
     _common(em)
     em.set_defaults(func=cmd_experiment_matrix, show=show)

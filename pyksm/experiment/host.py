@@ -11,8 +11,9 @@ from rich.console import Console
 
 from pyksm.errors import PyksmError
 from pyksm.experiment import runner, scenarios
+from pyksm.experiment.qemu_scenarios import QemuScenario
 from pyksm.lab import build as kbuild
-from pyksm.lab import vm
+from pyksm.lab import guest_image, vm
 from pyksm.terminal import escape
 
 # Per run, besides its measured duration: unmerge (up to 120 s), the guests'
@@ -42,7 +43,7 @@ def run(
     trace_hints: bool = False,
     repeat: int = 1,
 ) -> Path:
-    sc = scenarios.get(scenario)
+    sc = scenarios.lookup(scenario)
     dur = scenarios.check_duration(sc.duration_s if duration is None else duration)
     plan = runner.schedule(modes, repeat)
     runner.parse_scan_rate(scan_rate)
@@ -50,8 +51,13 @@ def run(
         raise PyksmError(f"--warm-up {warm_up}: rounds must be >= 0")
     for m in modes:
         runner.mode_config(m)
+    if trace_hints and isinstance(sc, QemuScenario):
+        raise PyksmError(f"--trace-hints: not for real-QEMU scenarios ({sc.name})")
     kernel = kernel or kbuild.build(kbuild.BuildRequest(), console)
     outdir.mkdir(parents=True, exist_ok=True)
+    real = _guest_image(sc, outdir, console)
+    # Real guests boot in every run (nested TCG): their boot deadlines on top.
+    boot_s = len(plan) * sc.step_budget_s(0) if isinstance(sc, QemuScenario) else 0.0
     reps = f", {repeat} repetitions interleaved" if repeat > 1 else ""
     console.print(
         f"experiment [bold]{sc.name}[/]: modes {', '.join(modes)}{reps}, {dur:.0f} s each, "
@@ -74,6 +80,7 @@ def run(
         "--repeat",
         str(repeat),
         *(["--trace-hints"] if trace_hints else []),
+        *(["--guest-image", str(real)] if real else []),
     ]
     res = vm.run(
         vm.VmRequest(
@@ -82,7 +89,7 @@ def run(
             memory="4G",
             cpus=2,
             outdir=outdir,
-            timeout=vm_timeout(len(plan), dur),
+            timeout=vm_timeout(len(plan), dur) + boot_s,
         )
     )
     if not res.ok:
@@ -96,6 +103,24 @@ def run(
             hint=f"console: {res.console_log}, output: {res.output_log}",
         )
     return outdir / sc.name
+
+
+def _guest_image(
+    sc: scenarios.Scenario | QemuScenario, outdir: Path, console: Console
+) -> Path | None:
+    """For a real-QEMU scenario: build (or take from the cache) the guest
+    image on the host, where the cache is writable, and save where the runner
+    in the test VM reads it; None for the ledger scenarios."""
+    if not isinstance(sc, QemuScenario):
+        return None
+    image = guest_image.build_all(sc.disk, console)
+    path = outdir / f"{sc.name}.guest-image.json"
+    image.save(path)
+    console.print(
+        f"guest image: {image.kernel_release}, disk {image.disk.size_mib} MiB "
+        f"({image.disk.files} files, {image.disk.file_bytes / 2**20:.0f} MiB)"
+    )
+    return path
 
 
 def run_matrix(
@@ -113,7 +138,7 @@ def run_matrix(
     A scenario that fails is reported and the next one runs; the failures
     are raised together at the end, after the others' results are kept."""
     for name in names:
-        sc = scenarios.get(name)
+        sc = scenarios.lookup(name)
         scenarios.check_duration(sc.duration_s if duration is None else duration)
     runner.schedule(modes, repeat)
     runner.parse_scan_rate(scan_rate)

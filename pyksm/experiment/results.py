@@ -235,6 +235,13 @@ class Summary:
     warm_up: dict[str, Any] = field(default_factory=dict)
     cpus: int | None = None
     hint_visits: dict[str, int] | None = None
+    # Which oracle the run's figures came from: "snapshot" (snapshots of real
+    # guests' RAM); None: the ledger (the guests' exact content ledgers; also
+    # results from before real guests). config.json names it for both.
+    # ``validation``: the snapshot oracle's precision and recall
+    # (pyksm.experiment.oracle_snapshot).
+    oracle: str | None = None
+    validation: dict[str, Any] | None = None
     rep: int | None = None
     load: Load | None = None
     diagnosis: Diagnosis | None = None
@@ -253,6 +260,8 @@ class Summary:
         "warm_up": (dict,),
         "cpus": (int,),
         "hint_visits": (dict,),
+        "oracle": (str,),
+        "validation": (dict,),
         "rep": (int,),
         "load": (dict,),
         "diagnosis": (dict,),

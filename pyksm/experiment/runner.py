@@ -35,6 +35,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -43,7 +44,7 @@ from pyksm import __version__, argtypes
 from pyksm.collect.process import CollectorProcess
 from pyksm.deadline import wait_for
 from pyksm.errors import PyksmError
-from pyksm.experiment import guest, hintpairs, scenarios
+from pyksm.experiment import guest, hintpairs, qemu_scenarios, scenarios
 from pyksm.experiment.guest import make_image
 from pyksm.experiment.oracle_ledger import LedgerOracle
 from pyksm.experiment.results import (
@@ -500,7 +501,7 @@ def main() -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("scenario", choices=sorted(scenarios.SCENARIOS))
+    p.add_argument("scenario", choices=scenarios.names())
     p.add_argument("outdir", type=Path)
     p.add_argument("--modes", default="ksm,ksm++")
     p.add_argument("--duration", type=argtypes.checked(scenarios.parse_duration), default=None)
@@ -510,16 +511,18 @@ def main() -> int:
     p.add_argument(
         "--repeat", type=argtypes.positive_int, default=1, help="runs of every mode, interleaved"
     )
+    p.add_argument(
+        "--guest-image", type=Path, default=None, help="qemu-* scenarios: the saved guest image"
+    )
     a = p.parse_args()
-    sc = scenarios.get(a.scenario)
+    sc = scenarios.lookup(a.scenario)
     duration = sc.duration_s if a.duration is None else a.duration
     pages, ms = parse_scan_rate(a.scan_rate)
     modes = {m: mode_config(m) for m in a.modes.split(",")}
     plan = schedule(list(modes), a.repeat)
     base = a.outdir / sc.name
     base.mkdir(parents=True, exist_ok=True)
-    image = Path("/tmp") / f"pyksm-image-{sc.image_mib}.img"
-    make_image(image, sc.image_mib)
+    run_step = _step_runner(sc, a, duration, pages, ms)
     k = ksm.Ksm()
     config = {
         "scenario": sc.to_dict(),
@@ -531,6 +534,7 @@ def main() -> int:
         "sleep_millisecs": ms,
         "warm_up_rounds": a.warm_up,
         "trace_hints": a.trace_hints,
+        "oracle": "ledger" if isinstance(sc, scenarios.Scenario) else "snapshot",
         "pyksm": __version__,
         "kernel": platform.release(),
         "ksm_knobs_before": k.state(),
@@ -543,12 +547,54 @@ def main() -> int:
             f"(repetition {step.rep} of {a.repeat}, run {i} of {len(plan)})",
             flush=True,
         )
-        out = rep_dir(base, step.mode, step.rep)
-        cfg = modes[step.mode]
-        run_mode(sc, cfg, out, duration, pages, ms, image, a.warm_up, a.trace_hints, step.rep)
+        run_step(modes[step.mode], rep_dir(base, step.mode, step.rep), step.rep)
     (base / "complete").write_text("ok\n")
     return 0
 
 
+def _step_runner(
+    sc: scenarios.Scenario | qemu_scenarios.QemuScenario,
+    a: argparse.Namespace,
+    duration: float,
+    pages: int,
+    ms: int,
+) -> Callable[[ModeConfig, Path, int], Summary]:
+    """How one step (mode, repetition) of ``sc`` runs: ledger guests here,
+    real QEMU guests in qemu_runner."""
+    if not isinstance(sc, scenarios.Scenario):
+        # imported here: qemu_runner builds on this module
+        from pyksm.experiment import qemu_runner
+        from pyksm.experiment.oracle_snapshot import disk_hashes, prepare
+        from pyksm.lab.guest_image import GuestImage
+
+        if a.guest_image is None:
+            raise PyksmError(f"scenario {sc.name} needs --guest-image (pyksm experiment run)")
+        if a.trace_hints:
+            raise PyksmError(f"--trace-hints: not for real-QEMU scenarios ({sc.name})")
+        guest_image = GuestImage.load(a.guest_image)
+        t0 = time.monotonic()
+        disk = disk_hashes(guest_image.disk.path)
+        prepare()
+        print(
+            f"snapshot oracle: {disk.size} distinct disk blocks hashed, analysis compiled "
+            f"in {time.monotonic() - t0:.0f} s",
+            flush=True,
+        )
+        qsc = sc
+        return lambda cfg, out, rep: qemu_runner.run_mode(
+            qsc, cfg, out, duration, pages, ms, guest_image, disk, a.warm_up, rep
+        )
+    image = Path("/tmp") / f"pyksm-image-{sc.image_mib}.img"
+    make_image(image, sc.image_mib)
+    lsc = sc
+    return lambda cfg, out, rep: run_mode(
+        lsc, cfg, out, duration, pages, ms, image, a.warm_up, a.trace_hints, rep
+    )
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except PyksmError as e:  # one line in the VM's output, no traceback
+        print(f"runner: {e}" + (f" ({e.hint})" if e.hint else ""), file=sys.stderr, flush=True)
+        sys.exit(2)

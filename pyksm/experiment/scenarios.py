@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from pyksm.errors import PyksmError
+from pyksm.experiment.qemu_scenarios import QEMU_SCENARIOS, QemuScenario
 
 # The random readers' pace: one that both modes sustain under emulation on
 # the 2-CPU test machine (6 MiB/s was not: guests read 40-60 % of it, and less
@@ -153,3 +154,17 @@ def get(name: str) -> Scenario:
         raise PyksmError(
             f"unknown scenario {name!r} (choose from {', '.join(SCENARIOS)})"
         ) from None
+
+
+def names() -> list[str]:
+    """Every scenario: the ledger ones (above) and the real-QEMU ones."""
+    return sorted([*SCENARIOS, *QEMU_SCENARIOS])
+
+
+def lookup(name: str) -> Scenario | QemuScenario:
+    """A scenario of either kind by name."""
+    if name in QEMU_SCENARIOS:
+        return QEMU_SCENARIOS[name]
+    if name in SCENARIOS:
+        return SCENARIOS[name]
+    raise PyksmError(f"unknown scenario {name!r} (choose from {', '.join(names())})")

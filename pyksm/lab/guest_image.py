@@ -383,6 +383,30 @@ class GuestImage:
             "disk": {**asdict(self.disk), "path": str(self.disk.path)},
         }
 
+    def save(self, path: Path) -> None:
+        """As JSON (what the runner in the test VM boots, built on the host)."""
+        path.write_text(json.dumps(self.as_dict(), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> GuestImage:
+        """One saved by :meth:`save`; its files must exist."""
+        try:
+            doc = json.loads(path.read_text())
+            disk = dict(doc["disk"])
+            disk["path"] = Path(disk["path"])
+            image = cls(
+                Path(doc["bzimage"]),
+                Path(doc["initramfs"]),
+                DiskImage(**disk),
+                str(doc.get("kernel_release", "")),
+            )
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise PyksmError(f"{path}: not a saved guest image ({e})") from None
+        for f in (image.bzimage, image.initramfs, image.disk.path):
+            if not f.exists():
+                raise PyksmError(f"{path}: {f} is missing", hint="pyksm guest-image build")
+        return image
+
 
 def build_all(recipe: DiskRecipe | None = None, console: Console | None = None) -> GuestImage:
     """Kernel, initramfs and disk (each from its cache when nothing changed)."""

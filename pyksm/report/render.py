@@ -20,6 +20,7 @@ from pyksm.experiment.results import IO_PACE_OK
 from pyksm.report import aggregate, figures
 from pyksm.report.aggregate import CounterGroup, ExperimentStats, ModeStats, Stat, Trend
 from pyksm.report.dataset import Experiment
+from pyksm.report.validation import oracle_note, validation_rows
 
 Fmt = Callable[[float], str]
 BELOW_PACE = "†"
@@ -341,6 +342,9 @@ def terminal_summary(exps: list[Experiment], console: Console) -> None:
         st = aggregate.summarize(exp)
         title = f"{exp.scenario} ({exp.path})" + ("" if exp.complete else " — PARTIAL RESULTS")
         console.print(_rich_table(title, mode_rows(st.modes)))
+        console.print(oracle_note(exp), highlight=False, markup=False)
+        if vr := validation_rows(exp):
+            console.print(_rich_table(f"{exp.scenario}: merges validated (snapshot oracle)", vr))
         console.print(interval_note(st), highlight=False, markup=False)
         if exp.steady_window_s:
             console.print(steady_note(exp.steady_window_s), highlight=False, markup=False)
@@ -401,6 +405,9 @@ def write(exps: list[Experiment], outdir: Path) -> Path:
         desc = exp.config.get("scenario", {}).get("description", "")
         parts.append(f"<p>{html.escape(str(desc))}</p>")
         parts.append(_html_table(mode_rows(st.modes)))
+        parts.append(f"<p class='note'>{html.escape(oracle_note(exp))}</p>")
+        if vr := validation_rows(exp):
+            parts.append("<h3>Merges validated (snapshot oracle)</h3>" + _html_table(vr))
         parts.append(f"<p class='note'>{html.escape(interval_note(st))}</p>")
         if window:
             parts.append(f"<p class='note'>{html.escape(steady_note(window))}</p>")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pyksm.errors import PyksmError
-from pyksm.report import dataset, metrics, render
+from pyksm.report import dataset, metrics, render, validation
 
 
 def write_run(
@@ -199,3 +199,39 @@ def test_cpu_by_task_and_guest_pace(tmp_path: Path) -> None:
     (hv,) = render.hint_visit_rows(exp)
     assert (hv["merged"], hv["first"], hv["missed"], hv["other"]) == ("30", "50", "10", "0")
     assert hv["missed / (missed + merged)"] == "25%"
+
+
+def test_the_report_says_which_oracle(results: Path, tmp_path: Path) -> None:
+    exp = dataset.load(results)
+    assert validation.oracle_kind(exp) == "ledger"  # results from before the field
+    assert "content ledgers" in validation.oracle_note(exp)
+    assert validation.validation_rows(exp) == []
+    cfg = json.loads((results / "config.json").read_text())
+    cfg["oracle"] = "snapshot"
+    cfg["scenario"]["snapshot_interval_s"] = 10.0
+    (results / "config.json").write_text(json.dumps(cfg))
+    summary_path = results / "ksm++" / "summary.json"
+    doc = json.loads(summary_path.read_text())
+    doc |= {
+        "oracle": "snapshot",
+        "validation": {
+            "snapshots": 18,
+            "snapshot_seconds_mean": 2.5,
+            "merged_pages_checked": 1000,
+            "precision": 1.0,
+            "long_lived_s": 30.0,
+            "long_lived_recall": 0.9,
+            "long_lived": 50,
+            "peak_opportunities": 4000,
+        },
+    }
+    summary_path.write_text(json.dumps(doc))
+    exp = dataset.load(results)
+    note = validation.oracle_note(exp)
+    assert "snapshots of the real guests' RAM every 10.0 s" in note
+    (row,) = validation.validation_rows(exp)
+    assert row["mode"] == "ksm++" and row["precision"] == "1.0000"
+    assert row["recall (lived ≥ 30.0 s)"] == "0.900"
+    html_path = render.write([exp], tmp_path / "out")
+    page = html_path.read_text()
+    assert "Merges validated (snapshot oracle)" in page and "every 10.0 s" in page

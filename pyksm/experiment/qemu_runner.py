@@ -1,0 +1,424 @@
+"""One mode of a real-QEMU scenario (``qemu_scenarios.py``), inside the test VM.
+
+Called by ``pyksm.experiment.runner`` for the qemu-* scenarios, with the
+same modes, warm-up, 1 s samples and results files as the ledger scenarios:
+
+1. KSM is reset for the mode (``runner._reset``); the ballast (a QEMU-like
+   process of unique mergeable memory, guest.py with no I/O) starts, then
+   the guests boot the guest image to the agent's READY, all at once
+   (nested TCG: the boot times are measured and kept; each boot has the
+   scenario's deadline);
+2. in ksm++ modes ``pyksm collect --qemu`` attaches (deadline as the ledger
+   scenarios' collector); ksmd warms up;
+3. the snapshot oracle starts, the guests' workloads start (each on a
+   thread that drives its guest's serial line; guest-b a few seconds later),
+   and a sample is written every second for the run's duration;
+4. the oracle stops and validates; the collector is interrupted; the
+   workloads get a grace period to finish, then their guests are powered off
+   (or killed), the ballast is stopped.
+
+A sample's ``pages_sharing`` is the kernel's sharing among the guests' pages
+and ``oracle`` the opportunities, both from the last snapshot (the machine's
+pages_sharing is kept as ``sysfs_pages_sharing``, the sharing among pages
+holding disk blocks as ``guests_sharing_file``, beside ``oracle_file``), so
+the report's captured sharing is ∫ kernel sharing dt / ∫ opportunities dt here, as it is
+∫ pages_sharing dt / ∫ oracle dt for the ledger scenarios. Every QEMU, the
+ballast, the collector, the oracle thread and the ledger file are released on
+every path (one ExitStack).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from pyksm.collect.process import CollectorProcess
+from pyksm.errors import PyksmError
+from pyksm.experiment import guest, qemu_guest
+from pyksm.experiment.oracle_snapshot import SnapshotOracle
+from pyksm.experiment.qemu_scenarios import QemuGuestSpec, QemuScenario
+from pyksm.experiment.results import IO_PACE_OK, Load, Sample, Summary
+from pyksm.experiment.runner import (
+    COUNTERS,
+    WARM_PAGES,
+    ModeConfig,
+    _merging,
+    _need,
+    _reap,
+    _reset,
+    _say,
+    _ticks,
+    _warm_up,
+)
+from pyksm.experiment.scenarios import GuestSpec
+from pyksm.kernel import ksm
+from pyksm.lab.guest_image import GuestImage
+from pyksm.procfs import cpu_times
+
+__all__ = ["collector_args", "run_mode"]
+
+COLLECTOR_READY_S = 900.0  # bcc compiles for minutes under TCG with a guest busy
+WORKLOAD_GRACE_S = 120.0  # after the run, for a workload to report DONE
+BALLAST_STOP_S = 60.0
+
+
+def collector_args(adaptive: bool) -> list[str]:
+    """``pyksm collect`` arguments for real guests: every QEMU, also later ones."""
+    return ["--qemu", *(["--adaptive-interleave"] if adaptive else [])]
+
+
+def ballast_spec(mib: int) -> GuestSpec:
+    """Unique mergeable memory: a QEMU-like process that reads and writes nothing."""
+    return GuestSpec(name="ballast", ram_mib=mib, cache_mib=0, heap_mib=0, io="none")
+
+
+@dataclass
+class WorkloadOutcome:
+    name: str
+    command: str
+    done: bool
+    status: int | None = None
+    files: int | None = None
+    read_bytes: int | None = None
+    host_seconds: float | None = None
+    error: str | None = None
+
+
+class _Workload(threading.Thread):
+    """One guest's workload: wait its start delay, run it, keep the outcome."""
+
+    def __init__(self, g: qemu_guest.Guest, spec: QemuGuestSpec, duration: float) -> None:
+        super().__init__(name=f"workload-{spec.name}", daemon=True)
+        self.guest = g
+        self.spec = spec
+        self.work = spec.command(duration)
+        self.timeout = duration + WORKLOAD_GRACE_S
+        self.cancel = threading.Event()
+        self.outcome = WorkloadOutcome(spec.name, self.work.command(), done=False)
+
+    def run(self) -> None:
+        if self.cancel.wait(self.spec.start_delay_s):
+            return
+        try:
+            r = self.guest.run(self.work, timeout=self.timeout)
+        except (PyksmError, OSError, ValueError) as e:  # ValueError: its pipe was closed
+            self.outcome.error = str(e)
+            return
+        self.outcome = WorkloadOutcome(
+            self.spec.name,
+            r.command,
+            True,
+            r.done.status,
+            r.done.files,
+            r.done.read_bytes,
+            round(r.host_seconds, 3),
+        )
+
+
+def io_achieved(spec: QemuGuestSpec, out: WorkloadOutcome) -> float | None:
+    """A paced reader's rate (files over the host seconds its workload took,
+    the file list's setup included) over its set rate; 0 when it never
+    finished; None for an unpaced workload."""
+    if spec.workload != "random" or not spec.files_per_s:
+        return None
+    if not out.done or not out.host_seconds:
+        return 0.0
+    return (out.files or 0) / out.host_seconds / spec.files_per_s
+
+
+def _start_ballast(
+    stack: contextlib.ExitStack, sc: QemuScenario, cfg: ModeConfig, disk: Path, duration: float
+) -> tuple[subprocess.Popen[str] | None, dict[str, Any] | None]:
+    if not sc.ballast_mib:
+        return None, None
+    shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path("/tmp")
+    ledger = shm / f"pyksm-ballast-{cfg.name}.bin"
+    stack.callback(ledger.unlink, missing_ok=True)
+    proc = subprocess.Popen(
+        guest.argv(ballast_spec(sc.ballast_mib), 0, disk, ledger, sc.seed, duration),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    stack.callback(_reap, proc)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        raise PyksmError(f"ballast process {proc.pid} died while filling its memory")
+    info: dict[str, Any] = json.loads(line)
+    return proc, info
+
+
+def _stop_ballast(proc: subprocess.Popen[str] | None) -> dict[str, Any] | None:
+    """Its statistics line (it stops at end of input), within BALLAST_STOP_S."""
+    if proc is None:
+        return None
+    try:
+        out, _ = proc.communicate("\n", timeout=BALLAST_STOP_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        print(f"  warning: the ballast did not stop within {BALLAST_STOP_S:.0f} s", flush=True)
+        return None
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    stats: dict[str, Any] | None = json.loads(lines[-1]) if lines else None
+    return stats
+
+
+def _boot_all(
+    stack: contextlib.ExitStack, sc: QemuScenario, image: GuestImage
+) -> list[qemu_guest.Guest]:
+    """Boot every guest at once (one thread each: under nested TCG a boot
+    takes minutes of one CPU). Each boot has the scenario's deadline; every
+    guest that booted is closed on exit, also when another did not boot."""
+    got: list[qemu_guest.Guest | PyksmError | None] = [None] * len(sc.guests)
+
+    def boot(i: int, spec: QemuGuestSpec) -> None:
+        try:
+            got[i] = qemu_guest.Guest.of_image(
+                image,
+                sc.drive,
+                boot_timeout=sc.boot_timeout_s,
+                memory_mib=spec.memory_mib,
+                nice=sc.guest_nice,
+            )
+        except PyksmError as e:
+            got[i] = PyksmError(f"{spec.name} did not boot: {e}")
+
+    threads = [
+        threading.Thread(target=boot, args=(i, spec), name=f"boot-{spec.name}", daemon=True)
+        for i, spec in enumerate(sc.guests)
+    ]
+    for t in threads:
+        t.start()
+    end = time.monotonic() + sc.boot_timeout_s + 60  # Guest's own deadline comes first
+    for t in threads:
+        t.join(max(0.0, end - time.monotonic()))
+    guests = [g for g in got if isinstance(g, qemu_guest.Guest)]
+    for g in guests:
+        stack.callback(g.close)
+    for spec, r in zip(sc.guests, got, strict=True):
+        if isinstance(r, PyksmError):
+            raise r
+        if r is None:
+            raise PyksmError(f"{spec.name} did not boot within {sc.boot_timeout_s:g} s")
+    return guests
+
+
+def _stop_workloads(work: list[_Workload], deadline: float) -> None:
+    """Let the workloads finish by ``deadline``; then kill their guests (a
+    workload still waiting for DONE sees its guest's console end and ends;
+    the guest is reaped and its pipes closed where it was booted)."""
+    for w in work:
+        w.cancel.set()  # one still in its start delay does not start now
+        w.join(max(0.0, deadline - time.monotonic()))
+    for w in work:
+        if w.is_alive():
+            print(f"  warning: {w.spec.name}'s {w.outcome.command!r} did not finish", flush=True)
+            with contextlib.suppress(OSError):
+                w.guest.proc.kill()
+            w.join(30)
+
+
+def _measure(
+    k: ksm.Ksm,
+    cfg: ModeConfig,
+    duration: float,
+    oracle: SnapshotOracle,
+    pids: list[int],
+    tasks: dict[str, int],
+    samples_path: Path,
+    t0: float,
+) -> Load:
+    """One Sample a second for ``duration`` s from ``t0``; how loaded the CPUs were."""
+    cpu0 = _ticks(tasks)
+    idle0 = ksm.idle_ticks()
+    stat0 = cpu_times()
+    next_t = t0
+    last_print = -1
+    with samples_path.open("w") as samples:
+        while (now := time.monotonic()) - t0 <= duration:
+            oracle.check()
+            state = {c: k.read_int(c) for c in COUNTERS if k.has(c)}
+            o = oracle.latest
+            cpu = {n: v - cpu0[n] for n, v in _ticks(tasks).items() if n in cpu0}
+            row = Sample(
+                t=round(now - t0, 3),
+                pages_sharing=o.kernel_sharing if o else 0,
+                ksmd_ticks=_need(cpu, "ksmd"),
+                oracle=o.opportunities if o else 0,
+                oracle_file=o.file if o else 0,
+                oracle_anon=o.anon if o else 0,
+                present=o.present if o else 0,
+                idle_ticks=ksm.idle_ticks() - idle0,
+                cpu_ticks=cpu,
+                merging={str(p): m for p in pids if (m := _merging(p)) is not None},
+                counters={
+                    **state,
+                    "sysfs_pages_sharing": state["pages_sharing"],
+                    "guests_sharing_file": o.file_sharing if o else 0,
+                },
+            )
+            samples.write(row.to_json() + "\n")
+            samples.flush()
+            if int(now - t0) // 10 != last_print:
+                last_print = int(now - t0) // 10
+                print(
+                    f"  {cfg.name:>14} t={now - t0:5.0f} s  guests' sharing={row.pages_sharing:7d}"
+                    f"  oracle={row.oracle:7d}  (snapshot at t={o.t if o else 0:.0f} s, "
+                    f"{o.seconds if o else 0:.1f} s)  hinted merges="
+                    f"{state.get('hint_pages_merged', 0)}",
+                    flush=True,
+                )
+            next_t += 1.0
+            time.sleep(max(0.0, next_t - time.monotonic()))
+    used = cpu_times() - stat0
+    return Load(
+        seconds=round(time.monotonic() - t0, 3),
+        cpu_ticks=used.total,
+        idle_ticks=used.idle,
+        steal_ticks=used.steal,
+    )
+
+
+def run_mode(
+    sc: QemuScenario,
+    cfg: ModeConfig,
+    out: Path,
+    duration: float,
+    pages: int,
+    sleep_ms: int,
+    image: GuestImage,
+    disk_hashes: npt.NDArray[np.uint64],
+    warm_rounds: int,
+    rep: int | None = None,
+) -> Summary:
+    """One repetition of one mode of ``sc`` (see the module's steps)."""
+    k = ksm.Ksm()
+    if cfg.scan_rate:
+        pages, sleep_ms = cfg.scan_rate
+    _reset(k, cfg, pages, sleep_ms)
+    out.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        ballast, ballast_info = _start_ballast(stack, sc, cfg, image.disk.path, duration)
+        boot_t0 = time.monotonic()
+        guests = _boot_all(stack, sc, image)
+        boot_wall = time.monotonic() - boot_t0
+        print(
+            f"  {cfg.name:>14} guests booted in {boot_wall:.1f} s: "
+            + ", ".join(
+                f"{spec.name} {g.boot_seconds:.1f} s (pid {g.pid})"
+                for spec, g in zip(sc.guests, guests, strict=True)
+            ),
+            flush=True,
+        )
+        info = [
+            {
+                "name": spec.name,
+                "pid": g.pid,
+                "memory_mib": spec.memory_mib,
+                "boot_seconds": round(g.boot_seconds, 3),
+                "ram": [list(r) for r in qemu_guest.guest_ram(g.pid, spec.memory_mib)],
+                "kernel": g.ready.kernel if g.ready else "",
+            }
+            for spec, g in zip(sc.guests, guests, strict=True)
+        ]
+        if ballast_info is not None:
+            info.append({"name": "ballast", **ballast_info, "memory_mib": sc.ballast_mib})
+        collector = None
+        if cfg.hints:
+            collector = stack.enter_context(
+                CollectorProcess(
+                    collector_args(cfg.adaptive),
+                    out / "collector.log",
+                    timeout=COLLECTOR_READY_S,
+                    stats=False,
+                )
+            )
+        warm_s = _warm_up(k, cfg, pages, warm_rounds)
+        print(f"  {cfg.name:>14} warm-up: {warm_rounds} rounds in {warm_s:.0f} s", flush=True)
+        pids = [g.pid for g in guests]
+        oracle = SnapshotOracle(pids, sc.snapshot_interval_s, disk_hashes)
+        stack.callback(_quiet_stop, oracle)
+        work = [_Workload(g, spec, duration) for g, spec in zip(guests, sc.guests, strict=True)]
+        t0 = time.monotonic()
+        oracle.start(t0)
+        for w in work:
+            w.start()
+        # on a failure: no workload thread outlives its guest
+        stack.callback(_stop_workloads, work, 0.0)
+        _say(ballast.stdin if ballast else None, "go")
+        tasks = {"ksmd": ksm.ksmd_pid(), "runner": os.getpid()}
+        tasks |= {spec.name: g.pid for spec, g in zip(sc.guests, guests, strict=True)}
+        if ballast:
+            tasks["ballast"] = ballast.pid
+        if collector:
+            tasks["collector"] = collector.pid
+        all_pids = [*pids, *([ballast.pid] if ballast else [])]
+        load = _measure(k, cfg, duration, oracle, all_pids, tasks, out / "samples.jsonl", t0)
+        oracle.stop()
+        oracle.check()
+        lifetimes, validation = oracle.finish(sc.long_lived_s)
+        if collector:
+            try:
+                collector.interrupt(timeout=30)
+            except PyksmError as e:
+                print(f"  {cfg.name:>14} warning: {e}", flush=True)
+        _stop_workloads(work, time.monotonic() + WORKLOAD_GRACE_S)
+        ballast_stats = _stop_ballast(ballast)
+    outcomes = [w.outcome for w in work]
+    achieved = [io_achieved(s, o) for s, o in zip(sc.guests, outcomes, strict=True)]
+    for o, a in zip(outcomes, achieved, strict=True):
+        if o.error:
+            print(f"  {cfg.name:>14} warning: {o.name}: {o.error}", flush=True)
+        elif a is not None and a < IO_PACE_OK:
+            print(
+                f"  {cfg.name:>14} warning: {o.name} read at {a:.0%} of its set rate: "
+                "CPU-bound, modes may not be comparable",
+                flush=True,
+            )
+    print(
+        f"  {cfg.name:>14} oracle: {validation['snapshots']} snapshots, "
+        f"{validation['snapshot_seconds_mean']} s each; precision {validation['precision']:.4f}"
+        f", long-lived recall {validation['long_lived_recall']}",
+        flush=True,
+    )
+    summary = Summary(
+        mode=cfg.name,
+        config=asdict(cfg),
+        guests=info,
+        guest_stats=[*(asdict(o) for o in outcomes), *([ballast_stats] if ballast_stats else [])],
+        io_achieved=achieved,
+        scan_rate={"pages_to_scan": pages, "sleep_millisecs": sleep_ms},
+        warm_up={
+            "rounds": warm_rounds,
+            "pages_to_scan": WARM_PAGES,
+            "seconds": warm_s,
+            "guests_boot_seconds": round(boot_wall, 3),
+        },
+        lifetimes=lifetimes,
+        clk_tck=os.sysconf("SC_CLK_TCK"),
+        cpus=os.cpu_count(),
+        rep=rep,
+        load=load,
+        oracle="snapshot",
+        validation=validation,
+    )
+    (out / "summary.json").write_text(summary.to_json())
+    return summary
+
+
+def _quiet_stop(oracle: SnapshotOracle) -> None:
+    """Stop the oracle's thread on a failure path (its own error is not the news)."""
+    with contextlib.suppress(PyksmError):
+        oracle.stop()
