@@ -191,6 +191,9 @@ class Summary:
     hint_visits: dict[str, int] | None = None
     rep: int | None = None
     load: Load | None = None
+    # Failed hinted merges by cause over the measured run (kernel counters
+    # hint_pages_failed_<cause>, end minus start); None: not recorded.
+    merge_failures: dict[str, int] | None = None
 
     _REQUIRED: ClassVar[dict[str, tuple[type, ...]]] = {
         "mode": (str,),
@@ -208,6 +211,7 @@ class Summary:
         "hint_visits": (dict,),
         "rep": (int,),
         "load": (dict,),
+        "merge_failures": (dict,),
     }
 
     @property
@@ -240,6 +244,8 @@ class Summary:
                 _take({"io_achieved": a}, "io_achieved", _NUMBER, f"{where} [{i}]")
         if "load" in got:
             got["load"] = Load.from_json(got["load"], where)
+        for cause, n in got.get("merge_failures", {}).items():
+            _take({cause: n}, cause, (int,), f"{where} merge_failures")
         return cls(**got)
 
     def get(self, key: str, default: Any = None) -> Any:
