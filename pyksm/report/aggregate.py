@@ -82,6 +82,7 @@ QUANTITIES: tuple[Quantity, ...] = (
     Quantity("hints_received_count", lambda m: m.hints_received),
     Quantity("hint_pages_scanned_count", lambda m: m.hint_pages_scanned),
     Quantity("hint_pages_merged_count", lambda m: m.hint_pages_merged),
+    Quantity("hint_pages_failed_count", lambda m: m.hint_pages_failed),
     Quantity("hints_dropped_count", lambda m: m.hints_dropped),
     Quantity("guest_io_pace_fraction", lambda m: m.io_achieved),
     Quantity("cpu_idle_fraction", lambda m: m.idle_fraction),
@@ -134,6 +135,14 @@ class ModeStats:
     ratios: dict[str, Stat]  # by Ratio.key; empty for ksm and without ksm
     cpu_by_task: dict[str, Stat]  # % of one CPU, by task
     hint_visits: dict[str, int] | None  # summed over the repetitions
+    # Failed hinted merges by cause, summed over the repetitions that
+    # recorded them; None when none did.
+    merge_failures: dict[str, int] | None = None
+
+    @property
+    def failure_reps(self) -> int:
+        """Repetitions that recorded failed merges by cause."""
+        return sum(1 for m in self.runs if m.merge_failures is not None)
 
     @property
     def n(self) -> int:
@@ -153,6 +162,7 @@ class ModeStats:
             "vs_ksm": {k: s.to_json() for k, s in self.ratios.items()},
             "cpu_by_task_percent": {k: s.to_json() for k, s in self.cpu_by_task.items()},
             "hint_visits_count": self.hint_visits,
+            "merge_failures_count": self.merge_failures,
         }
 
 
@@ -208,6 +218,7 @@ def _ratios(mode: str, runs: list[ModeMetrics], base: list[ModeMetrics] | None) 
 def _mode_stats(mode: str, runs: list[ModeMetrics], base: list[ModeMetrics] | None) -> ModeStats:
     tasks = sorted({t for m in runs for t in m.cpu_by_task})
     visits = [m for m in runs if m.hint_visits]
+    failures = [m.merge_failures for m in runs if m.merge_failures is not None]
     return ModeStats(
         mode=mode,
         runs=runs,
@@ -219,6 +230,12 @@ def _mode_stats(mode: str, runs: list[ModeMetrics], base: list[ModeMetrics] | No
             for k in sorted({k for m in visits if m.hint_visits for k in m.hint_visits})
         }
         if visits
+        else None,
+        merge_failures={
+            k: sum(f.get(k, 0) for f in failures)
+            for k in dict.fromkeys(k for f in failures for k in f)
+        }
+        if failures
         else None,
     )
 

@@ -18,6 +18,10 @@ sharing, time to 50/90 % of the oracle, ksmd CPU, hint statistics, the load.
   differ: the repetition is flagged).
 - idle / steal: the share of all CPUs' time that was idle / stolen by the
   hypervisor over the run (runs that recorded it).
+- failed merges by cause: hinted visits whose merge with a partner failed,
+  by the kernel's cause (hint_pages_failed_<cause>), over the run: what the
+  runner recorded in summary.json, else the first and last samples; None
+  on a kernel without these counters.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pyksm.experiment.results import IO_PACE_OK
+from pyksm.kernel.ksm import MergeFailures
 from pyksm.report.dataset import ModeRun
 
 MIB_PER_PAGE = 4096 / 2**20
@@ -54,6 +59,12 @@ class ModeMetrics:
     idle_fraction: float | None = None
     steal_fraction: float | None = None
     hint_visits: dict[str, int] | None = None
+    merge_failures: dict[str, int] | None = None  # by cause, see MergeFailures
+
+    @property
+    def hint_pages_failed(self) -> int | None:
+        """Failed hinted merges, all causes (None: not recorded)."""
+        return None if self.merge_failures is None else sum(self.merge_failures.values())
 
     @property
     def mean_sharing_mib(self) -> float:
@@ -85,6 +96,17 @@ def time_to_fraction(run: ModeRun, frac: float) -> float | None:
     if short[-1] + 1 == idx.size:
         return None
     return float(run.t[idx[short[-1] + 1]])
+
+
+def merge_failures(run: ModeRun) -> dict[str, int] | None:
+    """Failed hinted merges by cause over the run (see the module docstring)."""
+    if run.summary and run.summary.merge_failures is not None:
+        return dict(run.summary.merge_failures)
+    if not run.rows:
+        return None
+    first = MergeFailures.from_counters(run.rows[0].counters)
+    last = MergeFailures.from_counters(run.rows[-1].counters)
+    return (last - first).as_dict() if first and last else None
 
 
 def compute(run: ModeRun) -> ModeMetrics:
@@ -129,4 +151,5 @@ def compute(run: ModeRun) -> ModeMetrics:
         idle_fraction=load.idle_fraction if load else None,
         steal_fraction=load.steal_fraction if load else None,
         hint_visits=run.summary.hint_visits if run.summary else None,
+        merge_failures=merge_failures(run),
     )
