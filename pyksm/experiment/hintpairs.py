@@ -37,7 +37,10 @@ from pyksm.probes import features
 
 EVENT = "events/ksm/ksm_hint_page"
 MERGED = frozenset({"stable", "pair", "zero"})
-_LINE = re.compile(r"\s(\d+\.\d+): ksm_hint_page: mm \S+ addr 0x([0-9a-f]+) result (\w+)")
+# Kernels with failed merges by cause add " cause X" ("-" unless "failed").
+_LINE = re.compile(
+    r"\s(\d+\.\d+): ksm_hint_page: mm \S+ addr 0x([0-9a-f]+) result (\w+)(?: cause (\S+))?"
+)
 _ENTRIES = re.compile(r"entries-in-buffer/entries-written: (\d+)/(\d+)")
 
 
@@ -46,11 +49,15 @@ class Visit:
     t: float  # CLOCK_MONOTONIC seconds
     addr: int
     result: str
+    cause: str | None = None  # why a "failed" merge failed (hint_pages_failed_*)
 
 
 def parse_trace(text: str) -> tuple[list[Visit], int]:
     """Visits from tracefs ``trace`` text, and how many events were lost."""
-    visits = [Visit(float(m[1]), int(m[2], 16), m[3]) for m in _LINE.finditer(text)]
+    visits = [
+        Visit(float(m[1]), int(m[2], 16), m[3], None if m[4] in (None, "-") else m[4])
+        for m in _LINE.finditer(text)
+    ]
     lost = 0
     if e := _ENTRIES.search(text):
         lost = int(e[2]) - int(e[1])

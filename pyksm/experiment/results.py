@@ -245,6 +245,9 @@ class Summary:
     rep: int | None = None
     load: Load | None = None
     diagnosis: Diagnosis | None = None
+    # Failed hinted merges by cause over the measured run (kernel counters
+    # hint_pages_failed_<cause>, end minus start); None: not recorded.
+    merge_failures: dict[str, int] | None = None
 
     _REQUIRED: ClassVar[dict[str, tuple[type, ...]]] = {
         "mode": (str,),
@@ -265,6 +268,7 @@ class Summary:
         "rep": (int,),
         "load": (dict,),
         "diagnosis": (dict,),
+        "merge_failures": (dict,),
     }
 
     @property
@@ -299,6 +303,8 @@ class Summary:
             got["load"] = Load.from_json(got["load"], where)
         if "diagnosis" in got:
             got["diagnosis"] = Diagnosis.from_json(got["diagnosis"], where)
+        for cause, n in got.get("merge_failures", {}).items():
+            _take({cause: n}, cause, (int,), f"{where} merge_failures")
         return cls(**got)
 
     def get(self, key: str, default: Any = None) -> Any:

@@ -415,6 +415,7 @@ def run_mode(
                 raise PyksmError(f"--trace-hints: no tracefs {hintpairs.EVENT} in this kernel")
             tracer.start()
             stack.callback(_stop_tracer, tracer)
+        failed0 = k.merge_failures()
         for g in guests:
             _say(g.stdin, "go")
         # CPU time of every party, so a run shows where the (virtual) CPUs went
@@ -427,6 +428,7 @@ def run_mode(
             k, cfg, duration, oracle, guests, tasks, out / "samples.jsonl", tracer, history
         )
         t0 = measured.t0
+        failed1 = k.merge_failures()
         visits: list[hintpairs.Visit] = []
         lost = 0
         if tracer:
@@ -452,7 +454,10 @@ def run_mode(
         rep=rep,
         load=measured.load,
         diagnosis=measured.diagnosis,
+        merge_failures=(failed1 - failed0).as_dict() if failed0 and failed1 else None,
     )
+    if summary.merge_failures and any(summary.merge_failures.values()):
+        print(f"  {cfg.name:>14} failed hinted merges: {summary.merge_failures}", flush=True)
     if tracer:
         rams = [(int(x["ram"][0]), int(x["ram"][1])) for x in info]
         counts = hintpairs.classify(history, visits, rams)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from pyksm.deadline import wait_for
@@ -101,11 +102,69 @@ KNOBS: dict[str, Knob] = {
             monotonic=True,
         ),
         _K("hint_pages_merged", "int", False, "KSM++", "hinted visits that merged", monotonic=True),
+        *(
+            _K(f"hint_pages_failed_{cause}", "int", False, "KSM++", doc, monotonic=True)
+            for cause, doc in (
+                ("unmapped", "failed hinted merges: page gone from its PTE"),
+                ("locked", "failed hinted merges: folio lock busy"),
+                ("split", "failed hinted merges: large folio not split"),
+                ("lru", "failed hinted merges: extra ref off the LRU (per-CPU batch)"),
+                ("refs", "failed hinted merges: extra ref (GUP, pin, I/O)"),
+                ("changed", "failed hinted merges: written before write protection"),
+                ("nomem", "failed hinted merges: no stable node"),
+            )
+        ),
     )
 }
+FAILED_PREFIX = "hint_pages_failed_"
 HINT_KNOBS = tuple(n for n, k in KNOBS.items() if k.since == "KSM++")
 STATS = tuple(n for n, k in KNOBS.items() if not k.writable)  # read-only values
 MONOTONIC = frozenset(n for n, k in KNOBS.items() if k.monotonic)
+
+
+@dataclass(frozen=True)
+class MergeFailures:
+    """Hinted visits whose merge with a partner failed, by cause
+    (``hint_pages_failed_<cause>``): absolute counts, or a delta of two."""
+
+    unmapped: int = 0  # no longer mapped by a PTE where its rmap_item says
+    locked: int = 0  # folio lock held elsewhere
+    split: int = 0  # large folio could not be split
+    lru: int = 0  # extra reference while off the LRU: per-CPU LRU batch, isolated
+    refs: int = 0  # extra reference on an LRU folio: GUP, pin, I/O in flight
+    changed: int = 0  # written between comparison and write protection
+    nomem: int = 0  # no memory for a stable tree node
+
+    @classmethod
+    def causes(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def counter_names(cls) -> tuple[str, ...]:
+        """The sysfs files, in cause order."""
+        return tuple(FAILED_PREFIX + c for c in cls.causes())
+
+    @classmethod
+    def from_counters(cls, counters: Mapping[str, object]) -> MergeFailures | None:
+        """From a mapping of counter name to value (a sysfs snapshot, a sample);
+        None unless every cause is there as an int (a kernel without them)."""
+        values: dict[str, int] = {}
+        for cause, name in zip(cls.causes(), cls.counter_names(), strict=True):
+            v = counters.get(name)
+            if not isinstance(v, int) or isinstance(v, bool):
+                return None
+            values[cause] = v
+        return cls(**values)
+
+    @property
+    def total(self) -> int:
+        return sum(self.as_dict().values())
+
+    def as_dict(self) -> dict[str, int]:
+        return {c: int(getattr(self, c)) for c in self.causes()}
+
+    def __sub__(self, other: MergeFailures) -> MergeFailures:
+        return MergeFailures(**{c: getattr(self, c) - getattr(other, c) for c in self.causes()})
 
 
 class Ksm:
@@ -145,6 +204,22 @@ class Ksm:
         if not isinstance(value, int):
             raise PyksmError(f"{self.root / name} is not a number: {value!r}")
         return value
+
+    def merge_failures(self) -> MergeFailures | None:
+        """The failed hinted merges by cause; None on a kernel without them."""
+        if not self.has(MergeFailures.counter_names()[0]):
+            return None
+        try:
+            return MergeFailures(
+                **{
+                    c: self.read_int(n)
+                    for c, n in zip(
+                        MergeFailures.causes(), MergeFailures.counter_names(), strict=True
+                    )
+                }
+            )
+        except (PyksmError, ValueError):
+            return None
 
     def write(self, name: str, value: int | str | bool) -> None:
         knob = KNOBS.get(name)

@@ -77,7 +77,10 @@ def vng_binary() -> str:
 
 
 def _guest_script(req: VmRequest) -> str:
-    exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(req.env.items()))
+    # The guest imports pyksm from this checkout, not from wherever the venv's
+    # editable install points (a git worktree's VM tests ran main's code).
+    env = {"PYTHONPATH": str(repo_root())} | req.env
+    exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()))
     cwd = shlex.quote(str(req.cwd or repo_root()))
     cmd = shlex.join(req.command)
     # The command's stderr joins its stdout: vng's stderr is the kernel console.

@@ -97,6 +97,7 @@ QUANTITIES: tuple[Quantity, ...] = (
     Quantity("hints_received_count", lambda m: m.hints_received),
     Quantity("hint_pages_scanned_count", lambda m: m.hint_pages_scanned),
     Quantity("hint_pages_merged_count", lambda m: m.hint_pages_merged),
+    Quantity("hint_pages_failed_count", lambda m: m.hint_pages_failed),
     Quantity("hints_dropped_count", lambda m: m.hints_dropped),
     Quantity("guest_io_pace_fraction", lambda m: m.io_achieved),
     Quantity("cpu_idle_fraction", lambda m: m.idle_fraction),
@@ -249,6 +250,15 @@ class ModeStats:
             reps_with_slope=len(own),
         )
 
+    # Failed hinted merges by cause, summed over the repetitions that
+    # recorded them; None when none did.
+    merge_failures: dict[str, int] | None = None
+
+    @property
+    def failure_reps(self) -> int:
+        """Repetitions that recorded failed merges by cause."""
+        return sum(1 for m in self.runs if m.merge_failures is not None)
+
     @property
     def n(self) -> int:
         return len(self.runs)
@@ -272,6 +282,7 @@ class ModeStats:
                 group: {k: s.to_json() for k, s in stats.items()}
                 for group, stats in self.counters.items()
             },
+            "merge_failures_count": self.merge_failures,
         }
 
     def _steady_json(self) -> dict[str, Any]:
@@ -352,6 +363,7 @@ def _mode_stats(mode: str, runs: list[ModeMetrics], base: list[ModeMetrics] | No
     tasks = sorted({t for m in runs for t in m.cpu_by_task})
     visits = [m for m in runs if m.hint_visits]
     is_steady = any(m.steady is not None for m in runs)
+    failures = [m.merge_failures for m in runs if m.merge_failures is not None]
     return ModeStats(
         mode=mode,
         runs=runs,
@@ -368,6 +380,12 @@ def _mode_stats(mode: str, runs: list[ModeMetrics], base: list[ModeMetrics] | No
         if is_steady
         else None,
         counters=_counters(runs),
+        merge_failures={
+            k: sum(f.get(k, 0) for f in failures)
+            for k in dict.fromkeys(k for f in failures for k in f)
+        }
+        if failures
+        else None,
     )
 
 

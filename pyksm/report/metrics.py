@@ -22,6 +22,10 @@ sharing, time to 50/90 % of the oracle, ksmd CPU, hint statistics, the load.
   window and its trend (pyksm.analysis.steady).
 - diagnosis: how much the COW-break and hint-drop counters grew over the run
   (summary.json's, or from the first and last sample of a run cut short).
+- failed merges by cause: hinted visits whose merge with a partner failed,
+  by the kernel's cause (hint_pages_failed_<cause>), over the run: what the
+  runner recorded in summary.json, else the first and last samples; None
+  on a kernel without these counters.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import numpy as np
 from pyksm.analysis import steady as steady_
 from pyksm.analysis.steady import SteadyState
 from pyksm.experiment.results import IO_PACE_OK, Diagnosis
+from pyksm.kernel.ksm import MergeFailures
 from pyksm.report.dataset import ModeRun
 
 MIB_PER_PAGE = 4096 / 2**20
@@ -62,6 +67,12 @@ class ModeMetrics:
     hint_visits: dict[str, int] | None = None
     steady: SteadyState | None = None  # steady scenarios only
     diagnosis: Diagnosis | None = None
+    merge_failures: dict[str, int] | None = None  # by cause, see MergeFailures
+
+    @property
+    def hint_pages_failed(self) -> int | None:
+        """Failed hinted merges, all causes (None: not recorded)."""
+        return None if self.merge_failures is None else sum(self.merge_failures.values())
 
     @property
     def mean_sharing_mib(self) -> float:
@@ -102,6 +113,17 @@ def diagnosis(run: ModeRun) -> Diagnosis | None:
     if not run.rows:
         return None
     return Diagnosis.between(run.rows[0].counters, run.rows[-1].counters)
+
+
+def merge_failures(run: ModeRun) -> dict[str, int] | None:
+    """Failed hinted merges by cause over the run (see the module docstring)."""
+    if run.summary and run.summary.merge_failures is not None:
+        return dict(run.summary.merge_failures)
+    if not run.rows:
+        return None
+    first = MergeFailures.from_counters(run.rows[0].counters)
+    last = MergeFailures.from_counters(run.rows[-1].counters)
+    return (last - first).as_dict() if first and last else None
 
 
 def compute(run: ModeRun, steady_window_s: float | None = None) -> ModeMetrics:
@@ -151,4 +173,5 @@ def compute(run: ModeRun, steady_window_s: float | None = None) -> ModeMetrics:
         if steady_window_s
         else None,
         diagnosis=diagnosis(run),
+        merge_failures=merge_failures(run),
     )

@@ -17,6 +17,7 @@ from pyksm.analysis import steady
 from pyksm.analysis.intervals import CONFIDENCE, RESAMPLES, SEED
 from pyksm.analysis.steady import SteadyState
 from pyksm.experiment.results import IO_PACE_OK
+from pyksm.kernel.ksm import MergeFailures
 from pyksm.report import aggregate, figures
 from pyksm.report.aggregate import CounterGroup, ExperimentStats, ModeStats, Stat, Trend
 from pyksm.report.dataset import Experiment
@@ -285,6 +286,32 @@ def hint_visit_rows(exp: Experiment, st: ExperimentStats | None = None) -> list[
     return rows
 
 
+def merge_failure_rows(exp: Experiment, st: ExperimentStats | None = None) -> list[dict[str, str]]:
+    """Failed hinted merges by the kernel's cause (hint_pages_failed_<cause>),
+    summed over the repetitions that recorded them, per mode; the share of
+    hinted merge attempts (merged + failed) that failed. Modes without any
+    failed hinted merge recorded (ksm, an unpatched kernel) have no row."""
+    st = st or aggregate.summarize(exp)
+    rows = []
+    for ms in st.modes.values():
+        fails = ms.merge_failures
+        if not fails or not any(fails.values()):
+            continue
+        failed = sum(fails.values())
+        merged = sum(m.hint_pages_merged for m in ms.runs if m.merge_failures is not None)
+        causes = [c for c in MergeFailures.causes() if c in fails]
+        causes += [c for c in fails if c not in causes]
+        rows.append(
+            {"mode": ms.mode, "reps": str(ms.failure_reps)}
+            | {c: str(fails[c]) for c in causes}
+            | {
+                "failed": str(failed),
+                "failed / (merged + failed)": f"{failed / (merged + failed):.0%}",
+            }
+        )
+    return rows
+
+
 def interval_note(st: ExperimentStats) -> str:
     """What a cell means, with n."""
     ns = sorted({ms.n for ms in st.modes.values()})
@@ -366,6 +393,8 @@ def terminal_summary(exps: list[Experiment], console: Console) -> None:
         for group in aggregate.COUNTER_GROUPS:
             if rows := counter_rows(st, group):
                 console.print(_rich_table(f"{exp.scenario}: {group.title.lower()}", rows))
+        if mf := merge_failure_rows(exp, st):
+            console.print(_rich_table(f"{exp.scenario}: failed hinted merges by cause", mf))
 
 
 def _img(path: Path) -> str:
@@ -439,6 +468,17 @@ def write(exps: list[Experiment], outdir: Path) -> Path:
                     f"<h3>{html.escape(group.title)}</h3>"
                     f"<p class='note'>{html.escape(group.note)}</p>" + _html_table(rows)
                 )
+        if mf := merge_failure_rows(exp, st):
+            parts.append(
+                "<h3>Failed hinted merges by cause</h3><p>Summed over the repetitions: hinted "
+                "visits that found a partner but could not merge, by the kernel's counters "
+                "hint_pages_failed_*. unmapped: a page left its PTE (unmapped, remapped, vma "
+                "gone); locked: folio lock busy; split: large folio not split; lru: an extra "
+                "reference while off the LRU (a per-CPU LRU batch, isolation); refs: an extra "
+                "reference on an LRU page (GUP, O_DIRECT, a pin); changed: written between the "
+                "comparison and the write protection; nomem: no stable tree node.</p>"
+                + _html_table(mf)
+            )
         parts.append(_img(merge))
         if steady_png is not None:
             parts.append(_img(steady_png))

@@ -71,3 +71,17 @@ def test_parse_trace_reads_visits_and_lost_events() -> None:
         Visit(124.000001, 0x7F0012346000, "unstable"),
     ]
     assert lost == 3
+
+
+def test_parse_trace_reads_the_failure_cause() -> None:
+    text = (
+        "            ksmd-37      [001] .....   123.456789: ksm_hint_page: "
+        "mm 00000000c0ffee00 addr 0x7f0012345000 result failed cause lru\n"
+        "            ksmd-37      [000] d....   124.000001: ksm_hint_page: "
+        "mm 00000000c0ffee00 addr 0x7f0012346000 result pair cause -\n"
+    )
+    visits, _ = parse_trace(text)
+    assert visits == [
+        Visit(123.456789, 0x7F0012345000, "failed", "lru"),
+        Visit(124.000001, 0x7F0012346000, "pair"),
+    ]

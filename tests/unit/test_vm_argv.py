@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pyksm.lab import vm
+from pyksm.lab.build import repo_root
 
 
 def test_argv_has_console_shares_and_command(tmp_path: Path) -> None:
@@ -37,3 +38,14 @@ def test_qemu_opts_go_last_as_one_argument(tmp_path: Path) -> None:
     req.qemu_opts = ["-icount", "shift=0,sleep=off"]
     argv = vm.build_argv(req, kvm=False)
     assert argv[-2:] == ["--qemu-opts", "-icount shift=0,sleep=off"]
+
+
+def test_guest_imports_pyksm_from_this_checkout(tmp_path: Path) -> None:
+    """The guest gets PYTHONPATH=<this checkout> (a worktree's tests must not run
+    the code the venv's editable install points at); the request may override it."""
+    req = vm.VmRequest(bzimage=tmp_path / "bzImage", command=["true"], outdir=tmp_path)
+    script = vm.build_argv(req, kvm=False)
+    assert f"export PYTHONPATH={repo_root()} " in script[script.index("--exec") + 1]
+    req.env["PYTHONPATH"] = "/elsewhere"
+    script = vm.build_argv(req, kvm=False)
+    assert "export PYTHONPATH=/elsewhere " in script[script.index("--exec") + 1]

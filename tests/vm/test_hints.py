@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pyksm.kernel import ksm
 from pyksm.lab import ktap
 from tests.vm.conftest import Boot, summarize
 
@@ -45,6 +46,10 @@ def test_python_wire_format_and_writer_against_the_kernel(
     assert r["madvise_rejected"] == {"EOPNOTSUPP": 1, "ESRCH": 1}
     assert r["madvise_unaligned"] == 1
     assert r["prometheus_has_hints"] and r["prometheus_has_self"]
+    assert r["merge_failures"] is not None
+    assert list(r["merge_failures"]) == list(ksm.MergeFailures.causes())
+    assert all(isinstance(v, int) and v >= 0 for v in r["merge_failures"].values())
+    assert r["failed_le_unmerged"]
 
 
 def test_hinted_visits_are_traced_with_their_results(

@@ -80,6 +80,14 @@ wait_for(
     poll=0.2,
 )
 
+# The failed hinted merges by cause, read through pyksm from the real sysfs:
+# every cause is there, and they count only hinted visits that did not merge.
+failures = k.merge_failures()
+out["merge_failures"] = failures.as_dict() if failures else None
+out["failed_le_unmerged"] = failures is not None and failures.total <= k.read_int(
+    "hint_pages_scanned"
+) - k.read_int("hint_pages_merged")
+
 prom = top.prometheus(top.sample(k), {})
 out["prometheus_has_hints"] = "pyksm_hints_received_total " in prom
 out["prometheus_has_self"] = f'pid="{os.getpid()}"' in prom
