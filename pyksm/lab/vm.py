@@ -164,16 +164,19 @@ def run(req: VmRequest, show_console: bool = False) -> VmResult:
             proc.wait(timeout=req.timeout)
         except subprocess.TimeoutExpired:
             timed_out = True
-        except BaseException:  # ^C, SIGTERM: no VM is left running
-            _kill(proc)
-            raise
         finally:
-            if timed_out:
-                _kill(proc)
+            # On every path (timeout, ^C, SIGTERM, and vng ending first: a vng
+            # that is killed leaves its QEMU running, orphaned but still in
+            # vng's process group) nothing of the VM's session is left. Only
+            # then do the pumps see EOF; a pipe is closed only once its pump
+            # has stopped (closing it under a blocked read1() waits for that
+            # read, i.e. forever while QEMU lives).
+            _kill(proc)
             for t in pumps:
                 t.join(timeout=5)
-            proc.stdout.close()
-            proc.stderr.close()
+            for pipe, t in zip((proc.stdout, proc.stderr), pumps, strict=True):
+                if not t.is_alive():
+                    pipe.close()
     seconds = time.monotonic() - t0
     reports = console.scan(console_log.read_text(errors="replace"))
     command_exit = None if timed_out else proc.returncode
@@ -196,7 +199,9 @@ def run(req: VmRequest, show_console: bool = False) -> VmResult:
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
+    """SIGKILL vng's whole process group (vng leads its own session), then
+    reap vng; harmless when all of it has already exited."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
 
