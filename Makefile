@@ -28,7 +28,7 @@ VAGRANT_PACKAGES := vagrant vagrant-libvirt libvirt-daemon-system libvirt-client
 	dnsmasq-base netcat-openbsd iproute2 debootstrap e2fsprogs qemu-utils rsync \
 	openssh-client
 
-.PHONY: help setup apt venv lint unit vm vm-debug test demo bench kernel guest-image clean \
+.PHONY: help setup apt venv lint unit vm vm-debug vm-qemu test demo demo-qemu bench kernel guest-image clean \
 	vagrant-setup vagrant-box vagrant-up vagrant-test
 
 help:
@@ -36,6 +36,8 @@ help:
 	@echo "make demo      KSM vs KSM++ on the kernel-build workload, report in ./pyksm-report/"
 	@echo "make test      setup, lint, unit tests, VM tests on the test kernel"
 	@echo "make vm-debug  VM tests on the debug (KASAN, lockdep, KFENCE) kernel"
+	@echo "make vm-qemu   the VM test with two real QEMU guests inside the test VM (~11 min)"
+	@echo "make demo-qemu KSM vs KSM++ with two real QEMU guests (nested TCG), report in ./pyksm-report-qemu/"
 	@echo "make bench     benchmarks (JSON in bench-results/)"
 	@echo "make guest-image  guest kernel, agent initramfs, ext4 disk of the real-QEMU guests"
 	@echo "make vagrant-setup  install Vagrant, vagrant-libvirt, libvirt, debootstrap"
@@ -81,16 +83,26 @@ guest-image: setup
 
 vm: setup
 	$(PYKSM) kernel build
-	$(PYTEST) -q -m "vm and not vagrant" tests/vm
+	$(PYTEST) -q -m "vm and not vagrant and not nested_qemu" tests/vm
+
+# Two real QEMU guests inside the test VM (nested TCG): ~11 minutes.
+vm-qemu: setup
+	$(PYKSM) kernel build
+	$(PYTEST) -q -m nested_qemu tests/vm
 
 vm-debug: setup
 	$(PYKSM) kernel build --debug
-	PYKSM_TEST_VARIANT=debug $(PYTEST) -q -m "vm and not vagrant" tests/vm
+	PYKSM_TEST_VARIANT=debug $(PYTEST) -q -m "vm and not vagrant and not nested_qemu" tests/vm
 
 test: setup lint unit vm
 
 demo: setup
 	$(PYKSM) demo
+
+# KSM vs KSM++ with two real QEMU guests inside the test VM (see README).
+demo-qemu: setup
+	$(PYKSM) experiment run qemu-kernel-build --modes ksm,ksm++ -o pyksm-results-qemu
+	$(PYKSM) report pyksm-results-qemu/qemu-kernel-build -o pyksm-report-qemu
 
 bench: setup
 	$(PY) -m benchmarks
