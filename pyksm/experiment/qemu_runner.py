@@ -282,13 +282,7 @@ def _measure(
                 )
             next_t += 1.0
             time.sleep(max(0.0, next_t - time.monotonic()))
-    used = cpu_times() - stat0
-    return Load(
-        seconds=round(time.monotonic() - t0, 3),
-        cpu_ticks=used.total,
-        idle_ticks=used.idle,
-        steal_ticks=used.steal,
-    )
+    return Load.since(t0, stat0)
 
 
 def run_mode(

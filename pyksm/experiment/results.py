@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
 from pyksm.errors import PyksmError
+from pyksm.procfs import CpuTimes, cpu_times
 
 __all__ = [
     "DIAGNOSIS_COUNTERS",
@@ -160,6 +162,17 @@ class Load:
         "idle_ticks": (int,),
         "steal_ticks": (int,),
     }
+
+    @classmethod
+    def since(cls, t0: float, stat0: CpuTimes) -> Load:
+        """The load from ``t0`` (time.monotonic()) and /proc/stat's ``stat0`` to now."""
+        used = cpu_times() - stat0
+        return cls(
+            seconds=round(time.monotonic() - t0, 3),
+            cpu_ticks=used.total,
+            idle_ticks=used.idle,
+            steal_ticks=used.steal,
+        )
 
     @property
     def idle_fraction(self) -> float | None:

@@ -338,14 +338,7 @@ def _measure(
                 )
             next_t += 1.0
             time.sleep(max(0.0, next_t - time.monotonic()))
-    used = cpu_times() - stat0
-    load = Load(
-        seconds=round(time.monotonic() - t0, 3),
-        cpu_ticks=used.total,
-        idle_ticks=used.idle,
-        steal_ticks=used.steal,
-    )
-    return Measured(t0, load, Diagnosis.between(first or {}, state))
+    return Measured(t0, Load.since(t0, stat0), Diagnosis.between(first or {}, state))
 
 
 def _io_warnings(
