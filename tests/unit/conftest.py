@@ -1,4 +1,5 @@
-"""Fixtures shared by the unit tests: fake QMP sockets (pyksm.collect.qmp)."""
+"""Fixtures shared by the unit tests: fake QMP sockets (pyksm.collect.qmp), and the
+experiment runner in-process with a fake KSM sysfs and no disk image."""
 
 from __future__ import annotations
 
@@ -84,3 +85,19 @@ def fake_qemu(tmp_path: Path) -> Iterator[Path]:
                 conn.sendall(json.dumps(reply).encode() + b"\r\n")
 
     yield from (path for _ in _serve(path, handle))
+
+
+@pytest.fixture
+def runner_on_fake_ksm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pyksm.experiment.runner runs here: its Ksm is a sysfs directory under
+    tmp_path/ksm (ksmd stopped, 100 pages / 20 ms) and it builds no disk image."""
+    from pyksm.experiment import runner
+    from pyksm.kernel import ksm
+
+    root = tmp_path / "ksm"
+    root.mkdir()
+    for name, value in (("run", 0), ("pages_to_scan", 100), ("sleep_millisecs", 20)):
+        (root / name).write_text(f"{value}\n")
+    fake = ksm.Ksm(root)
+    monkeypatch.setattr(runner.ksm, "Ksm", lambda: fake)
+    monkeypatch.setattr(runner, "make_image", lambda path, mib: None)

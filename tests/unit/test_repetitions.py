@@ -116,19 +116,12 @@ def test_repetition_directories_and_the_single_run_layout(tmp_path: Path) -> Non
     assert mode_reps(tmp_path / "missing") == []
 
 
+@pytest.mark.usefixtures("runner_on_fake_ksm")
 def test_the_runner_runs_the_plan_in_one_process_and_records_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from pyksm.experiment import runner
-    from pyksm.kernel import ksm
 
-    root = tmp_path / "ksm"
-    root.mkdir()
-    for name, value in (("run", 0), ("pages_to_scan", 100), ("sleep_millisecs", 20)):
-        (root / name).write_text(f"{value}\n")
-    fake = ksm.Ksm(root)
-    monkeypatch.setattr(runner.ksm, "Ksm", lambda: fake)
-    monkeypatch.setattr(runner, "make_image", lambda path, mib: None)
     calls: list[tuple[int | None, str, Path]] = []
 
     def run_mode(sc: object, cfg: runner.ModeConfig, out: Path, *a: object) -> None:

@@ -117,18 +117,10 @@ def test_a_bad_duration_through_the_api_is_refused_before_building(
     assert requests == []
 
 
+@pytest.mark.usefixtures("runner_on_fake_ksm")
 def test_the_runner_gives_steady_its_twenty_minutes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pyksm.kernel import ksm
-
-    root = tmp_path / "ksm"
-    root.mkdir()
-    for name, value in (("run", 0), ("pages_to_scan", 100), ("sleep_millisecs", 20)):
-        (root / name).write_text(f"{value}\n")
-    fake = ksm.Ksm(root)
-    monkeypatch.setattr(runner.ksm, "Ksm", lambda: fake)
-    monkeypatch.setattr(runner, "make_image", lambda path, mib: None)
     durations: list[float] = []
 
     def run_mode(sc: object, cfg: object, out: Path, duration: float, *a: object) -> None:
