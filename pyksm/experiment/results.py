@@ -202,6 +202,8 @@ class Diagnosis:
       (/sys/kernel/mm/ksm): overflow (overwritten by newer ones), age (older
       than hint_max_age_ms), stale (their mm gone or no longer under KSM),
       flush (run=2, capacity change).
+    - hint_lru_drains: per-CPU LRU drains ksmd did to retry a hinted merge
+      that failed on a page still in an LRU batch (/sys/kernel/mm/ksm).
     """
 
     cow_ksm: int | None = None
@@ -209,6 +211,7 @@ class Diagnosis:
     hints_dropped_age: int | None = None
     hints_dropped_stale: int | None = None
     hints_dropped_flush: int | None = None
+    hint_lru_drains: int | None = None
 
     @classmethod
     def between(cls, first: dict[str, int], last: dict[str, int]) -> Diagnosis:

@@ -114,6 +114,14 @@ KNOBS: dict[str, Knob] = {
                 ("nomem", "failed hinted merges: no stable node"),
             )
         ),
+        _K(
+            "hint_lru_drains",
+            "int",
+            False,
+            "KSM++",
+            "LRU drains to retry a failed hinted merge",
+            monotonic=True,
+        ),
     )
 }
 FAILED_PREFIX = "hint_pages_failed_"

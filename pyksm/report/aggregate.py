@@ -148,8 +148,9 @@ DIAGNOSIS = CounterGroup(
     "over the repetitions. COW breaks: write faults that copied a KSM page (/proc/vmstat "
     "cow_ksm; every process, merged pages written to). Hints dropped unprocessed, by reason: "
     "overflow (overwritten by newer hints), age (older than hint_max_age_ms), stale (their "
-    "mm gone or not under KSM), flush (run=2 or a capacity change). Empty: the kernel lacks "
-    "the counter.",
+    "mm gone or not under KSM), flush (run=2 or a capacity change). LRU drains: per-CPU LRU "
+    "drains ksmd did to retry a hinted merge that failed on a page in an LRU batch. Empty: "
+    "the kernel lacks the counter.",
     (
         ("COW breaks of KSM pages", Quantity("cow_ksm_count", _diag("cow_ksm"))),
         ("hinted merges", Quantity("hint_pages_merged_count", lambda m: m.hint_pages_merged)),
@@ -160,6 +161,7 @@ DIAGNOSIS = CounterGroup(
         ("dropped: age", Quantity("hints_dropped_age_count", _diag("hints_dropped_age"))),
         ("dropped: stale", Quantity("hints_dropped_stale_count", _diag("hints_dropped_stale"))),
         ("dropped: flush", Quantity("hints_dropped_flush_count", _diag("hints_dropped_flush"))),
+        ("LRU drains", Quantity("hint_lru_drains_count", _diag("hint_lru_drains"))),
     ),
 )
 COUNTER_GROUPS: tuple[CounterGroup, ...] = (DIAGNOSIS,)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pyksm.errors import PyksmError
-from pyksm.experiment.results import Summary
+from pyksm.experiment.results import Diagnosis, Summary
 from pyksm.kernel import ksm
 from pyksm.kernel.ksm import MergeFailures
 from pyksm.report import aggregate, dataset, metrics, render
@@ -149,3 +149,14 @@ def test_report_table_and_metrics_json(exp: dataset.Experiment, tmp_path: Path) 
     assert (
         saved["experiments"][0]["modes"]["ksm++-adaptive"]["merge_failures_count"]["changed"] == 100
     )
+
+
+def test_lru_drains_are_a_diagnosis_counter_and_a_column() -> None:
+    knob = ksm.KNOBS["hint_lru_drains"]
+    assert (knob.writable, knob.monotonic, knob.since) == (False, True, "KSM++")
+    # not a cause: a drain is what ksmd did, not why a merge failed
+    assert "hint_lru_drains" not in MergeFailures.counter_names()
+    d = Diagnosis.between({"hint_lru_drains": 3}, {"hint_lru_drains": 10})
+    assert d.hint_lru_drains == 7 and d.cow_ksm is None
+    titles = [t for t, _ in aggregate.DIAGNOSIS.columns]
+    assert "LRU drains" in titles
