@@ -38,7 +38,7 @@ import os
 import subprocess
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ from pyksm.errors import PyksmError
 from pyksm.experiment import guest, qemu_guest
 from pyksm.experiment.oracle_snapshot import SnapshotOracle
 from pyksm.experiment.qemu_scenarios import QemuGuestSpec, QemuScenario
-from pyksm.experiment.results import IO_PACE_OK, Load, Sample, Summary
+from pyksm.experiment.results import IO_PACE_OK, Load, Sample, Summary, WorkloadOutcome
 from pyksm.experiment.runner import (
     WARM_PAGES,
     ModeConfig,
@@ -83,18 +83,6 @@ def collector_args(adaptive: bool) -> list[str]:
 def ballast_spec(mib: int) -> GuestSpec:
     """Unique mergeable memory: a QEMU-like process that reads and writes nothing."""
     return GuestSpec(name="ballast", ram_mib=mib, cache_mib=0, heap_mib=0, io="none")
-
-
-@dataclass
-class WorkloadOutcome:
-    name: str
-    command: str
-    done: bool
-    status: int | None = None
-    files: int | None = None
-    read_bytes: int | None = None
-    host_seconds: float | None = None
-    error: str | None = None
 
 
 class _Workload(threading.Thread):

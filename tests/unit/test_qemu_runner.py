@@ -138,6 +138,9 @@ def test_a_mode_of_real_guests_samples_the_snapshot_oracle(
     ]
     assert [g["name"] for g in summary.guests] == ["guest-a", "guest-b", "ballast"]
     assert summary.io_achieved == [None, None]
+    # the report reads each workload's outcome back (the ballast's line is none)
+    assert [w.name for w in summary.workloads] == ["guest-a", "guest-b"]
+    assert all((w.read_mib_s or 0) > 0 for w in summary.workloads)
     assert json.loads((out / "summary.json").read_text())["oracle"] == "snapshot"
     # diagnosed as the ledger scenarios are: first to last sample, start to end
     assert all("cow_ksm" in s.counters for s in samples)
