@@ -12,7 +12,10 @@ same modes, warm-up, 1 s samples and results files as the ledger scenarios:
    scenarios' collector); ksmd warms up;
 3. the snapshot oracle starts, the guests' workloads start (each on a
    thread that drives its guest's serial line; guest-b a few seconds later),
-   and a sample is written every second for the run's duration;
+   and a sample is written every second for the run's duration; its
+   counters diagnose the run as the ledger scenarios' (``runner.RunCounters``:
+   COW breaks of KSM pages, hints dropped by reason, failed hinted merges by
+   cause, into summary.json);
 4. the oracle stops and validates; the collector is interrupted; the
    workloads get a grace period to finish, then their guests are powered off
    (or killed), the ballast is stopped.
@@ -35,7 +38,7 @@ import os
 import subprocess
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +50,11 @@ from pyksm.errors import PyksmError
 from pyksm.experiment import guest, qemu_guest
 from pyksm.experiment.oracle_snapshot import SnapshotOracle
 from pyksm.experiment.qemu_scenarios import QemuGuestSpec, QemuScenario
-from pyksm.experiment.results import IO_PACE_OK, Load, Sample, Summary
+from pyksm.experiment.results import IO_PACE_OK, Load, Sample, Summary, WorkloadOutcome
 from pyksm.experiment.runner import (
-    COUNTERS,
     WARM_PAGES,
     ModeConfig,
+    RunCounters,
     _merging,
     _need,
     _reap,
@@ -80,18 +83,6 @@ def collector_args(adaptive: bool) -> list[str]:
 def ballast_spec(mib: int) -> GuestSpec:
     """Unique mergeable memory: a QEMU-like process that reads and writes nothing."""
     return GuestSpec(name="ballast", ram_mib=mib, cache_mib=0, heap_mib=0, io="none")
-
-
-@dataclass
-class WorkloadOutcome:
-    name: str
-    command: str
-    done: bool
-    status: int | None = None
-    files: int | None = None
-    read_bytes: int | None = None
-    host_seconds: float | None = None
-    error: str | None = None
 
 
 class _Workload(threading.Thread):
@@ -231,7 +222,7 @@ def _stop_workloads(work: list[_Workload], deadline: float) -> None:
 
 
 def _measure(
-    k: ksm.Ksm,
+    counters: RunCounters,
     cfg: ModeConfig,
     duration: float,
     oracle: SnapshotOracle,
@@ -240,7 +231,8 @@ def _measure(
     samples_path: Path,
     t0: float,
 ) -> Load:
-    """One Sample a second for ``duration`` s from ``t0``; how loaded the CPUs were."""
+    """One Sample a second for ``duration`` s from ``t0`` (``counters`` keeps
+    the first and the last); how loaded the CPUs were."""
     cpu0 = _ticks(tasks)
     idle0 = ksm.idle_ticks()
     stat0 = cpu_times()
@@ -249,7 +241,7 @@ def _measure(
     with samples_path.open("w") as samples:
         while (now := time.monotonic()) - t0 <= duration:
             oracle.check()
-            state = {c: k.read_int(c) for c in COUNTERS if k.has(c)}
+            state = counters.read()
             o = oracle.latest
             cpu = {n: v - cpu0[n] for n, v in _ticks(tasks).items() if n in cpu0}
             row = Sample(
@@ -345,6 +337,7 @@ def run_mode(
         oracle = SnapshotOracle(pids, sc.snapshot_interval_s, disk_hashes)
         stack.callback(_quiet_stop, oracle)
         work = [_Workload(g, spec, duration) for g, spec in zip(guests, sc.guests, strict=True)]
+        counters = RunCounters(k, cfg.name)
         t0 = time.monotonic()
         oracle.start(t0)
         for w in work:
@@ -359,7 +352,8 @@ def run_mode(
         if collector:
             tasks["collector"] = collector.pid
         all_pids = [*pids, *([ballast.pid] if ballast else [])]
-        load = _measure(k, cfg, duration, oracle, all_pids, tasks, out / "samples.jsonl", t0)
+        load = _measure(counters, cfg, duration, oracle, all_pids, tasks, out / "samples.jsonl", t0)
+        diagnosis, failures = counters.finish()
         oracle.stop()
         oracle.check()
         lifetimes, validation = oracle.finish(sc.long_lived_s)
@@ -407,6 +401,8 @@ def run_mode(
         load=load,
         oracle="snapshot",
         validation=validation,
+        diagnosis=diagnosis,
+        merge_failures=failures,
     )
     (out / "summary.json").write_text(summary.to_json())
     return summary

@@ -29,6 +29,7 @@ __all__ = [
     "Load",
     "Sample",
     "Summary",
+    "WorkloadOutcome",
     "mode_reps",
     "read_samples",
     "read_summary",
@@ -232,6 +233,58 @@ DIAGNOSIS_COUNTERS = tuple(f.name for f in fields(Diagnosis))
 
 
 @dataclass
+class WorkloadOutcome:
+    """How one real QEMU guest's workload ended (qemu_runner), an entry of
+    summary.json's ``guest_stats``: ``read_bytes`` its guest read from the
+    shared disk (per the guest's block layer) and ``host_seconds`` from the
+    command sent to its DONE (host clock); ``done`` False: no DONE came
+    (``error`` says why)."""
+
+    name: str
+    command: str
+    done: bool
+    status: int | None = None
+    files: int | None = None
+    read_bytes: int | None = None
+    host_seconds: float | None = None
+    error: str | None = None
+
+    _OPTIONAL: ClassVar[dict[str, tuple[type, ...]]] = {
+        "status": (int,),
+        "files": (int,),
+        "read_bytes": (int,),
+        "host_seconds": _NUMBER,
+        "error": (str,),
+    }
+
+    @property
+    def read_mib_s(self) -> float | None:
+        """MiB its guest read per host second; None unless it finished (DONE,
+        status 0, with what it read and how long it took)."""
+        if not (self.done and self.status == 0 and self.read_bytes is not None):
+            return None
+        return self.read_bytes / 2**20 / self.host_seconds if self.host_seconds else None
+
+    @staticmethod
+    def recorded(obj: Any) -> bool:
+        """Whether a guest_stats entry is a workload outcome (not a ballast's
+        or a ledger guest's statistics)."""
+        return isinstance(obj, dict) and "command" in obj and "done" in obj
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any], where: str) -> WorkloadOutcome:
+        done = obj.get("done")
+        if not isinstance(done, bool):
+            raise PyksmError(f"{where}: field 'done' is {type(done).__name__}, expected bool")
+        return cls(
+            name=_take(obj, "name", (str,), where),
+            command=_take(obj, "command", (str,), where),
+            done=done,
+            **{n: _maybe(obj, n, k, where) for n, k in cls._OPTIONAL.items()},
+        )
+
+
+@dataclass
 class Summary:
     """How one repetition of one mode ran (summary.json).
 
@@ -321,11 +374,24 @@ class Summary:
             got["diagnosis"] = Diagnosis.from_json(got["diagnosis"], where)
         for cause, n in got.get("merge_failures", {}).items():
             _take({cause: n}, cause, (int,), f"{where} merge_failures")
+        for i, g in enumerate(got.get("guest_stats", [])):
+            if WorkloadOutcome.recorded(g):
+                WorkloadOutcome.from_json(g, f"{where} guest_stats[{i}]")
         return cls(**got)
 
     def get(self, key: str, default: Any = None) -> Any:
         value = getattr(self, key, None)
         return default if value is None else value
+
+    @property
+    def workloads(self) -> list[WorkloadOutcome]:
+        """The real QEMU guests' workload outcomes, in guest order (none for
+        the ledger scenarios)."""
+        return [
+            WorkloadOutcome.from_json(g, f"guest_stats[{i}]")
+            for i, g in enumerate(self.guest_stats)
+            if WorkloadOutcome.recorded(g)
+        ]
 
 
 def read_samples(path: Path) -> list[Sample]:

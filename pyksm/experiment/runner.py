@@ -95,7 +95,54 @@ class Measured:
 
     t0: float  # time.monotonic() at its start
     load: Load
-    diagnosis: Diagnosis
+
+
+class RunCounters:
+    """The counters one measured run is sampled and diagnosed by, for both
+    runners (ledger guests here, real QEMU guests in qemu_runner).
+
+    Made when the workloads are told to go: it reads the failed hinted merges
+    by cause (``hint_pages_failed_*``, :class:`ksm.MergeFailures`) then.
+    :meth:`read` gives one sample's counters, KSM's (``COUNTERS``) and
+    /proc/vmstat's (``VMSTAT_COUNTERS``), and keeps the first and the last;
+    :meth:`finish` gives the run's :class:`Diagnosis` (last sample minus
+    first) and its failed merges by cause (now minus the start; None on a
+    kernel without the counters), as summary.json keeps them.
+    """
+
+    def __init__(self, k: ksm.Ksm, mode: str) -> None:
+        self.k = k
+        self.mode = mode  # names the mode in its notes
+        self.first: dict[str, int] | None = None
+        self.last: dict[str, int] = {}
+        self.failed0 = k.merge_failures()
+
+    def read(self) -> dict[str, int]:
+        """KSM's counters and /proc/vmstat's now (a counter the kernel lacks is left out)."""
+        state = {c: self.k.read_int(c) for c in COUNTERS if self.k.has(c)}
+        state |= vmstat(VMSTAT_COUNTERS)
+        if self.first is None:
+            self.first = state
+            if missing := [c for c in VMSTAT_COUNTERS if c not in state]:
+                print(
+                    f"  {self.mode:>14} note: no {', '.join(missing)} in /proc/vmstat "
+                    "(CONFIG_VM_EVENT_COUNTERS off): COW breaks of KSM pages not counted",
+                    flush=True,
+                )
+        self.last = state
+        return state
+
+    def grown(self, name: str) -> int:
+        """How much a counter grew from the first read to the last (0: not counted)."""
+        return self.last.get(name, 0) - (self.first or {}).get(name, 0)
+
+    def finish(self) -> tuple[Diagnosis, dict[str, int] | None]:
+        """The run's diagnosis and its failed hinted merges by cause (see the class)."""
+        failed1 = self.k.merge_failures()
+        failures = (failed1 - self.failed0).as_dict() if self.failed0 and failed1 else None
+        if failures and any(failures.values()):
+            print(f"  {self.mode:>14} failed hinted merges: {failures}", flush=True)
+        return Diagnosis.between(self.first or {}, self.last), failures
 
 
 @dataclass(frozen=True)
@@ -272,7 +319,7 @@ def progress_every(duration: float) -> int:
 
 
 def _measure(
-    k: ksm.Ksm,
+    counters: RunCounters,
     cfg: ModeConfig,
     duration: float,
     oracle: LedgerOracle,
@@ -283,11 +330,9 @@ def _measure(
     history: hintpairs.LedgerHistory,
 ) -> Measured:
     """One Sample a second for ``duration`` seconds (samples are written as
-    they come, nothing grows in memory); returns when it started, how loaded
-    all CPUs were meanwhile, and how the diagnosis counters grew."""
+    they come, nothing grows in memory; ``counters`` keeps the first and the
+    last); returns when it started and how loaded all CPUs were meanwhile."""
     every = progress_every(duration)
-    first: dict[str, int] | None = None
-    state: dict[str, int] = {}
     t0 = time.monotonic()
     cpu0 = _ticks(tasks)
     idle0 = ksm.idle_ticks()
@@ -296,16 +341,7 @@ def _measure(
     last_print = -1
     with samples_path.open("w") as samples:
         while (now := time.monotonic()) - t0 <= duration:
-            state = {c: k.read_int(c) for c in COUNTERS if k.has(c)}
-            state |= vmstat(VMSTAT_COUNTERS)
-            if first is None:
-                first = state
-                if missing := [c for c in VMSTAT_COUNTERS if c not in state]:
-                    print(
-                        f"  {cfg.name:>14} note: no {', '.join(missing)} in /proc/vmstat "
-                        "(CONFIG_VM_EVENT_COUNTERS off): COW breaks of KSM pages not counted",
-                        flush=True,
-                    )
+            state = counters.read()
             o = oracle.sample(now - t0)
             now_ticks = _ticks(tasks)
             # A task that is gone (or was never read) is missing, not 0.
@@ -329,7 +365,7 @@ def _measure(
             samples.flush()
             if int(now - t0) // every != last_print:
                 last_print = int(now - t0) // every
-                cow = state.get("cow_ksm", 0) - first.get("cow_ksm", 0)
+                cow = counters.grown("cow_ksm")
                 print(
                     f"  {cfg.name:>14} t={now - t0:5.0f}/{duration:.0f} s"
                     f"  pages_sharing={state['pages_sharing']:7d}  oracle={o.opportunities:7d}"
@@ -338,7 +374,7 @@ def _measure(
                 )
             next_t += 1.0
             time.sleep(max(0.0, next_t - time.monotonic()))
-    return Measured(t0, Load.since(t0, stat0), Diagnosis.between(first or {}, state))
+    return Measured(t0, Load.since(t0, stat0))
 
 
 def _io_warnings(
@@ -408,7 +444,7 @@ def run_mode(
                 raise PyksmError(f"--trace-hints: no tracefs {hintpairs.EVENT} in this kernel")
             tracer.start()
             stack.callback(_stop_tracer, tracer)
-        failed0 = k.merge_failures()
+        counters = RunCounters(k, cfg.name)
         for g in guests:
             _say(g.stdin, "go")
         # CPU time of every party, so a run shows where the (virtual) CPUs went
@@ -418,10 +454,10 @@ def run_mode(
         if collector:
             tasks["collector"] = collector.pid
         measured = _measure(
-            k, cfg, duration, oracle, guests, tasks, out / "samples.jsonl", tracer, history
+            counters, cfg, duration, oracle, guests, tasks, out / "samples.jsonl", tracer, history
         )
         t0 = measured.t0
-        failed1 = k.merge_failures()
+        diagnosis, failures = counters.finish()
         visits: list[hintpairs.Visit] = []
         lost = 0
         if tracer:
@@ -446,11 +482,9 @@ def run_mode(
         cpus=os.cpu_count(),
         rep=rep,
         load=measured.load,
-        diagnosis=measured.diagnosis,
-        merge_failures=(failed1 - failed0).as_dict() if failed0 and failed1 else None,
+        diagnosis=diagnosis,
+        merge_failures=failures,
     )
-    if summary.merge_failures and any(summary.merge_failures.values()):
-        print(f"  {cfg.name:>14} failed hinted merges: {summary.merge_failures}", flush=True)
     if tracer:
         rams = [(int(x["ram"][0]), int(x["ram"][1])) for x in info]
         counts = hintpairs.classify(history, visits, rams)

@@ -25,6 +25,12 @@ which repetitions ran below their guests' pace.
   over the repetitions, each its own section of a mode in metrics.json. The
   diagnosis counters (COW breaks of KSM pages, hints dropped by reason) are
   one; the kernel's failed merges by cause can be another beside it.
+- Guest read throughput (real QEMU guests, ``GuestReads``): per mode the
+  median [interval] of the guests' read MiB/s over the repetitions (all
+  guests and by guest), and its ratio to ksm per repetition pair like the
+  other ratios (``READ_RATIO``). ksm++ modes run the collector and ksm modes
+  do not, but ksmd also scans the hinted pages in ksm++ modes: the ratio
+  charges both.
 """
 
 from __future__ import annotations
@@ -47,10 +53,12 @@ __all__ = [
     "DIAGNOSIS",
     "QUANTITIES",
     "RATIOS",
+    "READ_RATIO",
     "SCHEMA",
     "STEADY",
     "CounterGroup",
     "ExperimentStats",
+    "GuestReads",
     "ModeStats",
     "Quantity",
     "Ratio",
@@ -79,7 +87,8 @@ class Ratio:
     """A figure of a mode over the same figure of ksm, per repetition pair."""
 
     key: str
-    get: Callable[[ModeMetrics], float]
+    # None: the repetition has no value (the pair has no ratio).
+    get: Callable[[ModeMetrics], float | None]
     # The ksm value must exceed this for the pair to have a ratio.
     floor: float
 
@@ -108,6 +117,8 @@ RATIOS: tuple[Ratio, ...] = (
     Ratio("captured_sharing_vs_ksm_ratio", lambda m: m.captured, 1e-3),
     Ratio("ksmd_cpu_vs_ksm_ratio", lambda m: m.ksmd_cpu_pct, 0.0),
 )
+# Real QEMU guests' read throughput over all guests, a mode's over ksm's.
+READ_RATIO = Ratio("guest_read_throughput_vs_ksm_ratio", lambda m: m.guest_read_mib_s, 0.0)
 
 
 def _steady(
@@ -214,6 +225,27 @@ def _stat(pairs: list[tuple[int, float | None]], never: bool = False) -> Stat:
     return Stat(median_interval([v for _, v in kept]), tuple(r for r, _ in kept))
 
 
+@dataclass(frozen=True)
+class GuestReads:
+    """Real QEMU guests' read throughput in one mode over its repetitions
+    (pyksm.report.metrics: MiB/s over all guests, and by guest)."""
+
+    all_guests: Stat
+    by_guest: dict[str, Stat]
+    # READ_RATIO per repetition pair; None for ksm itself and without ksm.
+    vs_ksm: Stat | None
+    # Repetitions in which some guest's workload did not finish (no all-guests figure).
+    unfinished: tuple[int, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "all_guests_mib_per_s": self.all_guests.to_json(),
+            "by_guest_mib_per_s": {g: s.to_json() for g, s in self.by_guest.items()},
+            "vs_ksm_ratio": None if self.vs_ksm is None else self.vs_ksm.to_json(),
+            "unfinished_reps": list(self.unfinished),
+        }
+
+
 @dataclass
 class ModeStats:
     """One mode over the repetitions counted (all, or only those at pace)."""
@@ -255,6 +287,8 @@ class ModeStats:
     # Failed hinted merges by cause, summed over the repetitions that
     # recorded them; None when none did.
     merge_failures: dict[str, int] | None = None
+    # Real QEMU guests' read throughput; None: no repetition recorded workloads.
+    guest_reads: GuestReads | None = None
 
     @property
     def failure_reps(self) -> int:
@@ -285,6 +319,9 @@ class ModeStats:
                 for group, stats in self.counters.items()
             },
             "merge_failures_count": self.merge_failures,
+            "guest_read_throughput": None
+            if self.guest_reads is None
+            else self.guest_reads.to_json(),
         }
 
     def _steady_json(self) -> dict[str, Any]:
@@ -336,20 +373,46 @@ class ExperimentStats:
         }
 
 
-def _ratios(mode: str, runs: list[ModeMetrics], base: list[ModeMetrics] | None) -> dict[str, Stat]:
+def _ratios(
+    mode: str,
+    runs: list[ModeMetrics],
+    base: list[ModeMetrics] | None,
+    ratios: tuple[Ratio, ...] = RATIOS,
+) -> dict[str, Stat]:
     """Per repetition pair; none for ksm itself (1 by definition) or without ksm."""
     if base is None or mode == BASE:
         return {}
     by_rep = {b.rep: b for b in base}
     out = {}
-    for r in RATIOS:
+    for r in ratios:
         pairs: list[tuple[int, float | None]] = [
-            (m.rep, r.get(m) / r.get(b))
+            (m.rep, v / w)
             for m in runs
-            if (b := by_rep.get(m.rep)) is not None and r.get(b) > r.floor
+            if (b := by_rep.get(m.rep)) is not None
+            and (v := r.get(m)) is not None
+            and (w := r.get(b)) is not None
+            and w > r.floor
         ]
         out[r.key] = _stat(pairs)
     return out
+
+
+def _guest_reads(
+    mode: str, runs: list[ModeMetrics], base: list[ModeMetrics] | None
+) -> GuestReads | None:
+    recorded = [m for m in runs if m.guest_read_mib_s_by_guest is not None]
+    if not recorded:
+        return None
+    guests = dict.fromkeys(g for m in recorded for g in m.guest_read_mib_s_by_guest or {})
+    return GuestReads(
+        all_guests=_stat([(m.rep, m.guest_read_mib_s) for m in recorded]),
+        by_guest={
+            g: _stat([(m.rep, (m.guest_read_mib_s_by_guest or {}).get(g)) for m in recorded])
+            for g in guests
+        },
+        vs_ksm=_ratios(mode, recorded, base, (READ_RATIO,)).get(READ_RATIO.key),
+        unfinished=tuple(m.rep for m in recorded if m.guest_read_mib_s is None),
+    )
 
 
 def _counters(runs: list[ModeMetrics]) -> dict[str, dict[str, Stat]]:
@@ -388,6 +451,7 @@ def _mode_stats(mode: str, runs: list[ModeMetrics], base: list[ModeMetrics] | No
         }
         if failures
         else None,
+        guest_reads=_guest_reads(mode, runs, base),
     )
 
 
@@ -430,6 +494,11 @@ def metrics_json(stats: list[ExperimentStats]) -> dict[str, Any]:
             "repetition, the median's interval over the repetitions' slopes for more",
             "counters": "diagnosis and other counter groups: growth over each repetition's "
             "measured run, median over repetitions",
+            "guest_read_throughput": "real QEMU guests: MiB each guest's workload read from the "
+            "shared disk per host second it took (command to DONE); all guests: their MiB over "
+            "their seconds summed (none when a workload did not finish); vs_ksm_ratio per "
+            "repetition pair like the other ratios. ksm++ modes run the collector, ksm modes do "
+            "not, and ksmd also scans hinted pages in ksm++ modes: the ratio charges both",
         },
         "io_pace_ok_fraction": IO_PACE_OK,
         "experiments": [s.to_json() for s in stats],

@@ -26,6 +26,10 @@ sharing, time to 50/90 % of the oracle, ksmd CPU, hint statistics, the load.
   by the kernel's cause (hint_pages_failed_<cause>), over the run: what the
   runner recorded in summary.json, else the first and last samples; None
   on a kernel without these counters.
+- guest read throughput (real QEMU guests): MiB each guest's workload read
+  from the shared disk per host second it took (command to DONE), and over
+  all guests their MiB over their seconds summed; None for a workload that
+  did not finish (all guests: when any did not).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import numpy as np
 
 from pyksm.analysis import steady as steady_
 from pyksm.analysis.steady import SteadyState
-from pyksm.experiment.results import IO_PACE_OK, Diagnosis
+from pyksm.experiment.results import IO_PACE_OK, Diagnosis, WorkloadOutcome
 from pyksm.kernel.ksm import MergeFailures
 from pyksm.report.dataset import ModeRun
 
@@ -68,6 +72,10 @@ class ModeMetrics:
     steady: SteadyState | None = None  # steady scenarios only
     diagnosis: Diagnosis | None = None
     merge_failures: dict[str, int] | None = None  # by cause, see MergeFailures
+    # Real QEMU guests' read throughput, MiB/s (see the module docstring):
+    # over all guests, and by guest (None: no workload recorded, the ledger scenarios).
+    guest_read_mib_s: float | None = None
+    guest_read_mib_s_by_guest: dict[str, float | None] | None = None
 
     @property
     def hint_pages_failed(self) -> int | None:
@@ -126,6 +134,20 @@ def merge_failures(run: ModeRun) -> dict[str, int] | None:
     return (last - first).as_dict() if first and last else None
 
 
+def guest_reads(
+    workloads: list[WorkloadOutcome],
+) -> tuple[float | None, dict[str, float | None] | None]:
+    """Read throughput (MiB/s) over all guests and by guest (see the module docstring)."""
+    if not workloads:
+        return None, None
+    by_guest = {w.name: w.read_mib_s for w in workloads}
+    if any(v is None for v in by_guest.values()):
+        return None, by_guest
+    seconds = sum(w.host_seconds or 0.0 for w in workloads)
+    mib = sum(w.read_bytes or 0 for w in workloads) / 2**20
+    return mib / seconds, by_guest
+
+
 def compute(run: ModeRun, steady_window_s: float | None = None) -> ModeMetrics:
     """The figures of one repetition; the steady state too with a window."""
     oracle_area = _integral(run.oracle, run.t)
@@ -148,6 +170,7 @@ def compute(run: ModeRun, steady_window_s: float | None = None) -> ModeMetrics:
         by_task["guests"] = guests / clk / duration * 100
         by_task["idle"] = run.last("idle_ticks") / clk / duration * 100
     load = run.summary.load if run.summary else None
+    reads, reads_by_guest = guest_reads(run.summary.workloads if run.summary else [])
     return ModeMetrics(
         mode=run.mode,
         rep=run.rep,
@@ -174,4 +197,6 @@ def compute(run: ModeRun, steady_window_s: float | None = None) -> ModeMetrics:
         else None,
         diagnosis=diagnosis(run),
         merge_failures=merge_failures(run),
+        guest_read_mib_s=reads,
+        guest_read_mib_s_by_guest=reads_by_guest,
     )

@@ -312,6 +312,68 @@ def merge_failure_rows(exp: Experiment, st: ExperimentStats | None = None) -> li
     return rows
 
 
+def _read_ratio_fmt(v: float) -> str:
+    return f"{v:.3f}x"
+
+
+def read_throughput_rows(st: ExperimentStats) -> list[dict[str, str]]:
+    """Real QEMU guests' read throughput per mode (MiB/s, median [interval]
+    over the repetitions; all guests and by guest) and its ratio to ksm per
+    repetition pair; [] for experiments without workload outcomes (ledger)."""
+    reads = {m: ms.guest_reads for m, ms in st.modes.items() if ms.guest_reads is not None}
+    guests = dict.fromkeys(g for gr in reads.values() for g in gr.by_guest)
+    mib_s = _f(".2f")
+    rows = []
+    for mode, gr in reads.items():
+        if mode == aggregate.BASE:
+            vs = _read_ratio_fmt(1.0)
+        else:
+            vs = cell(gr.vs_ksm, _read_ratio_fmt) if gr.vs_ksm and gr.vs_ksm.interval.n else ""
+        rows.append(
+            {"mode": mode, "n": str(st.modes[mode].n)}
+            | {"all guests (MiB/s)": cell(gr.all_guests, mib_s)}
+            | {f"{g} (MiB/s)": cell(gr.by_guest.get(g), mib_s) for g in guests}
+            | {
+                "vs ksm": vs,
+                "workload unfinished": ", ".join(f"rep {r}" for r in gr.unfinished),
+            }
+        )
+    return rows
+
+
+_INTERVAL_WORDS = {
+    "bootstrap": f"[{CONFIDENCE * 100:.0f} % percentile-bootstrap interval of the median, "
+    f"{RESAMPLES} resamples, numpy seed {SEED}] for n >= 3",
+    "range": "[min, max] for n = 2",
+    "value": "the value alone for n = 1",
+}
+
+
+def read_throughput_note(st: ExperimentStats) -> str:
+    """The read-throughput table's caption: what a cell is, which interval it
+    shows, and what the ratio charges."""
+    kinds = {
+        s.interval.kind
+        for ms in st.modes.values()
+        if (gr := ms.guest_reads) is not None
+        for s in (gr.all_guests, *gr.by_guest.values(), *([gr.vs_ksm] if gr.vs_ksm else []))
+    }
+    which = "; ".join(w for k, w in _INTERVAL_WORDS.items() if k in kinds) or "no values"
+    return (
+        "Guest read throughput with and without the collector: MiB each guest read from the "
+        "shared disk (its block layer) per host second its workload took (command to DONE); "
+        "all guests: their MiB over their seconds summed. Cells: the median over the "
+        f"repetitions with its interval: {which}. vs ksm: all guests' throughput of a mode's "
+        "repetition i over ksm's repetition i (the same guests; the modes alternate in the "
+        "plan), then the median [interval] of those ratios. Caveat: ksm++ modes differ from "
+        "ksm modes in ksmd's hint scanning (ksmd visits the hinted pages) as well as in the "
+        "collector, so the ratio charges both. A paced reader (random, N files/s) reads at its "
+        "set pace unless it falls behind (guest I/O); only unpaced readers (tar) measure the "
+        "speed. A repetition in which a workload did not finish has no all-guests figure "
+        "(workload unfinished)."
+    )
+
+
 def interval_note(st: ExperimentStats) -> str:
     """What a cell means, with n."""
     ns = sorted({ms.n for ms in st.modes.values()})
@@ -388,6 +450,9 @@ def terminal_summary(exps: list[Experiment], console: Console) -> None:
             console.print(_rich_table(f"{exp.scenario}: every repetition", rep_rows(st)))
         if cpu := cpu_rows(exp, st):
             console.print(_rich_table(f"{exp.scenario}: CPU by task (% of one CPU)", cpu))
+        if reads := read_throughput_rows(st):
+            console.print(_rich_table(f"{exp.scenario}: guest read throughput", reads))
+            console.print(read_throughput_note(st), highlight=False, markup=False)
         if hv := hint_visit_rows(exp, st):
             console.print(_rich_table(f"{exp.scenario}: hinted visits", hv))
         for group in aggregate.COUNTER_GROUPS:
@@ -454,6 +519,11 @@ def write(exps: list[Experiment], outdir: Path) -> Path:
             )
         if cpu := cpu_rows(exp, st):
             parts.append("<h3>CPU by task (% of one CPU)</h3>" + _html_table(cpu))
+        if reads := read_throughput_rows(st):
+            parts.append(
+                "<h3>Guest read throughput</h3>"
+                f"<p class='note'>{html.escape(read_throughput_note(st))}</p>" + _html_table(reads)
+            )
         if hv := hint_visit_rows(exp, st):
             parts.append(
                 "<h3>Hinted visits</h3><p>Summed over the repetitions. merged: stable/pair; "

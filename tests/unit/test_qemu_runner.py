@@ -18,7 +18,8 @@ from pyksm.errors import PyksmError
 from pyksm.experiment import qemu_guest, qemu_runner, runner
 from pyksm.experiment.oracle_snapshot import disk_hashes
 from pyksm.experiment.qemu_scenarios import QemuGuestSpec, QemuScenario
-from pyksm.experiment.results import read_samples, read_summary
+from pyksm.experiment.results import Diagnosis, read_samples, read_summary
+from pyksm.kernel.ksm import MergeFailures
 from pyksm.lab import guest_image
 from tests.unit.test_runner_results import children, fake_sysfs, open_fds
 
@@ -99,6 +100,14 @@ def test_a_mode_of_real_guests_samples_the_snapshot_oracle(
     image: guest_image.GuestImage, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     _fake_qemu(monkeypatch, tmp_path, ["ok", "ok"])
+    # The counters the ledger scenarios are diagnosed by: cow_ksm grows by 2
+    # a sample, a hint drop counter stays, 3 hinted merges fail (lru) meanwhile.
+    k = runner.ksm.Ksm()
+    (k.root / "hints_dropped_age").write_text("4\n")
+    cow = iter(range(10, 10_000, 2))
+    monkeypatch.setattr(runner, "vmstat", lambda names: {"cow_ksm": next(cow)})
+    failed = iter([MergeFailures(refs=1), MergeFailures(refs=1, lru=3)])
+    monkeypatch.setattr(k, "merge_failures", lambda: next(failed))
     before, fds = _baseline()
     out = tmp_path / "out"
     disk = disk_hashes(image.disk.path)
@@ -129,7 +138,16 @@ def test_a_mode_of_real_guests_samples_the_snapshot_oracle(
     ]
     assert [g["name"] for g in summary.guests] == ["guest-a", "guest-b", "ballast"]
     assert summary.io_achieved == [None, None]
+    # the report reads each workload's outcome back (the ballast's line is none)
+    assert [w.name for w in summary.workloads] == ["guest-a", "guest-b"]
+    assert all((w.read_mib_s or 0) > 0 for w in summary.workloads)
     assert json.loads((out / "summary.json").read_text())["oracle"] == "snapshot"
+    # diagnosed as the ledger scenarios are: first to last sample, start to end
+    assert all("cow_ksm" in s.counters for s in samples)
+    grown = samples[-1].counters["cow_ksm"] - samples[0].counters["cow_ksm"]
+    assert summary.diagnosis == Diagnosis(cow_ksm=grown, hints_dropped_age=0)
+    assert grown == 2 * (len(samples) - 1)
+    assert summary.merge_failures == MergeFailures(lru=3).as_dict()
 
 
 def test_a_guest_that_does_not_boot_leaves_nothing(

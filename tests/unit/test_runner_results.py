@@ -69,8 +69,9 @@ def test_the_runners_samples_and_summary_load_in_the_report(
         json.dumps({"scenario": {"name": "kernel-build"}, "modes": ["ksm"]})
     )
     cfg = runner.mode_config("ksm")
+    counters = runner.RunCounters(k, cfg.name)
     measured = runner._measure(
-        k,
+        counters,
         cfg,
         1.2,
         oracle,
@@ -81,6 +82,7 @@ def test_the_runners_samples_and_summary_load_in_the_report(
         hintpairs.LedgerHistory(),
     )
     load = measured.load
+    diagnosis, failures = counters.finish()
     # the machine's load over the run, from /proc/stat
     assert load.seconds >= 1.2 and load.cpu_ticks > 0
     assert 0 <= load.idle_ticks <= load.cpu_ticks and 0 <= load.steal_ticks <= load.cpu_ticks
@@ -90,11 +92,12 @@ def test_the_runners_samples_and_summary_load_in_the_report(
         lifetimes=oracle.histogram(2.0),
         rep=1,
         load=load,
-        diagnosis=measured.diagnosis,
+        diagnosis=diagnosis,
     )
     # two samples: cow_ksm grew by 5; a counter that did not grow is 0, one
     # the kernel lacks is None
-    assert measured.diagnosis == runner.Diagnosis(cow_ksm=5, hints_dropped_age=0)
+    assert diagnosis == runner.Diagnosis(cow_ksm=5, hints_dropped_age=0)
+    assert failures is None  # no hint_pages_failed_* in this kernel
     (base / "ksm" / "summary.json").write_text(summary.to_json())
     exp = dataset.load(base)
     run = exp.reps["ksm"][0]
@@ -104,6 +107,32 @@ def test_the_runners_samples_and_summary_load_in_the_report(
     assert [r.get("cow_ksm") for r in run.rows] == [100, 105]
     m = metrics.compute(run)
     assert m.mode == "ksm"
+
+
+@pytest.mark.usefixtures("runner_on_fake_ksm")
+def test_run_counters_diagnose_a_run_from_its_first_and_last_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The counters both runners (ledger and real QEMU guests) diagnose a run by."""
+    k = runner.ksm.Ksm()
+    for name in ("pages_sharing", "hints_dropped_stale", *ksm.MergeFailures.counter_names()):
+        (k.root / name).write_text("2\n")
+    monkeypatch.setattr(runner, "vmstat", lambda names: {})  # no CONFIG_VM_EVENT_COUNTERS
+    counters = runner.RunCounters(k, "ksm++")  # the failed merges at the start: 2 each
+    first = counters.read()
+    assert first["hints_dropped_stale"] == 2 and "cow_ksm" not in first
+    assert "no cow_ksm in /proc/vmstat" in capsys.readouterr().out
+    (k.root / "hints_dropped_stale").write_text("9\n")
+    (k.root / "hint_pages_failed_refs").write_text("7\n")
+    counters.read()
+    assert counters.grown("hints_dropped_stale") == 7 and counters.grown("cow_ksm") == 0
+    diagnosis, failures = counters.finish()
+    assert diagnosis == runner.Diagnosis(hints_dropped_stale=7)  # cow_ksm: None, not 0
+    assert failures == ksm.MergeFailures(refs=5).as_dict()
+    assert "failed hinted merges: {" in capsys.readouterr().out
+    # an unpatched kernel: no failed merges recorded, not zeros
+    (k.root / "hint_pages_failed_refs").unlink()
+    assert runner.RunCounters(k, "ksm").finish()[1] is None
 
 
 @pytest.mark.parametrize(
