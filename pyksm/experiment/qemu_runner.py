@@ -375,10 +375,11 @@ def run_mode(
                 "CPU-bound, modes may not be comparable",
                 flush=True,
             )
+    recall = validation["long_lived_recall"]
     print(
         f"  {cfg.name:>14} oracle: {validation['snapshots']} snapshots, "
         f"{validation['snapshot_seconds_mean']} s each; precision {validation['precision']:.4f}"
-        f", long-lived recall {validation['long_lived_recall']}",
+        f", long-lived recall {'n/a' if recall is None else format(recall, '.3f')}",
         flush=True,
     )
     summary = Summary(
