@@ -28,7 +28,7 @@ VAGRANT_PACKAGES := vagrant vagrant-libvirt libvirt-daemon-system libvirt-client
 	dnsmasq-base netcat-openbsd iproute2 debootstrap e2fsprogs qemu-utils rsync \
 	openssh-client
 
-.PHONY: help setup apt venv lint unit vm vm-debug vm-qemu test demo demo-qemu bench kernel guest-image clean \
+.PHONY: help setup apt venv lint unit vm vm-debug vm-qemu vm-io-coverage test demo demo-qemu bench kernel guest-image clean \
 	vagrant-setup vagrant-box vagrant-up vagrant-test
 
 help:
@@ -36,7 +36,8 @@ help:
 	@echo "make demo      KSM vs KSM++ on the kernel-build workload, report in ./pyksm-report/"
 	@echo "make test      setup, lint, unit tests, VM tests on the test kernel"
 	@echo "make vm-debug  VM tests on the debug (KASAN, lockdep, KFENCE) kernel"
-	@echo "make vm-qemu   the VM test with two real QEMU guests inside the test VM (~11 min)"
+	@echo "make vm-qemu   the VM tests with real QEMU guests inside the test VM (~20 min)"
+	@echo "make vm-io-coverage  guest aio/cache modes x probe layers: coverage of a real guest's reads"
 	@echo "make demo-qemu KSM vs KSM++ with two real QEMU guests (nested TCG), report in ./pyksm-report-qemu/"
 	@echo "make bench     benchmarks (JSON in bench-results/)"
 	@echo "make guest-image  guest kernel, agent initramfs, ext4 disk of the real-QEMU guests"
@@ -89,6 +90,11 @@ vm: setup
 vm-qemu: setup
 	$(PYKSM) kernel build
 	$(PYTEST) -q -m nested_qemu tests/vm
+
+# Guest I/O modes x probe layers (part of vm-qemu); PYKSM_COVERAGE_JSON=PATH keeps the results.
+vm-io-coverage: setup
+	$(PYKSM) kernel build
+	$(PYTEST) -q -m nested_qemu tests/vm/test_io_coverage.py
 
 vm-debug: setup
 	$(PYKSM) kernel build --debug
