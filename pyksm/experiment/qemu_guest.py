@@ -325,6 +325,7 @@ class Guest:
         boot_timeout: float,
         memory_mib: int = 128,
         nice: int | None = 10,
+        console_log: Path | None = None,
     ) -> Guest:
         """A guest of a built guest image (guest kernel, agent initramfs, shared disk)."""
         return cls(
@@ -335,6 +336,7 @@ class Guest:
             drive=drive,
             nice=nice,
             boot_timeout=boot_timeout,
+            console_log=console_log,
         )
 
     def __init__(
@@ -348,12 +350,20 @@ class Guest:
         initrd: Path | None = None,
         drive: DriveOptions | None = None,
         nice: int | None = None,
+        console_log: Path | None = None,
     ) -> None:
         self.memory_mib = memory_mib
         self.drive = drive or DriveOptions()
         self.ready: Ready | None = None
         self._buf = b""
         self._tail = b""  # the console's last lines, for errors
+        # Every console line, kept for the post-mortem of a guest that panics
+        self._log = None
+        if console_log is not None:
+            try:
+                self._log = open(console_log, "wb", buffering=0)  # noqa: SIM115 (closed in close())
+            except OSError as e:
+                raise PyksmError(f"guest console log {console_log}: {e.strerror}") from None
         argv = qemu_argv(
             bzimage, initrd or initramfs(), disk, memory_mib, self.drive, qmp, qemu, nice
         )
@@ -363,6 +373,7 @@ class Guest:
                 argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
             )
         except OSError as e:
+            self._close_log()
             raise PyksmError(f"cannot start {argv[0]}: {e.strerror}", hint="make setup") from None
         self.pid = self.proc.pid
         try:
@@ -386,6 +397,9 @@ class Guest:
             self._buf += chunk
         line, self._buf = self._buf.split(b"\n", 1)
         self._tail = (self._tail + line + b"\n")[-500:]
+        if self._log is not None:
+            with contextlib.suppress(OSError):  # a full disk must not stop the guest
+                self._log.write(line + b"\n")
         return line.decode(errors="replace").rstrip("\r")
 
     def wait_for(self, token: bytes, timeout: float) -> bytes:
@@ -396,9 +410,13 @@ class Guest:
             try:
                 ln = self._line(end)
             except PyksmError:
+                how = (
+                    f"exited before {token.decode(errors='replace')}"
+                    if self.proc.poll() is not None
+                    else f"no {token!r} within {timeout:g} s"
+                )
                 raise PyksmError(
-                    f"QEMU guest: no {token!r} within {timeout:g} s; output tail: "
-                    f"{(self._tail + self._buf)[-500:]!r}"
+                    f"QEMU guest: {how}; output tail: {(self._tail + self._buf)[-500:]!r}"
                 ) from None
             seen += ln.encode() + b"\n"
             reply = parse_reply(ln)
@@ -483,6 +501,15 @@ class Guest:
             if pipe is not None:
                 with contextlib.suppress(OSError):
                     pipe.close()
+        self._close_log()
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            with contextlib.suppress(OSError):
+                if self._buf:  # a last line without its newline (a panic's)
+                    self._log.write(self._buf)
+                self._log.close()
+            self._log = None
 
     def __enter__(self) -> Guest:
         return self

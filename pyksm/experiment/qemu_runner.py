@@ -167,11 +167,12 @@ def _stop_ballast(proc: subprocess.Popen[str] | None) -> dict[str, Any] | None:
 
 
 def _boot_all(
-    stack: contextlib.ExitStack, sc: QemuScenario, image: GuestImage
+    stack: contextlib.ExitStack, sc: QemuScenario, image: GuestImage, out: Path
 ) -> list[qemu_guest.Guest]:
     """Boot every guest at once (one thread each: under nested TCG a boot
     takes minutes of one CPU). Each boot has the scenario's deadline; every
-    guest that booted is closed on exit, also when another did not boot."""
+    guest that booted is closed on exit, also when another did not boot.
+    Each guest's serial console goes to ``out/<name>.console.log``."""
     got: list[qemu_guest.Guest | PyksmError | None] = [None] * len(sc.guests)
 
     def boot(i: int, spec: QemuGuestSpec) -> None:
@@ -182,9 +183,12 @@ def _boot_all(
                 boot_timeout=sc.boot_timeout_s,
                 memory_mib=spec.memory_mib,
                 nice=sc.guest_nice,
+                console_log=out / f"{spec.name}.console.log",
             )
         except PyksmError as e:
-            got[i] = PyksmError(f"{spec.name} did not boot: {e}")
+            got[i] = PyksmError(
+                f"{spec.name} did not boot: {e}", hint=f"console: {out / spec.name}.console.log"
+            )
 
     threads = [
         threading.Thread(target=boot, args=(i, spec), name=f"boot-{spec.name}", daemon=True)
@@ -298,7 +302,7 @@ def run_mode(
     with contextlib.ExitStack() as stack:
         ballast, ballast_info = _start_ballast(stack, sc, cfg, image.disk.path, duration)
         boot_t0 = time.monotonic()
-        guests = _boot_all(stack, sc, image)
+        guests = _boot_all(stack, sc, image, out)
         boot_wall = time.monotonic() - boot_t0
         print(
             f"  {cfg.name:>14} guests booted in {boot_wall:.1f} s: "

@@ -205,6 +205,45 @@ def test_a_guest_that_hangs_in_a_workload_times_out_and_leaves_nothing(
     assert open_fds() == fds
 
 
+PANICKING_GUEST = r"""#!/bin/sh
+echo "[    0.100000] Linux version 6.12.117-pyksm-guest"
+echo "BUG: kernel NULL pointer dereference, address: 0000000000000012"
+printf "Kernel panic - not syncing: Fatal exception in interrupt"
+exit 0
+"""
+
+
+def test_a_guest_that_panics_at_boot_says_so_and_keeps_its_whole_console(
+    tmp_path: Path,
+) -> None:
+    qemu = tmp_path / "qemu"
+    qemu.write_text(PANICKING_GUEST)
+    qemu.chmod(0o755)
+    log = tmp_path / "guest.console.log"
+    before, fds = children(), open_fds()
+    with pytest.raises(PyksmError, match=r"exited before READY; output tail: .*Kernel panic"):
+        qg.Guest(
+            tmp_path / "bzImage", tmp_path / "disk", qemu=str(qemu),
+            initrd=tmp_path / "initrd", boot_timeout=10, console_log=log,
+        )  # fmt: skip
+    text = log.read_text()
+    # every line, and the last one that had no newline
+    assert "Linux version" in text and "NULL pointer" in text
+    assert text.endswith("Fatal exception in interrupt")
+    assert children() == before
+    assert open_fds() == fds
+
+
+def test_an_unwritable_console_log_is_one_error_and_starts_nothing(tmp_path: Path) -> None:
+    before = children()
+    with pytest.raises(PyksmError, match="guest console log"):
+        qg.Guest(
+            tmp_path / "bzImage", tmp_path / "disk", qemu="/bin/true",
+            console_log=tmp_path / "no" / "such" / "dir" / "log",
+        )  # fmt: skip
+    assert children() == before
+
+
 def test_the_agent_script_is_valid_busybox_sh() -> None:
     agent = guest_image.agent_path()
     text = agent.read_text()
