@@ -207,9 +207,11 @@ class FakeRecorder:
         self.thread.join()
 
 
-def test_measure_runs_every_cell_and_leaves_nothing_behind(
+@pytest.fixture
+def fake_guest(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+) -> tuple[str, guest_image.GuestImage]:
+    """A fake QEMU (FAKE_QEMU, writing its pids to $PIDS) and a guest image of 3 files."""
     qemu = tmp_path / "qemu"
     qemu.write_text(FAKE_QEMU)
     qemu.chmod(0o755)
@@ -220,6 +222,13 @@ def test_measure_runs_every_cell_and_leaves_nothing_behind(
         tmp_path / "bzImage", tmp_path / "initrd",
         guest_image.DiskImage(disk, "k", 16, "test", ["."], 3, 12288),
     )  # fmt: skip
+    return str(qemu), image
+
+
+def test_measure_runs_every_cell_and_leaves_nothing_behind(
+    tmp_path: Path, fake_guest: tuple[str, guest_image.GuestImage]
+) -> None:
+    qemu, image = fake_guest
     recorders: list[FakeRecorder] = []
     mounted: list[str] = []
 
@@ -234,7 +243,7 @@ def test_measure_runs_every_cell_and_leaves_nothing_behind(
 
     cells = [io.DEFAULT_CELLS[0], io.DEFAULT_CELLS[1], io.DEFAULT_CELLS[2]]
     before, fds = children(), open_fds()
-    out = io.measure(image, cells, tmp_path / "work", qemu=str(qemu), boot_timeout=10,
+    out = io.measure(image, cells, tmp_path / "work", qemu=qemu, boot_timeout=10,
                      tar_timeout=10, collector=collector, place=place, say=lambda s: None)  # fmt: skip
     assert mounted == []  # both filesystems were unmounted
     assert children() == before
@@ -258,18 +267,9 @@ def test_measure_runs_every_cell_and_leaves_nothing_behind(
 
 
 def test_a_collector_that_does_not_start_fails_its_layers_cells_only(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, fake_guest: tuple[str, guest_image.GuestImage]
 ) -> None:
-    qemu = tmp_path / "qemu"
-    qemu.write_text(FAKE_QEMU)
-    qemu.chmod(0o755)
-    monkeypatch.setenv("PIDS", str(tmp_path / "pids"))
-    disk = tmp_path / "disk.ext4"
-    disk.write_bytes(b"\0" * 4096)
-    image = guest_image.GuestImage(
-        tmp_path / "bzImage", tmp_path / "initrd",
-        guest_image.DiskImage(disk, "k", 16, "test", ["."], 3, 12288),
-    )  # fmt: skip
+    qemu, image = fake_guest
 
     def collector(layer: str, trace: Path, log: Path) -> FakeRecorder:
         if layer == "vfs":
@@ -278,7 +278,7 @@ def test_a_collector_that_does_not_start_fails_its_layers_cells_only(
 
     before = children()
     out = io.measure(image, [io.DEFAULT_CELLS[0], io.DEFAULT_CELLS[2]], tmp_path / "w",
-                     qemu=str(qemu), boot_timeout=10, tar_timeout=10, collector=collector,
+                     qemu=qemu, boot_timeout=10, tar_timeout=10, collector=collector,
                      place=lambda stack, src, mp, fs: src, say=lambda s: None)  # fmt: skip
     assert children() == before
     assert out[0].error is None and out[0].traced_bytes == 12288
