@@ -8,8 +8,8 @@ to show that layer does not reach it.
 
 ``PYKSM_COVERAGE_CELLS=aio/cache/layer,...`` picks other cells,
 ``PYKSM_COVERAGE_DISK_MIB`` the disk's size (default 40: 23 MiB of files; at 32 mke2fs runs out of blocks);
-``PYKSM_COVERAGE_JSON=PATH`` keeps the results. One collector per layer and
-all guests start at once, then each guest tars in turn (see
+``PYKSM_COVERAGE_JSON=PATH`` keeps the results. One collector per layer, then
+all guests boot at once, then each guest tars in turn (see
 pyksm/experiment/io_coverage.py). Slow (nested TCG): make vm-qemu, not make test.
 """
 
