@@ -116,10 +116,12 @@ class RunCounters:
         self.first: dict[str, int] | None = None
         self.last: dict[str, int] = {}
         self.failed0 = k.merge_failures()
+        # The kernel's counters do not come and go: look for them once, not every second
+        self.names = [c for c in COUNTERS if k.has(c)]
 
     def read(self) -> dict[str, int]:
         """KSM's counters and /proc/vmstat's now (a counter the kernel lacks is left out)."""
-        state = {c: self.k.read_int(c) for c in COUNTERS if self.k.has(c)}
+        state = {c: self.k.read_int(c) for c in self.names}
         state |= vmstat(VMSTAT_COUNTERS)
         if self.first is None:
             self.first = state
