@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -256,12 +257,15 @@ def test_a_collector_that_never_attaches_is_killed_at_the_deadline(tmp_path: Pat
 
 
 @pytest.mark.parametrize(
-    ("script", "timeout"),
-    [("#!/bin/sh\nexit 1\n", 30.0), ("#!/bin/sh\nexec sleep 60\n", 1.0)],
+    ("script", "timeout", "error"),
+    [
+        ("#!/bin/sh\nexit 1\n", 30.0, "exited before READY"),
+        ("#!/bin/sh\nexec sleep 60\n", 1.0, "no b'READY' within 1 s"),
+    ],
     ids=["dies at boot", "hangs at boot"],
 )
 def test_a_qemu_guest_that_does_not_boot_leaves_nothing(
-    tmp_path: Path, script: str, timeout: float
+    tmp_path: Path, script: str, timeout: float, error: str
 ) -> None:
     from pyksm.experiment.qemu_guest import Guest
 
@@ -269,7 +273,7 @@ def test_a_qemu_guest_that_does_not_boot_leaves_nothing(
     qemu.write_text(script)
     qemu.chmod(0o755)
     before, fds = children(), open_fds()
-    with pytest.raises(PyksmError, match="no b'READY'"):
+    with pytest.raises(PyksmError, match=re.escape(error)):
         Guest(tmp_path / "bzImage", tmp_path / "disk", boot_timeout=timeout, qemu=str(qemu),
               initrd=tmp_path / "initrd")  # fmt: skip
     assert children() == before
