@@ -357,6 +357,7 @@ class Guest:
         self.ready: Ready | None = None
         self._buf = b""
         self._tail = b""  # the console's last lines, for errors
+        self._eof = False  # the console closed: QEMU is gone (perhaps not yet reaped)
         # Every console line, kept for the post-mortem of a guest that panics
         self._log = None
         if console_log is not None:
@@ -393,6 +394,7 @@ class Guest:
                 raise PyksmError(f"QEMU guest silent; output tail: {self._buf[-500:]!r}")
             chunk = os.read(self.proc.stdout.fileno(), 65536)
             if not chunk:  # EOF: QEMU is gone
+                self._eof = True
                 raise PyksmError(f"QEMU guest exited; output tail: {self._buf[-500:]!r}")
             self._buf += chunk
         line, self._buf = self._buf.split(b"\n", 1)
@@ -412,7 +414,7 @@ class Guest:
             except PyksmError:
                 how = (
                     f"exited before {token.decode(errors='replace')}"
-                    if self.proc.poll() is not None
+                    if self._eof or self.proc.poll() is not None
                     else f"no {token!r} within {timeout:g} s"
                 )
                 raise PyksmError(

@@ -155,7 +155,7 @@ def test_a_guest_that_does_not_boot_leaves_nothing(
 ) -> None:
     _fake_qemu(monkeypatch, tmp_path, ["ok", "die"])  # guest-a boots, guest-b does not
     before, fds = _baseline()
-    with pytest.raises(PyksmError, match=r"guest-b did not boot: QEMU guest: no b'READY'"):
+    with pytest.raises(PyksmError, match=r"guest-b did not boot: QEMU guest: exited before READY"):
         qemu_runner.run_mode(
             _scenario(), runner.mode_config("ksm"), tmp_path / "o", 4.0, 100, 20, image,
             disk_hashes(image.disk.path), 0,
