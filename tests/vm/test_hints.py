@@ -110,3 +110,89 @@ def test_index_and_intake_survive_allocation_failures(
     assert r["wrong_pages"] == 0
     assert r["merged_after"], "hinted duplicates no longer merge"
     assert r["intake_faults"] == {"raw": "ENOMEM", "text": "ENOMEM"}
+
+
+def test_every_allocation_of_the_series_fails_once(boot: Boot, python: str, tmp_path: Path) -> None:
+    """Each allocation the hints series adds fails exactly once (failslab /
+    fail_page_alloc: probability 100, times 1, ``space`` past the syscall's
+    own earlier allocations, task-filter with make-it-fail on the one
+    allocating task). An intake or sysfs store reports ENOMEM and queues,
+    drops or changes nothing; a failed ksmd allocation skips a page or drops
+    the index; the next attempt without a fault works. ``times`` reaching 0
+    and the stack that verbose=2 dumps show the failure hit that site."""
+    out = tmp_path / "alloc.json"
+    result = boot([python, str(GUEST / "alloc_faults.py"), str(out)])
+    assert result.command_exit == 0, result.output_log.read_text()[-3000:]
+    r = json.loads(out.read_text())
+    summarize(
+        "alloc faults: "
+        + ", ".join(f"{n}={r[n]['result']}" for n in ("open", "text_write", "raw_write"))
+        + f", hint_capacity={ {n: c['result'] for n, c in r['hint_capacity'].items()} }"
+    )
+    nothing = {"hints_received": 0, "hints_invalid": 0, "hints_pending": 0}
+    one_queued = {**nothing, "hints_received": 1, "hints_pending": 1}
+
+    def failed_at(case: dict, function: str, **injected: int) -> None:
+        assert case["injected"] == (injected or {"failslab": 1}), case
+        assert function in case["stack"], f"the failure was not in {function}: {case}"
+
+    # ksm_hints_open(): ENOMEM; the next open works.
+    failed_at(r["open"], "ksm_hints_open")
+    assert r["open"]["result"] == "ENOMEM"
+    assert r["open"]["after"] == {**one_queued, "hints_dropped_flush": 0}
+    # ksm_hints_write() / ksm_hints_raw_write(): ENOMEM, nothing queued or
+    # counted; the retry queues the hint (for text, the line whose start an
+    # earlier write carried over).
+    for name, fn, size in (
+        ("text_write", "ksm_hints_write", 6),
+        ("raw_write", "ksm_hints_raw_write", 24),
+    ):
+        case = r[name]
+        failed_at(case, fn)
+        assert case["result"] == "ENOMEM"
+        assert case["during"] == {**nothing, "hints_dropped_flush": 0}
+        assert case["retry"] == size
+        assert case["after"] == {**one_queued, "hints_dropped_flush": 0}
+    # ksm_hints_release(): close() succeeds; the carried-over line is lost and
+    # counted in hints_invalid (the same close without a fault queues it).
+    rel = r["release"]
+    failed_at(rel, "ksm_hints_release")
+    assert rel["result"] is None
+    assert rel["after"] == {**nothing, "hints_invalid": 1, "hints_dropped_flush": 0}
+    assert rel["control"] == {**one_queued, "hints_dropped_flush": 0}
+    # hint_capacity: a failed kvcalloc() leaves the stack unchanged (capacity,
+    # queued hints, hints_dropped_flush); the retry resizes and flushes.
+    flushed = {**nothing, "hints_pending": -3, "hints_dropped_flush": 3}
+    unchanged = {**nothing, "hints_dropped_flush": 0}
+    cap = r["hint_capacity"]
+    failed_at(cap["kmalloc"], "ksm_hint_stack_resize")
+    failed_at(cap["kmalloc_vmalloc"], "__get_vm_area_node", failslab=1, fail_page_alloc=1)
+    assert "ksm_hint_stack_resize" in cap["kmalloc_vmalloc"]["stack"]
+    for name, value in (("kmalloc", 64), ("kmalloc_vmalloc", 8192)):
+        case = cap[name]
+        assert case["result"] == "ENOMEM", case
+        assert case["capacity"] == 4096 and case["during"] == unchanged, case
+        assert case["capacity_after_retry"] == value and case["after"] == flushed, case
+    # Only kmalloc's order-7 pages failed: vmalloc took over, the resize worked.
+    fb = cap["fallback"]
+    assert fb["injected"] == {"fail_page_alloc": 1}, fb
+    assert fb["result"] == 4 and fb["capacity"] == 8192 and fb["during"] == flushed, fb
+    # merge_across_nodes: the kcalloc() of the tree roots fails, the value stays.
+    man = r["merge_across_nodes"]
+    failed_at(man, "merge_across_nodes_store")
+    assert man["result"] == "ENOMEM" and man["value"] == 1
+    assert man["retry"] == 1 and man["value_after_retry"] == 0
+    # ksmd's alloc_rmap_item() for a hinted page (__GFP_NOWARN: no stack): the
+    # hint is used up without a visit; the next hint visits and merges the page.
+    last = r["hint_rmap_item"][-1]
+    assert last["injected"] == 1 and last["consumed"], r["hint_rmap_item"]
+    assert last["scanned"] == 0, f"the linear scan took the failure: {r['hint_rmap_item']}"
+    assert last["merged_after"] and last["scanned_after"] >= 1
+    # ksmd's rmap_index_erase(): both attempts of one erase fail (GFP_NOWAIT,
+    # then GFP_KERNEL, whose stack is dumped); the index is dropped, rounds go
+    # on, re-faulted pages merge when hinted, and no page changed.
+    er = r["index_erase"]
+    assert er["injected"] == 2 and er["passed"], er
+    assert "mas_store_gfp" in er["stack"] and "free_rmap_item" in er["stack"], er
+    assert er["merged_after"] and er["rounds_after"], er
+    assert er["wrong_pages"] == 0
