@@ -1,8 +1,12 @@
-"""Ask a QEMU, through its QMP socket, which process it is and how much RAM it has.
+"""Ask a QEMU, through its QMP socket, which process it is and how much RAM it
+has, or how much its guest has read from a disk.
 
 The process is the socket's peer (SO_PEERCRED), so no pid has to be given;
 the RAM size (``query-memory-size-summary``: base-memory) picks guest RAM
-among the mergeable mappings. Speaks QMP with the ``qemu.qmp`` package.
+among the mergeable mappings. The bytes read (``query-blockstats``:
+rd_bytes of a drive, since QEMU started) give a guest's read progress from
+the host, whatever the guest is doing. Speaks QMP with the ``qemu.qmp``
+package; each query is one connection, closed before it returns.
 
 Nothing here waits forever: the connection, the greeting and each command
 have a timeout. QEMU serves one QMP client per monitor at a time and leaves
@@ -22,7 +26,7 @@ from dataclasses import dataclass
 
 from pyksm.errors import PyksmError
 
-__all__ = ["QemuRam", "query"]
+__all__ = ["QemuRam", "block_read_bytes", "query"]
 
 # qemu.qmp logs each failure at ERROR; pyksm reports it once, as its own line.
 logging.getLogger("qemu.qmp").addHandler(logging.NullHandler())
@@ -50,7 +54,9 @@ def _peer_pid(path: str, timeout: float) -> int:
         s.close()
 
 
-async def _ram_bytes(path: str, timeout: float) -> object:
+async def _execute(path: str, command: str, timeout: float) -> object:
+    """``command``'s reply: connect, greeting, command and disconnect each
+    within ``timeout``; the connection is closed on every path."""
     from qemu.qmp import QMPClient
 
     client = QMPClient("pyksm")
@@ -64,10 +70,10 @@ async def _ram_bytes(path: str, timeout: float) -> object:
                 hint="give pyksm a QMP socket of its own (-qmp unix:PATH,server=on,wait=off)",
             ) from None
         try:
-            return await asyncio.wait_for(client.execute("query-memory-size-summary"), timeout)
+            return await asyncio.wait_for(client.execute(command), timeout)
         except TimeoutError:
             raise PyksmError(
-                f"QMP socket {path}: no answer to query-memory-size-summary within {timeout:g} s"
+                f"QMP socket {path}: no answer to {command} within {timeout:g} s"
             ) from None
     except PyksmError:
         raise
@@ -82,9 +88,36 @@ async def _ram_bytes(path: str, timeout: float) -> object:
 def query(path: str, timeout: float = 5.0) -> QemuRam:
     """The QEMU behind ``path``: its pid and RAM size; at most about 3 timeouts long."""
     pid = _peer_pid(path, timeout)
-    reply = asyncio.run(_ram_bytes(path, timeout))
+    reply = asyncio.run(_execute(path, "query-memory-size-summary", timeout))
     try:
         ram = int(reply["base-memory"])  # type: ignore[index]
     except (KeyError, TypeError, ValueError):
         raise PyksmError(f"QMP socket {path}: unexpected reply {reply!r}") from None
     return QemuRam(pid, ram)
+
+
+def block_read_bytes(path: str, device: str = "virtio0", timeout: float = 5.0) -> int:
+    """Bytes the QEMU behind ``path`` has read for its guest from drive
+    ``device`` since it started (``query-blockstats``: rd_bytes; a ``-drive
+    if=virtio`` without an id is virtio0), or from its only drive when none
+    has that name; at most about 3 timeouts long."""
+    return rd_bytes(asyncio.run(_execute(path, "query-blockstats", timeout)), device, path)
+
+
+def rd_bytes(reply: object, device: str, path: str) -> int:
+    """rd_bytes of ``device`` (or of the only drive) in a query-blockstats reply."""
+    if not isinstance(reply, list):
+        raise PyksmError(f"QMP socket {path}: unexpected query-blockstats reply {reply!r:.200}")
+    named = [d for d in reply if isinstance(d, dict) and d.get("device") == device]
+    if not named and len(reply) == 1:
+        named = reply
+    if len(named) != 1:
+        names = [d.get("device") for d in reply if isinstance(d, dict)]
+        raise PyksmError(f"QMP socket {path}: no single drive {device!r} among {names}")
+    try:
+        rd = named[0]["stats"]["rd_bytes"]
+    except (KeyError, TypeError):
+        rd = None
+    if isinstance(rd, bool) or not isinstance(rd, int):
+        raise PyksmError(f"QMP socket {path}: no rd_bytes in {named[0]!r:.200}")
+    return rd

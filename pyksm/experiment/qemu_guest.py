@@ -315,6 +315,8 @@ class Guest:
     """A running QEMU with the agent; ``run(Tar("linux"))`` -> WorkloadResult.
 
     ``boot_seconds`` is the host time from the start of QEMU to READY.
+    ``qmp``: where QEMU serves a QMP monitor (a unix socket it creates, e.g.
+    for ``pyksm.collect.qmp.block_read_bytes``); None: no monitor.
     """
 
     @classmethod
@@ -326,12 +328,15 @@ class Guest:
         memory_mib: int = 128,
         nice: int | None = 10,
         console_log: Path | None = None,
+        qmp: Path | None = None,
     ) -> Guest:
-        """A guest of a built guest image (guest kernel, agent initramfs, shared disk)."""
+        """A guest of a built guest image (guest kernel, agent initramfs, shared
+        disk); ``qmp``: a QMP socket QEMU serves there (see ``Guest``)."""
         return cls(
             image.bzimage,
             image.disk.path,
             memory_mib=memory_mib,
+            qmp=qmp,
             initrd=image.initramfs,
             drive=drive,
             nice=nice,
@@ -353,6 +358,7 @@ class Guest:
         console_log: Path | None = None,
     ) -> None:
         self.memory_mib = memory_mib
+        self.qmp = qmp
         self.drive = drive or DriveOptions()
         self.ready: Ready | None = None
         self._buf = b""

@@ -20,14 +20,24 @@ same modes, warm-up, 1 s samples and results files as the ledger scenarios:
    workloads get a grace period to finish, then their guests are powered off
    (or killed), the ballast is stopped.
 
+A workload that finished has the agent's figures (bytes its guest read,
+command to DONE). Under nested TCG a workload often does not finish within
+the run: each guest serves QMP on a socket of its own, and QEMU's bytes
+read from the shared disk (query-blockstats rd_bytes) are taken just before
+the command is sent and at the run's end, so an unfinished workload's
+outcome is *partial*: those bytes over the seconds between the two. Without
+QMP, or when a query fails (each step within QMP_TIMEOUT_S), it simply has
+no figure.
+
 A sample's ``pages_sharing`` is the kernel's sharing among the guests' pages
 and ``oracle`` the opportunities, both from the last snapshot (the machine's
 pages_sharing is kept as ``sysfs_pages_sharing``, the sharing among pages
 holding disk blocks as ``guests_sharing_file``, beside ``oracle_file``), so
 the report's captured sharing is ∫ kernel sharing dt / ∫ opportunities dt here, as it is
 ∫ pages_sharing dt / ∫ oracle dt for the ledger scenarios. Every QEMU, the
-ballast, the collector, the oracle thread and the ledger file are released on
-every path (one ExitStack).
+ballast, the collector, the oracle thread, the QMP sockets' directory and
+the ledger file are released on every path (one ExitStack); a QMP query's
+connection is closed before it returns.
 """
 
 from __future__ import annotations
@@ -36,21 +46,31 @@ import contextlib
 import json
 import os
 import subprocess
+import tempfile
 import threading
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from pyksm.collect import qmp
 from pyksm.collect.process import CollectorProcess
 from pyksm.errors import PyksmError
 from pyksm.experiment import guest, qemu_guest
 from pyksm.experiment.oracle_snapshot import SnapshotOracle
 from pyksm.experiment.qemu_scenarios import QemuGuestSpec, QemuScenario
-from pyksm.experiment.results import IO_PACE_OK, Load, Sample, Summary, WorkloadOutcome
+from pyksm.experiment.results import (
+    AGENT,
+    BLOCKSTATS,
+    IO_PACE_OK,
+    Load,
+    Sample,
+    Summary,
+    WorkloadOutcome,
+)
 from pyksm.experiment.runner import (
     WARM_PAGES,
     ModeConfig,
@@ -72,6 +92,7 @@ __all__ = ["collector_args", "run_mode"]
 
 COLLECTOR_READY_S = 900.0  # bcc compiles for minutes under TCG with a guest busy
 WORKLOAD_GRACE_S = 120.0  # after the run, for a workload to report DONE
+QMP_TIMEOUT_S = 5.0  # each step of a QMP query (connect, greeting, command)
 BALLAST_STOP_S = 60.0
 
 
@@ -85,8 +106,22 @@ def ballast_spec(mib: int) -> GuestSpec:
     return GuestSpec(name="ballast", ram_mib=mib, cache_mib=0, heap_mib=0, io="none")
 
 
+@dataclass(frozen=True)
+class _DiskReads:
+    """What QEMU has read for its guest from the shared disk (QMP
+    query-blockstats rd_bytes) at host time ``t`` (time.monotonic())."""
+
+    t: float
+    rd_bytes: int
+
+
 class _Workload(threading.Thread):
-    """One guest's workload: wait its start delay, run it, keep the outcome."""
+    """One guest's workload: wait its start delay, run it, keep the outcome.
+
+    With the guest's QMP socket, QEMU's bytes read from the shared disk are
+    read just before the command is sent and, while no DONE has come, at the
+    run's end (``mark_run_end``): a workload that does not finish still has
+    what it read until then (``result``)."""
 
     def __init__(self, g: qemu_guest.Guest, spec: QemuGuestSpec, duration: float) -> None:
         super().__init__(name=f"workload-{spec.name}", daemon=True)
@@ -96,10 +131,29 @@ class _Workload(threading.Thread):
         self.timeout = duration + WORKLOAD_GRACE_S
         self.cancel = threading.Event()
         self.outcome = WorkloadOutcome(spec.name, self.work.command(), done=False)
+        self.at_command: _DiskReads | None = None
+        self.at_run_end: _DiskReads | None = None
+        self.qmp_error: str | None = None  # why there is no partial figure
+        self._qmp = threading.Lock()  # QEMU serves one QMP client at a time
+
+    def _disk_reads(self) -> _DiskReads | None:
+        """QEMU's bytes read from the shared disk now; None without a QMP
+        socket or when the query fails (within QMP_TIMEOUT_S per step)."""
+        if self.guest.qmp is None:
+            self.qmp_error = "no QMP socket"
+            return None
+        with self._qmp:
+            try:
+                rd = qmp.block_read_bytes(str(self.guest.qmp), timeout=QMP_TIMEOUT_S)
+            except PyksmError as e:
+                self.qmp_error = str(e)
+                return None
+            return _DiskReads(time.monotonic(), rd)
 
     def run(self) -> None:
         if self.cancel.wait(self.spec.start_delay_s):
             return
+        self.at_command = self._disk_reads()
         try:
             r = self.guest.run(self.work, timeout=self.timeout)
         except (PyksmError, OSError, ValueError) as e:  # ValueError: its pipe was closed
@@ -113,7 +167,44 @@ class _Workload(threading.Thread):
             r.done.files,
             r.done.read_bytes,
             round(r.host_seconds, 6),  # to the µs: a fast reply is not 0 s
+            read_bytes_source=AGENT,
         )
+
+    def mark_run_end(self) -> None:
+        """The run's end: QEMU's bytes read now, for a workload that was sent
+        and is still waiting for its DONE."""
+        if self.at_command is not None and self.is_alive() and not self.outcome.done:
+            self.at_run_end = self._disk_reads()
+
+    def result(self) -> WorkloadOutcome:
+        """The outcome once the thread ended: the agent's figures when DONE
+        came; else partial, from the command to the run's end, when QEMU's
+        bytes read are known at both; else no figures."""
+        out = self.outcome
+        start, end = self.at_command, self.at_run_end
+        if out.done or start is None or end is None:
+            return out
+        return replace(
+            out,
+            read_bytes=end.rd_bytes - start.rd_bytes,
+            host_seconds=round(end.t - start.t, 6),
+            read_bytes_source=BLOCKSTATS,
+        )
+
+    def reads_words(self, o: WorkloadOutcome) -> str:
+        """What ``o`` (its ``result``, no DONE) says of what its guest read."""
+        if o.partial:
+            return (
+                f"partial: {(o.read_bytes or 0) / 2**20:.1f} MiB in {o.host_seconds:.1f} s to "
+                f"the run's end, {o.read_mib_s or 0:.2f} MiB/s (QEMU's block statistics)"
+            )
+        if self.qmp_error:
+            why = self.qmp_error
+        elif self.at_command is None:
+            why = "its command was not sent"
+        else:
+            why = "it ended before the run did"
+        return f"no read figure ({why})"
 
 
 def io_achieved(spec: QemuGuestSpec, out: WorkloadOutcome) -> float | None:
@@ -172,8 +263,11 @@ def _boot_all(
     """Boot every guest at once (one thread each: under nested TCG a boot
     takes minutes of one CPU). Each boot has the scenario's deadline; every
     guest that booted is closed on exit, also when another did not boot.
-    Each guest's serial console goes to ``out/<name>.console.log``."""
+    Each guest's serial console goes to ``out/<name>.console.log``; each
+    serves QMP on ``<name>.qmp`` in a directory of its own (short: a unix
+    socket's path has at most 107 bytes), removed after the guests."""
     got: list[qemu_guest.Guest | PyksmError | None] = [None] * len(sc.guests)
+    sockets = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pyksm-qmp-")))
 
     def boot(i: int, spec: QemuGuestSpec) -> None:
         try:
@@ -184,6 +278,7 @@ def _boot_all(
                 memory_mib=spec.memory_mib,
                 nice=sc.guest_nice,
                 console_log=out / f"{spec.name}.console.log",
+                qmp=sockets / f"{spec.name}.qmp",
             )
         except PyksmError as e:
             got[i] = PyksmError(
@@ -357,6 +452,8 @@ def run_mode(
             tasks["collector"] = collector.pid
         all_pids = [*pids, *([ballast.pid] if ballast else [])]
         load = _measure(counters, cfg, duration, oracle, all_pids, tasks, out / "samples.jsonl", t0)
+        for w in work:
+            w.mark_run_end()
         diagnosis, failures = counters.finish()
         oracle.stop()
         oracle.check()
@@ -368,11 +465,12 @@ def run_mode(
                 print(f"  {cfg.name:>14} warning: {e}", flush=True)
         _stop_workloads(work, time.monotonic() + WORKLOAD_GRACE_S)
         ballast_stats = _stop_ballast(ballast)
-    outcomes = [w.outcome for w in work]
+    outcomes = [w.result() for w in work]
     achieved = [io_achieved(s, o) for s, o in zip(sc.guests, outcomes, strict=True)]
-    for o, a in zip(outcomes, achieved, strict=True):
+    for w, o, a in zip(work, outcomes, achieved, strict=True):
         if o.error:
             print(f"  {cfg.name:>14} warning: {o.name}: {o.error}", flush=True)
+            print(f"  {cfg.name:>14} {o.name}: {w.reads_words(o)}", flush=True)
         elif a is not None and a < IO_PACE_OK:
             print(
                 f"  {cfg.name:>14} warning: {o.name} read at {a:.0%} of its set rate: "

@@ -22,8 +22,11 @@ from pyksm.errors import PyksmError
 from pyksm.procfs import CpuTimes, cpu_times
 
 __all__ = [
+    "AGENT",
+    "BLOCKSTATS",
     "DIAGNOSIS_COUNTERS",
     "IO_PACE_OK",
+    "READ_BYTES_SOURCES",
     "VMSTAT_COUNTERS",
     "Diagnosis",
     "Load",
@@ -232,13 +235,29 @@ class Diagnosis:
 DIAGNOSIS_COUNTERS = tuple(f.name for f in fields(Diagnosis))
 
 
+# Where a WorkloadOutcome's read_bytes came from: the agent's DONE (the
+# guest's block layer, the workload finished), or QEMU's block statistics
+# over QMP (rd_bytes from the command to the run's end: it did not finish).
+AGENT = "agent"
+BLOCKSTATS = "blockstats"
+READ_BYTES_SOURCES = (AGENT, BLOCKSTATS)
+
+
 @dataclass
 class WorkloadOutcome:
     """How one real QEMU guest's workload ended (qemu_runner), an entry of
-    summary.json's ``guest_stats``: ``read_bytes`` its guest read from the
-    shared disk (per the guest's block layer) and ``host_seconds`` from the
-    command sent to its DONE (host clock); ``done`` False: no DONE came
-    (``error`` says why)."""
+    summary.json's ``guest_stats``.
+
+    ``done`` True: DONE came; ``read_bytes`` its guest read from the shared
+    disk (per the guest's block layer) and ``host_seconds`` from the command
+    sent to its DONE (host clock); ``read_bytes_source`` "agent".
+    ``done`` False: no DONE came (``error`` says why); when QEMU's block
+    statistics were read at the command and at the run's end, the outcome is
+    *partial*: ``read_bytes`` what QEMU read for the guest from the shared
+    disk between the two, ``host_seconds`` the time between them,
+    ``read_bytes_source`` "blockstats". Results written before
+    ``read_bytes_source`` existed have none (their DONE figures are the agent's).
+    """
 
     name: str
     command: str
@@ -248,6 +267,7 @@ class WorkloadOutcome:
     read_bytes: int | None = None
     host_seconds: float | None = None
     error: str | None = None
+    read_bytes_source: str | None = None
 
     _OPTIONAL: ClassVar[dict[str, tuple[type, ...]]] = {
         "status": (int,),
@@ -255,13 +275,26 @@ class WorkloadOutcome:
         "read_bytes": (int,),
         "host_seconds": _NUMBER,
         "error": (str,),
+        "read_bytes_source": (str,),
     }
 
     @property
+    def partial(self) -> bool:
+        """It did not finish, and has what its guest read until the run's end."""
+        return (
+            not self.done
+            and self.read_bytes_source == BLOCKSTATS
+            and self.read_bytes is not None
+            and bool(self.host_seconds)
+        )
+
+    @property
     def read_mib_s(self) -> float | None:
-        """MiB its guest read per host second; None unless it finished (DONE,
-        status 0, with what it read and how long it took)."""
-        if not (self.done and self.status == 0 and self.read_bytes is not None):
+        """MiB its guest read per host second: of the whole workload when it
+        finished (DONE, status 0, with what it read and how long it took), of
+        its part until the run's end when it is ``partial``; None otherwise."""
+        finished = self.done and self.status == 0 and self.read_bytes is not None
+        if not (finished or self.partial) or self.read_bytes is None:
             return None
         return self.read_bytes / 2**20 / self.host_seconds if self.host_seconds else None
 
@@ -276,11 +309,17 @@ class WorkloadOutcome:
         done = obj.get("done")
         if not isinstance(done, bool):
             raise PyksmError(f"{where}: field 'done' is {type(done).__name__}, expected bool")
+        got = {n: _maybe(obj, n, k, where) for n, k in cls._OPTIONAL.items()}
+        if got["read_bytes_source"] not in (None, *READ_BYTES_SOURCES):
+            raise PyksmError(
+                f"{where}: field 'read_bytes_source' is {got['read_bytes_source']!r:.40}, "
+                f"expected one of {', '.join(READ_BYTES_SOURCES)}"
+            )
         return cls(
             name=_take(obj, "name", (str,), where),
             command=_take(obj, "command", (str,), where),
             done=done,
-            **{n: _maybe(obj, n, k, where) for n, k in cls._OPTIONAL.items()},
+            **got,
         )
 
 

@@ -30,7 +30,9 @@ which repetitions ran below their guests' pace.
   guests and by guest), and its ratio to ksm per repetition pair like the
   other ratios (``READ_RATIO``). ksm++ modes run the collector and ksm modes
   do not, but ksmd also scans the hinted pages in ksm++ modes: the ratio
-  charges both.
+  charges both. Which repetitions' figures are partial (a workload that did
+  not finish, read until the run's end) is kept per figure, so that a median
+  that counts one is marked.
 """
 
 from __future__ import annotations
@@ -234,8 +236,15 @@ class GuestReads:
     by_guest: dict[str, Stat]
     # READ_RATIO per repetition pair; None for ksm itself and without ksm.
     vs_ksm: Stat | None
-    # Repetitions in which some guest's workload did not finish (no all-guests figure).
+    # Repetitions in which some guest's workload has no figure (it did not
+    # finish, and QEMU's block statistics were not read): no all-guests figure.
     unfinished: tuple[int, ...]
+    # Partial figures (pyksm.report.metrics): the repetitions with one among
+    # their guests (their all-guests figure is partial), by guest, and the
+    # pairs of vs_ksm whose mode's or ksm's repetition has one.
+    partial: tuple[int, ...] = ()
+    partial_by_guest: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    vs_ksm_partial: tuple[int, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -243,6 +252,9 @@ class GuestReads:
             "by_guest_mib_per_s": {g: s.to_json() for g, s in self.by_guest.items()},
             "vs_ksm_ratio": None if self.vs_ksm is None else self.vs_ksm.to_json(),
             "unfinished_reps": list(self.unfinished),
+            "partial_reps": list(self.partial),
+            "by_guest_partial_reps": {g: list(r) for g, r in self.partial_by_guest.items()},
+            "vs_ksm_partial_reps": list(self.vs_ksm_partial),
         }
 
 
@@ -404,14 +416,28 @@ def _guest_reads(
     if not recorded:
         return None
     guests = dict.fromkeys(g for m in recorded for g in m.guest_read_mib_s_by_guest or {})
+    by_guest = {
+        g: _stat([(m.rep, (m.guest_read_mib_s_by_guest or {}).get(g)) for m in recorded])
+        for g in guests
+    }
+    vs_ksm = _ratios(mode, recorded, base, (READ_RATIO,)).get(READ_RATIO.key)
+    partial = {m.rep for m in recorded if m.guest_read_partial}
+    base_partial = {b.rep for b in base or [] if b.guest_read_partial}
+    all_guests = _stat([(m.rep, m.guest_read_mib_s) for m in recorded])
     return GuestReads(
-        all_guests=_stat([(m.rep, m.guest_read_mib_s) for m in recorded]),
-        by_guest={
-            g: _stat([(m.rep, (m.guest_read_mib_s_by_guest or {}).get(g)) for m in recorded])
-            for g in guests
-        },
-        vs_ksm=_ratios(mode, recorded, base, (READ_RATIO,)).get(READ_RATIO.key),
+        all_guests=all_guests,
+        by_guest=by_guest,
+        vs_ksm=vs_ksm,
         unfinished=tuple(m.rep for m in recorded if m.guest_read_mib_s is None),
+        partial=tuple(r for r in all_guests.reps if r in partial),
+        partial_by_guest={
+            g: tuple(m.rep for m in recorded if g in m.guest_read_partial)
+            for g in guests
+            if any(g in m.guest_read_partial for m in recorded)
+        },
+        vs_ksm_partial=()
+        if vs_ksm is None
+        else tuple(r for r in vs_ksm.reps if r in partial | base_partial),
     )
 
 
@@ -495,10 +521,14 @@ def metrics_json(stats: list[ExperimentStats]) -> dict[str, Any]:
             "counters": "diagnosis and other counter groups: growth over each repetition's "
             "measured run, median over repetitions",
             "guest_read_throughput": "real QEMU guests: MiB each guest's workload read from the "
-            "shared disk per host second it took (command to DONE); all guests: their MiB over "
-            "their seconds summed (none when a workload did not finish); vs_ksm_ratio per "
-            "repetition pair like the other ratios. ksm++ modes run the collector, ksm modes do "
-            "not, and ksmd also scans hinted pages in ksm++ modes: the ratio charges both",
+            "shared disk per host second it took (command to DONE); a workload that did not "
+            "finish is partial: what QEMU read for its guest from the shared disk (QMP "
+            "query-blockstats rd_bytes) from its command to the run's end, over those seconds "
+            "(partial_reps, by_guest_partial_reps, vs_ksm_partial_reps: the repetitions whose "
+            "value is partial); all guests: their MiB over their seconds summed (none when a "
+            "workload has no figure: unfinished_reps); vs_ksm_ratio per repetition pair like "
+            "the other ratios. ksm++ modes run the collector, ksm modes do not, and ksmd also "
+            "scans hinted pages in ksm++ modes: the ratio charges both",
         },
         "io_pace_ok_fraction": IO_PACE_OK,
         "experiments": [s.to_json() for s in stats],

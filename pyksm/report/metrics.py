@@ -28,8 +28,13 @@ sharing, time to 50/90 % of the oracle, ksmd CPU, hint statistics, the load.
   on a kernel without these counters.
 - guest read throughput (real QEMU guests): MiB each guest's workload read
   from the shared disk per host second it took (command to DONE), and over
-  all guests their MiB over their seconds summed; None for a workload that
-  did not finish (all guests: when any did not).
+  all guests their MiB over their seconds summed. A workload that did not
+  finish is *partial* when QEMU's block statistics were read (the runner,
+  over QMP): what its guest read from the command to the run's end over
+  those seconds; it counts in the all-guests figure, and the guests whose
+  figure is partial are kept (``guest_read_partial``) so that the report
+  marks it. None for a workload without either figure (all guests: when any
+  has none).
 """
 
 from __future__ import annotations
@@ -76,6 +81,8 @@ class ModeMetrics:
     # over all guests, and by guest (None: no workload recorded, the ledger scenarios).
     guest_read_mib_s: float | None = None
     guest_read_mib_s_by_guest: dict[str, float | None] | None = None
+    # The guests whose figure is partial (unfinished, read until the run's end).
+    guest_read_partial: tuple[str, ...] = ()
 
     @property
     def hint_pages_failed(self) -> int | None:
@@ -170,7 +177,8 @@ def compute(run: ModeRun, steady_window_s: float | None = None) -> ModeMetrics:
         by_task["guests"] = guests / clk / duration * 100
         by_task["idle"] = run.last("idle_ticks") / clk / duration * 100
     load = run.summary.load if run.summary else None
-    reads, reads_by_guest = guest_reads(run.summary.workloads if run.summary else [])
+    workloads = run.summary.workloads if run.summary else []
+    reads, reads_by_guest = guest_reads(workloads)
     return ModeMetrics(
         mode=run.mode,
         rep=run.rep,
@@ -199,4 +207,5 @@ def compute(run: ModeRun, steady_window_s: float | None = None) -> ModeMetrics:
         merge_failures=merge_failures(run),
         guest_read_mib_s=reads,
         guest_read_mib_s_by_guest=reads_by_guest,
+        guest_read_partial=tuple(w.name for w in workloads if w.partial),
     )

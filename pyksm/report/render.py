@@ -316,10 +316,25 @@ def _read_ratio_fmt(v: float) -> str:
     return f"{v:.3f}x"
 
 
+PARTIAL = "(partial)"
+
+
+def _partial(text: str, reps: tuple[int, ...]) -> str:
+    """A cell whose figure counts a partial repetition, marked so."""
+    return f"{text} {PARTIAL}" if text and reps else text
+
+
+def _reps(reps: tuple[int, ...]) -> str:
+    return ", ".join(f"rep {r}" for r in reps)
+
+
 def read_throughput_rows(st: ExperimentStats) -> list[dict[str, str]]:
     """Real QEMU guests' read throughput per mode (MiB/s, median [interval]
     over the repetitions; all guests and by guest) and its ratio to ksm per
-    repetition pair; [] for experiments without workload outcomes (ledger)."""
+    repetition pair; [] for experiments without workload outcomes (ledger).
+    A cell that counts a partial figure (a workload that did not finish, read
+    until the run's end) ends in "(partial)"; "partial" lists them by
+    repetition, "no figure" the repetitions where a workload has none."""
     reads = {m: ms.guest_reads for m, ms in st.modes.items() if ms.guest_reads is not None}
     guests = dict.fromkeys(g for gr in reads.values() for g in gr.by_guest)
     mib_s = _f(".2f")
@@ -329,13 +344,24 @@ def read_throughput_rows(st: ExperimentStats) -> list[dict[str, str]]:
             vs = _read_ratio_fmt(1.0)
         else:
             vs = cell(gr.vs_ksm, _read_ratio_fmt) if gr.vs_ksm and gr.vs_ksm.interval.n else ""
+            vs = _partial(vs, gr.vs_ksm_partial)
+        by_rep = {
+            r: [g for g, reps in gr.partial_by_guest.items() if r in reps]
+            for r in sorted({r for reps in gr.partial_by_guest.values() for r in reps})
+        }
         rows.append(
             {"mode": mode, "n": str(st.modes[mode].n)}
-            | {"all guests (MiB/s)": cell(gr.all_guests, mib_s)}
-            | {f"{g} (MiB/s)": cell(gr.by_guest.get(g), mib_s) for g in guests}
+            | {"all guests (MiB/s)": _partial(cell(gr.all_guests, mib_s), gr.partial)}
+            | {
+                f"{g} (MiB/s)": _partial(
+                    cell(gr.by_guest.get(g), mib_s), gr.partial_by_guest.get(g, ())
+                )
+                for g in guests
+            }
             | {
                 "vs ksm": vs,
-                "workload unfinished": ", ".join(f"rep {r}" for r in gr.unfinished),
+                "partial": "; ".join(f"rep {r}: {', '.join(gs)}" for r, gs in by_rep.items()),
+                "no figure": _reps(gr.unfinished),
             }
         )
     return rows
@@ -369,8 +395,11 @@ def read_throughput_note(st: ExperimentStats) -> str:
         "ksm modes in ksmd's hint scanning (ksmd visits the hinted pages) as well as in the "
         "collector, so the ratio charges both. A paced reader (random, N files/s) reads at its "
         "set pace unless it falls behind (guest I/O); only unpaced readers (tar) measure the "
-        "speed. A repetition in which a workload did not finish has no all-guests figure "
-        "(workload unfinished)."
+        "speed. A workload that did not finish by the run's end is partial: what QEMU read for "
+        "its guest from the shared disk (QMP block statistics) from its command to the run's "
+        f"end, over those seconds; a cell that counts one is marked {PARTIAL} (partial: by "
+        "repetition, the guests whose figure is). A repetition in which a workload has neither "
+        "figure has no all-guests figure (no figure)."
     )
 
 

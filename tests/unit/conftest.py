@@ -65,6 +65,7 @@ def fake_qemu(tmp_path: Path) -> Iterator[Path]:
     def handle(conn: socket.socket) -> None:
         with contextlib.suppress(OSError, ValueError):
             talk(conn)
+        conn.close()  # the client hung up: no fd of this connection is left
 
     def talk(conn: socket.socket) -> None:
         # Like QEMU: a JSON stream, not lines (clients need not send newlines).
@@ -81,6 +82,8 @@ def fake_qemu(tmp_path: Path) -> Iterator[Path]:
                 ret: object = {}
                 if msg["execute"] == "query-memory-size-summary":
                     ret = {"base-memory": 512 << 20}
+                elif msg["execute"] == "query-blockstats":
+                    ret = [{"device": "virtio0", "stats": {"rd_bytes": 7 << 20, "wr_bytes": 0}}]
                 reply = {"return": ret, **({"id": msg["id"]} if "id" in msg else {})}
                 conn.sendall(json.dumps(reply).encode() + b"\r\n")
 

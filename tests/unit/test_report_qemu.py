@@ -25,7 +25,17 @@ LIFETIMES = {"edges_s": [0, 1, 30, 1e300], "ended": [1, 2, 3], "open_at_end": [0
 def outcome(name: str, mib: int, seconds: float | None, done: bool = True) -> WorkloadOutcome:
     if not done:
         return WorkloadOutcome(name, "tar .", False, error="no DONE")
-    return WorkloadOutcome(name, "tar .", True, 0, 10, mib * MIB, seconds)
+    return WorkloadOutcome(
+        name, "tar .", True, 0, 10, mib * MIB, seconds, read_bytes_source="agent"
+    )
+
+
+def partial(name: str, mib: int, seconds: float) -> WorkloadOutcome:
+    """No DONE by the run's end; QEMU's block statistics say what it read until then."""
+    return WorkloadOutcome(
+        name, "tar .", False, read_bytes=mib * MIB, host_seconds=seconds, error="no DONE",
+        read_bytes_source="blockstats",
+    )  # fmt: skip
 
 
 def write_qemu_rep(base: Path, mode: str, rep: int, workloads: list[WorkloadOutcome]) -> None:
@@ -142,7 +152,7 @@ def test_a_repetition_with_an_unfinished_workload_has_no_pair(qemu: Path) -> Non
     assert base.by_guest["guest-a"].interval.n == 3 and base.by_guest["guest-b"].interval.n == 2
     assert plus.vs_ksm.reps == (1, 3) and plus.vs_ksm.interval.kind == "range"
     rows = {r["mode"]: r for r in render.read_throughput_rows(st)}
-    assert rows["ksm"]["workload unfinished"] == "rep 2"
+    assert rows["ksm"]["no figure"] == "rep 2" and rows["ksm"]["partial"] == ""
     assert rows["ksm++"]["vs ksm"] == "0.500x"  # [0.5, 0.5] shows once
     assert "[min, max] for n = 2" in render.read_throughput_note(st)
 
@@ -153,10 +163,11 @@ def test_the_throughput_table_and_its_caption(qemu: Path) -> None:
     assert list(rows) == ["ksm", "ksm++"]
     assert list(rows["ksm++"]) == [
         "mode", "n", "all guests (MiB/s)", "guest-a (MiB/s)", "guest-b (MiB/s)", "vs ksm",
-        "workload unfinished",
+        "partial", "no figure",
     ]  # fmt: skip
-    assert rows["ksm"]["all guests (MiB/s)"] == "2.00 [1.00, 4.00]"
+    assert rows["ksm"]["all guests (MiB/s)"] == "2.00 [1.00, 4.00]"  # no partial figure
     assert rows["ksm"]["vs ksm"] == "1.000x"
+    assert (rows["ksm++"]["partial"], rows["ksm++"]["no figure"]) == ("", "")
     assert rows["ksm++"]["vs ksm"].startswith("0.500x [0.500x, ")
     note = render.read_throughput_note(st)
     assert "95 % percentile-bootstrap interval of the median" in note
@@ -202,7 +213,9 @@ def test_the_qemu_report_shows_diagnosis_failures_and_throughput(
     reads = doc["experiments"][0]["modes"]["ksm++"]["guest_read_throughput"]
     assert set(reads) == {
         "all_guests_mib_per_s", "by_guest_mib_per_s", "vs_ksm_ratio", "unfinished_reps",
+        "partial_reps", "by_guest_partial_reps", "vs_ksm_partial_reps",
     }  # fmt: skip
+    assert reads["partial_reps"] == [] and reads["by_guest_partial_reps"] == {}
     assert reads["all_guests_mib_per_s"]["median"] == pytest.approx(2.0)
     assert reads["all_guests_mib_per_s"]["interval"] == "bootstrap"
     assert reads["by_guest_mib_per_s"]["guest-a"]["values"] == pytest.approx([0.5, 2.0, 2.0])
@@ -210,3 +223,69 @@ def test_the_qemu_report_shows_diagnosis_failures_and_throughput(
     ksm = doc["experiments"][0]["modes"]["ksm"]
     assert ksm["guest_read_throughput"]["vs_ksm_ratio"] is None
     assert ksm["diagnosis"]["cow_ksm_count"]["values"] == [5, 10, 15]
+
+
+def test_an_unfinished_workload_read_until_the_runs_end_has_a_partial_figure() -> None:
+    cut = partial("b", 30, 60.0)
+    assert cut.partial and cut.read_mib_s == pytest.approx(0.5)
+    # with guest-a 100 MiB in 50 s: 130 MiB in 110 s over all guests
+    both, by_guest = metrics.guest_reads([outcome("a", 100, 50), cut])
+    assert both == pytest.approx(130 / 110) and by_guest == pytest.approx({"a": 2.0, "b": 0.5})
+    # no block statistics (no QMP, a failed query, results from before): no figure
+    for none in (
+        outcome("b", 0, None, False),
+        WorkloadOutcome("b", "tar .", False, read_bytes=MIB, host_seconds=2.0),
+        WorkloadOutcome("b", "tar .", False, read_bytes=MIB, host_seconds=0.0,
+                        read_bytes_source="blockstats"),
+    ):  # fmt: skip
+        assert not none.partial and none.read_mib_s is None
+    # a finished workload's figures are the agent's, whatever the source says
+    assert not outcome("a", 100, 50).partial
+
+
+def test_outcomes_without_read_bytes_source_still_load_and_bad_sources_are_refused() -> None:
+    ill = {"mode": "ksm", "clk_tck": 100, "lifetimes": {}}
+    old = asdict(outcome("guest-a", 4, 2.0))
+    del old["read_bytes_source"]  # summary.json of before partial figures
+    (w,) = Summary.from_json(ill | {"guest_stats": [old]}, "s.json").workloads
+    assert w.read_bytes_source is None and w.read_mib_s == pytest.approx(2.0)
+    bad = asdict(partial("guest-a", 1, 1.0)) | {"read_bytes_source": "guess"}
+    with pytest.raises(PyksmError, match=r"guest_stats\[0\]: field 'read_bytes_source' is 'guess'"):
+        Summary.from_json(ill | {"guest_stats": [bad]}, "s.json")
+
+
+def test_partial_figures_are_marked_in_the_throughput_table(qemu: Path, tmp_path: Path) -> None:
+    d = rep_dir(qemu, "ksm", 2)
+    for f in d.iterdir():
+        f.unlink()
+    d.rmdir()
+    # ksm rep 2: guest-b's tar did not finish, read 25 MiB in the run's 50 s
+    write_qemu_rep(qemu, "ksm", 2, [outcome("guest-a", 100, 50), partial("guest-b", 25, 50)])
+    st = aggregate.summarize(dataset.load(qemu))
+    base, plus = st.modes["ksm"].guest_reads, st.modes["ksm++"].guest_reads
+    assert base is not None and plus is not None and plus.vs_ksm is not None
+    # every repetition has a figure: 125 MiB in 100 s for ksm rep 2
+    assert base.all_guests.interval.values == pytest.approx([1.0, 1.25, 4.0])
+    assert base.unfinished == () and base.partial == (2,)
+    assert base.partial_by_guest == {"guest-b": (2,)}
+    assert plus.partial == () and plus.partial_by_guest == {}
+    assert plus.vs_ksm.reps == (1, 2, 3) and plus.vs_ksm_partial == (2,)
+    rows = {r["mode"]: r for r in render.read_throughput_rows(st)}
+    assert rows["ksm"]["all guests (MiB/s)"] == "1.25 [1.00, 4.00] (partial)"
+    assert rows["ksm"]["guest-b (MiB/s)"].endswith(" (partial)")
+    assert not rows["ksm"]["guest-a (MiB/s)"].endswith("(partial)")
+    assert (rows["ksm"]["partial"], rows["ksm"]["no figure"]) == ("rep 2: guest-b", "")
+    assert rows["ksm"]["vs ksm"] == "1.000x"  # ksm over itself is 1, partial or not
+    # ksm++'s own figures are whole; its ratio's pair 2 has ksm's partial repetition
+    assert not rows["ksm++"]["all guests (MiB/s)"].endswith("(partial)")
+    assert rows["ksm++"]["vs ksm"].endswith(" (partial)") and rows["ksm++"]["partial"] == ""
+    note = render.read_throughput_note(st)
+    assert "(partial)" in note and "QMP block statistics" in note
+    text = render.write([dataset.load(qemu)], tmp_path / "r").read_text()
+    assert "1.25 [1.00, 4.00] (partial)" in text
+    doc = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    reads = doc["experiments"][0]["modes"]["ksm"]["guest_read_throughput"]
+    assert reads["partial_reps"] == [2] and reads["by_guest_partial_reps"] == {"guest-b": [2]}
+    ratio = doc["experiments"][0]["modes"]["ksm++"]["guest_read_throughput"]
+    assert ratio["vs_ksm_partial_reps"] == [2] and ratio["partial_reps"] == []
+    assert "partial" in doc["statistic"]["guest_read_throughput"]
