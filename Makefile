@@ -13,12 +13,13 @@ SYSTEM_PYTHON ?= /usr/bin/python3
 # Debian packages: kernel source and build tools, QEMU, bcc (+ Debian's 6.1
 # headers, for bcc on a host kernel without kheaders), selftest deps, udev
 # (virtme-ng's script I/O ports), xxhsum (hash benchmark), busybox (QEMU guests),
-# e2fsprogs (the QEMU guests' shared disk: mke2fs -d).
+# e2fsprogs (the QEMU guests' shared disk: mke2fs -d), python3-ply and python3-git
+# (checkpatch's SPDX check, scripts/spdxcheck.py).
 APT_PACKAGES := linux-source-6.12 build-essential flex bison bc libelf-dev \
 	libssl-dev dwarves cpio xz-utils zstd kmod rsync util-linux \
 	qemu-system-x86 python3 python3-venv python3-pip python3-bpfcc \
 	bpfcc-tools libnuma-dev udev linux-headers-amd64 xxhash busybox-static \
-	e2fsprogs
+	e2fsprogs python3-ply python3-git
 
 # The Vagrant lab (make vagrant-setup; not needed by make test): Vagrant with the
 # libvirt provider, libvirtd (run by pyksm inside its own network namespace),

@@ -68,7 +68,10 @@ status=0
 printf '%-62s %-10s %s\n' patch checkpatch build
 while read -r p <&3; do
 	case $p in '' | \#*) continue ;; esac
-	cp_out=$("$tree/scripts/checkpatch.pl" --strict -q "$here/$p" 2>/dev/null | grep '^total:' || true)
+	# Debian's python3 first: checkpatch's SPDX check runs scripts/spdxcheck.py,
+	# which needs python3-ply and python3-git; a crash of it is a failure too.
+	cp_out=$(PATH=/usr/bin:$PATH "$tree/scripts/checkpatch.pl" --strict -q "$here/$p" 2>&1 |
+		grep -E '^total:|Traceback|Error' || true)
 	[ -z "$cp_out" ] && cp_res=clean || { cp_res=dirty; status=1; }
 	git -C "$tree" am -q "$here/$p"
 	enable_hints
