@@ -76,15 +76,22 @@ def fail_next_allocation(action: str) -> str:
     line = f"{os.getpid()} {region.addr:#x} {PAGE}\n".encode()
     (FAILSLAB / "times").write_text("1")
     (FAILSLAB / "probability").write_text("100")
-    Path("/proc/self/make-it-fail").write_text("1")
+    # make-it-fail through a file kept open: closing one after writing "1"
+    # may itself allocate (it does on the debug kernel), and that allocation
+    # would take the one failure meant for the intake.
+    mif = os.open("/proc/self/make-it-fail", os.O_WRONLY)
+    os.write(mif, b"1")
     try:
         os.write(fd, rec if action == "raw" else line)
         result = "ok"
     except OSError as e:
         result = errno.errorcode.get(e.errno or 0, str(e.errno))
     finally:
-        Path("/proc/self/make-it-fail").write_text("0")
+        os.write(mif, b"0")
+        os.close(mif)
         (FAILSLAB / "probability").write_text("0")
+    if result == "ok":
+        result += f" (failslab times left: {(FAILSLAB / 'times').read_text().strip()})"
     # The intake works again once allocations do.
     os.write(fd, rec if action == "raw" else line)
     os.close(fd)
