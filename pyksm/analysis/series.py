@@ -35,7 +35,7 @@ class Flag(enum.IntFlag):
     ZERO = 16  # content is all zero bytes
     ZERO_PFN = 32  # kpageflags bit 24: mapped to the kernel's zero page
     HINTED = 64  # inside a hinted range (set by the oracle from a hint trace)
-    UNSTABLE = 128  # its mapping kept changing while it was read (content may be torn)
+    UNSTABLE = 128  # mapping moved, or frame became shared, while read (content may predate it)
 
 
 def site_key(pid: npt.ArrayLike, vaddr: npt.ArrayLike) -> npt.NDArray[np.uint64]:

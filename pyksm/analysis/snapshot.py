@@ -9,6 +9,7 @@ Sources (Linux, ``Documentation/admin-guide/mm/pagemap.rst``):
 - ``/proc/PID/mem`` — the content of the present pages (read only in present
   runs, so nothing is faulted in).
 - ``/proc/kpageflags`` — 8 bytes per PFN: bit 21 KPF_KSM, bit 24 KPF_ZERO_PAGE.
+- ``/proc/kpagecount`` — 8 bytes per PFN: how many times the frame is mapped.
 
 What can fail: a missing or foreign process (PyksmError naming the pid and
 the permission needed); a process that exits mid-run just contributes no pages
@@ -75,7 +76,7 @@ def regions(pid: int, select: str = "mergeable") -> list[Region]:
     return keep
 
 
-def _read_kpageflags(fd: int | None, pfns: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+def _read_per_pfn(fd: int | None, pfns: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
     out = np.zeros(pfns.size, dtype=np.uint64)
     if fd is None or pfns.size == 0:
         return out
@@ -103,7 +104,15 @@ def _read_kpageflags(fd: int | None, pfns: npt.NDArray[np.uint64]) -> npt.NDArra
     return out
 
 
-def _read_region(mem_fd: int, pagemap_fd: int, r: Region) -> tuple[Any, ...] | None:
+def _read_region(
+    mem_fd: int, pagemap_fd: int, kpc_fd: int | None, r: Region
+) -> tuple[Any, ...] | None:
+    """The present pages of ``r``: (vaddr, pagemap entry, content, stable, shared_before).
+
+    ``shared_before``: the page's frame was mapped more than once before its
+    content was read and is still its frame after; without /proc/kpagecount
+    (``kpc_fd`` None) every page counts as such. See ``_settle``.
+    """
     npages = (r.end - r.start) // PAGE_SIZE
     try:
         pm = np.frombuffer(
@@ -114,6 +123,11 @@ def _read_region(mem_fd: int, pagemap_fd: int, r: Region) -> tuple[Any, ...] | N
     present = np.flatnonzero((pm & PM_PRESENT) != 0)
     if present.size == 0:
         return None
+    first_pfn = pm[present] & PM_PFN
+    if kpc_fd is None:
+        shared_before = np.ones(present.size, dtype=np.bool_)
+    else:
+        shared_before = _read_per_pfn(kpc_fd, first_pfn) >= np.uint64(2)
     buf = np.empty(present.size * PAGE_SIZE, dtype=np.uint8)
     ok = np.ones(present.size, dtype=np.bool_)
     # contiguous runs of present pages, each read with as few preads as possible
@@ -137,8 +151,10 @@ def _read_region(mem_fd: int, pagemap_fd: int, r: Region) -> tuple[Any, ...] | N
     entries = pm[present].copy()
     pages = buf.reshape(-1, PAGE_SIZE)
     stable = _recheck(mem_fd, pagemap_fd, r.start, present, entries, pages, ok)
+    # a page _recheck read again sits on a frame not counted before that read
+    shared_before &= (entries & PM_PFN) == first_pfn
     vaddr = r.start + present.astype(np.uint64) * np.uint64(PAGE_SIZE)
-    return vaddr[ok], entries[ok], pages[ok], stable[ok]
+    return vaddr[ok], entries[ok], pages[ok], stable[ok], shared_before[ok]
 
 
 PM_IDENTITY = PM_PRESENT | PM_PFN
@@ -203,12 +219,16 @@ def snapshot_once(
 ) -> dict[str, npt.NDArray[Any]]:
     """One snapshot of ``pids`` (arrays pid, vaddr, hash, flags, pfn[, raw])."""
     parts: dict[str, list[npt.NDArray[Any]]] = {
-        k: [] for k in ("pid", "vaddr", "hash", "flags", "pfn", "raw")
+        k: [] for k in ("pid", "vaddr", "hash", "flags", "pfn", "raw", "shared_before")
     }
     try:
         kpf_fd: int | None = os.open("/proc/kpageflags", os.O_RDONLY)
     except OSError:
         kpf_fd = None
+    try:
+        kpc_fd: int | None = os.open("/proc/kpagecount", os.O_RDONLY)
+    except OSError:
+        kpc_fd = None
     try:
         for pid in pids:
             try:
@@ -233,13 +253,13 @@ def snapshot_once(
                 raise PyksmError(f"cannot open /proc/{pid}/pagemap: {e.strerror}") from None
             try:
                 for r in regs:
-                    got = _read_region(mem_fd, pagemap_fd, r)
+                    got = _read_region(mem_fd, pagemap_fd, kpc_fd, r)
                     if got is None:
                         continue
-                    vaddr, entries, pages, stable = got
+                    vaddr, entries, pages, stable, shared_before = got
                     h, zero = hash_pages(pages)
                     pfn = entries & PM_PFN
-                    kpf = _read_kpageflags(kpf_fd, pfn)
+                    kpf = _read_per_pfn(kpf_fd, pfn)
                     is_file = (entries & PM_FILE) != 0
                     f = np.full(h.size, int(Flag.PRESENT), dtype=np.uint8)
                     f |= np.where(is_file, np.uint8(Flag.FILE), np.uint8(Flag.ANON))
@@ -254,14 +274,16 @@ def snapshot_once(
                     parts["hash"].append(h)
                     parts["flags"].append(f)
                     parts["pfn"].append(pfn)
+                    parts["shared_before"].append(shared_before)
                     if raw:
                         parts["raw"].append(pages)
             finally:
                 os.close(mem_fd)
                 os.close(pagemap_fd)
     finally:
-        if kpf_fd is not None:
-            os.close(kpf_fd)
+        for fd in (kpf_fd, kpc_fd):
+            if fd is not None:
+                os.close(fd)
     out: dict[str, npt.NDArray[Any]] = {}
     for k, dtype in (
         ("pid", np.int32),
@@ -275,11 +297,16 @@ def snapshot_once(
         out["raw"] = (
             np.concatenate(parts["raw"]) if parts["raw"] else np.empty((0, PAGE_SIZE), np.uint8)
         )
-    _settle(out)
+    shared_before = (
+        np.concatenate(parts["shared_before"])
+        if parts["shared_before"]
+        else np.empty(0, dtype=np.bool_)
+    )
+    _settle(out, shared_before)
     return out
 
 
-def _settle(snap: dict[str, npt.NDArray[Any]]) -> None:
+def _settle(snap: dict[str, npt.NDArray[Any]], shared_before: npt.NDArray[np.bool_]) -> None:
     """Make the PFNs of one snapshot describe a single moment: its end.
 
     Processes are read one after another, so a PFN read early may have been freed
@@ -287,6 +314,15 @@ def _settle(snap: dict[str, npt.NDArray[Any]]) -> None:
     like one shared page. A last pagemap pass (one read per run of pages) takes the
     PFNs as they are now; pages whose mapping changed since their content was read
     get the new PFN and KPF flags and are flagged UNSTABLE.
+
+    A page can also become shared without its PFN changing: an anonymous page is
+    written in place (QEMU's preadv of a disk block into guest RAM), and ksmd
+    (with hints, milliseconds later) makes that very frame the KSM page and maps
+    the other copies to it. Its content as read may predate the write. Only a
+    frame already mapped more than once before the read (write-protected: a write
+    would have moved the page to a new frame) is known to hold what was read, so
+    a page whose PFN is shared at the end but was not before its read
+    (``shared_before``) is flagged UNSTABLE too.
     """
     pids, vaddr, pfn, flags = snap["pid"], snap["vaddr"], snap["pfn"], snap["flags"]
     if pfn.size == 0 or not pfn.any():
@@ -329,7 +365,7 @@ def _settle(snap: dict[str, npt.NDArray[Any]]) -> None:
         except OSError:
             kfd = None
         try:
-            kpf = _read_kpageflags(kfd, pfn[changed])
+            kpf = _read_per_pfn(kfd, pfn[changed])
         finally:
             if kfd is not None:
                 os.close(kfd)
@@ -342,6 +378,10 @@ def _settle(snap: dict[str, npt.NDArray[Any]]) -> None:
         ).astype(np.uint8)
         flags[changed] = f
     flags[changed | gone] |= np.uint8(Flag.UNSTABLE)
+    _, where, times = np.unique(pfn, return_inverse=True, return_counts=True)
+    # the zero page is never written, whatever kpagecount says of it
+    shared_now = (times[where] >= 2) & (pfn != 0) & ((flags & np.uint8(Flag.ZERO_PFN)) == 0)
+    flags[shared_now & ~shared_before] |= np.uint8(Flag.UNSTABLE)
 
 
 def _ksm_counters() -> dict[str, int]:
@@ -384,7 +424,7 @@ def kpf_ksm_reliable() -> bool | None:
             return None
         fd = os.open("/proc/kpageflags", os.O_RDONLY)
         try:
-            flags = _read_kpageflags(fd, pfn)
+            flags = _read_per_pfn(fd, pfn)
         finally:
             os.close(fd)
         return not bool((flags[0] >> np.uint64(KPF_KSM)) & np.uint64(1))

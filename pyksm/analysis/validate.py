@@ -21,8 +21,9 @@ Per snapshot:
   with a different content than they had there. Legitimate if the process wrote
   the page in between; for a workload with static content it must be 0.
 
-Pages flagged UNSTABLE (their mapping changed while the snapshot read them, so
-their content may predate their PFN) are left out of ``wrong`` and
+Pages flagged UNSTABLE (their mapping changed while the snapshot read them, or
+their frame became shared after its content was read, so their content may
+predate their PFN) are left out of ``wrong`` and
 ``changed_at_merge`` (in either snapshot of the pair) and counted as ``unstable``.
 
 Over the series (:func:`long_lived_recall`): of the opportunity episodes of

@@ -60,3 +60,65 @@ def test_missing_process_and_bad_selection() -> None:
         snapshot.regions(2**22 + 5)
     with pytest.raises(PyksmError, match="region selection"):
         snapshot.regions(1, "everything")
+
+
+FORKED = """
+import mmap, os, sys
+m = mmap.mmap(-1, 16 * 4096, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+m.madvise(mmap.MADV_MERGEABLE)
+for i in range(16):
+    m[i * 4096] = i + 1
+if os.fork() == 0:                      # shares all 16 frames copy-on-write
+    sys.stdin.read()
+    os._exit(0)
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_frames_shared_before_the_read_are_steady() -> None:
+    """Frames mapped twice (COW after fork) are write-protected before the read:
+    /proc/kpagecount says so, and none of their pages is flagged UNSTABLE."""
+    p = subprocess.Popen(
+        [sys.executable, "-c", FORKED], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        kids = Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()
+        assert len(kids) == 1
+        snap = snapshot.snapshot_once([p.pid, int(kids[0])])
+        if not snap["pfn"].any():
+            pytest.skip("no PFNs in pagemap (not root)")
+        assert snap["pfn"].size == 32 and np.unique(snap["pfn"]).size == 16
+        assert not np.any(snap["flags"] & Flag.UNSTABLE)
+    finally:
+        p.kill()
+        p.wait()
+
+
+def _unreadable_snapshot(pfn: list[int], flags: list[int]) -> dict[str, np.ndarray]:
+    """A snapshot of a pid that no longer exists: _settle keeps its PFNs as read."""
+    n = len(pfn)
+    return {
+        "pid": np.full(n, 2**22 + 5, dtype=np.int32),
+        "vaddr": np.arange(n, dtype=np.uint64) * np.uint64(4096),
+        "hash": np.zeros(n, dtype=np.uint64),
+        "flags": np.array(flags, dtype=np.uint8),
+        "pfn": np.array(pfn, dtype=np.uint64),
+    }
+
+
+def test_a_frame_that_became_shared_after_its_read_is_unstable() -> None:
+    """A page written in place and then made the KSM page by ksmd keeps its PFN:
+    only kpagecount before the read tells that its content may predate the merge."""
+    anon, zero_pfn = int(Flag.PRESENT | Flag.ANON), int(Flag.PRESENT | Flag.ZERO_PFN)
+    snap = _unreadable_snapshot(
+        # 7: read unshared, shared at the end | 8: shared before both reads
+        # 9: unshared, alone | 10: the zero page, never written
+        [7, 7, 8, 8, 9, 10, 10],
+        [anon, anon, anon, anon, anon, zero_pfn, zero_pfn],
+    )
+    before = np.array([False, True, True, True, False, False, False])
+    snapshot._settle(snap, before)
+    unstable = (snap["flags"] & Flag.UNSTABLE) != 0
+    assert unstable.tolist() == [True, False, False, False, False, False, False]
