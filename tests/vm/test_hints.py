@@ -97,8 +97,7 @@ def test_index_and_intake_survive_allocation_failures(
     while pages are freed and faulted back at the same addresses under hints:
     the per-mm index fails to insert and to erase. The index may lose
     entries but must never point at a freed rmap_item, and the linear scan
-    must never stall. An intake whose allocation fails reports ENOMEM and
-    works again on the next write."""
+    must never stall. (The intakes' own allocations: the next test.)"""
     out = tmp_path / "faults.json"
     result = boot([python, str(GUEST / "index_faults.py"), str(out)], timeout=1200.0)
     assert result.command_exit == 0, result.output_log.read_text()[-3000:]
@@ -109,7 +108,6 @@ def test_index_and_intake_survive_allocation_failures(
     assert r["full_scans_after"] >= 2
     assert r["wrong_pages"] == 0
     assert r["merged_after"], "hinted duplicates no longer merge"
-    assert r["intake_faults"] == {"raw": "ENOMEM", "text": "ENOMEM"}
 
 
 def test_every_allocation_of_the_series_fails_once(boot: Boot, python: str, tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ fault injection interface is missing."""
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import mmap
@@ -67,38 +66,6 @@ if wait_until("full_scans", scans0 + 2, 120) is None:
 (FAILSLAB / "verbose").write_text("0")
 (FAILSLAB / "interval").write_text("1")
 
-
-def fail_next_allocation(action: str) -> str:
-    """Run ``action`` with this task's next slab allocation failing; the errno
-    name it ended with, or "ok"."""
-    fd = os.open(hints.HINTS_RAW if action == "raw" else hints.HINTS_TEXT, os.O_WRONLY)
-    rec = wire.Hint(os.getpid(), region.addr, PAGE).pack()
-    line = f"{os.getpid()} {region.addr:#x} {PAGE}\n".encode()
-    (FAILSLAB / "times").write_text("1")
-    (FAILSLAB / "probability").write_text("100")
-    # make-it-fail through a file kept open: closing one after writing "1"
-    # may itself allocate (it does on the debug kernel), and that allocation
-    # would take the one failure meant for the intake.
-    mif = os.open("/proc/self/make-it-fail", os.O_WRONLY)
-    os.write(mif, b"1")
-    try:
-        os.write(fd, rec if action == "raw" else line)
-        result = "ok"
-    except OSError as e:
-        result = errno.errorcode.get(e.errno or 0, str(e.errno))
-    finally:
-        os.write(mif, b"0")
-        os.close(mif)
-        (FAILSLAB / "probability").write_text("0")
-    if result == "ok":
-        result += f" (failslab times left: {(FAILSLAB / 'times').read_text().strip()})"
-    # The intake works again once allocations do.
-    os.write(fd, rec if action == "raw" else line)
-    os.close(fd)
-    return result
-
-
-intake_faults = {a: fail_next_allocation(a) for a in ("raw", "text")}
 
 pid = ksm.ksmd_pid()
 (FAILSLAB / "times").write_text(str(TIMES))
@@ -166,7 +133,6 @@ Path(sys.argv[1]).write_text(
             "wrong_pages": wrong,
             "merged_after": None if merged is None else merged - merged0,
             "hints_rejected": dict(writer.rejected),
-            "intake_faults": intake_faults,
         }
     )
 )
