@@ -50,6 +50,7 @@ class CaseResult:
     tap_pass: int = 0
     tap_fail: int = 0
     tap_skip: int = 0
+    first_failure: str | None = None  # a failed first run of an UPSTREAM_RACES case
 
     @property
     def status(self) -> str:
@@ -90,6 +91,16 @@ CASE_KNOBS: dict[str, dict[str, str]] = {
     "numa -N m0": {"smart_scan": "0"},
 }
 
+# Cases run a second time when the first run fails, because of a race in the
+# upstream test itself; the case passes only if the second run does, and the
+# first run's failure is kept (CaseResult.first_failure). ksm_tests -U waits
+# for full_scans to grow by one after writing to the merged pages: if ksmd
+# already visited them in the round under way (the test was preempted
+# between reading full_scans and writing), that round ends without seeing the
+# writes and two pages still count as merged. Seen with smart_scan=0 on a
+# host running three VMs at once (2026-12-01); the race is wider under load.
+UPSTREAM_RACES = ("unmerge -U",)
+
 
 def settle_ksm(timeout: float = 60.0) -> None:
     """Unmerge everything and stop ksmd between cases, so that one case's KSM
@@ -128,22 +139,31 @@ def run_in_guest(
         if not (bindir / binary).exists():
             continue  # e.g. ksm_hints_tests on a vanilla build
         argv = [str(bindir / binary), *args]
-        settle_ksm()
-        saved = _set_knobs(CASE_KNOBS.get(name, {}))
-        t0 = time.monotonic()
-        try:
-            limit = timeout + (2 * stress_seconds() if name == "hints" else 0)
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=limit)
-            code, text = proc.returncode, proc.stdout + proc.stderr
-        except subprocess.TimeoutExpired as e:
-            code, text = -1, f"{e.output or ''}\nTIMEOUT after {limit} s"
-        _set_knobs(saved)
-        res = CaseResult(name, argv, code, round(time.monotonic() - t0, 2), text[-20000:])
-        res.tap_pass, res.tap_fail, res.tap_skip = tap_counts(text)
-        print(f"{res.status:4} {name} ({res.seconds} s, exit {code})", flush=True)
+        limit = timeout + (2 * stress_seconds() if name == "hints" else 0)
+        res = _run_case(name, argv, limit)
+        if res.status == "fail" and name in UPSTREAM_RACES:
+            first = res
+            res = _run_case(name, argv, limit)
+            res.first_failure = f"exit {first.exit_code}:\n{first.output[-2000:]}"
         results.append(res)
     out.write_text(json.dumps([asdict(r) for r in results], indent=1))
     return results
+
+
+def _run_case(name: str, argv: list[str], limit: float) -> CaseResult:
+    settle_ksm()
+    saved = _set_knobs(CASE_KNOBS.get(name, {}))
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=limit)
+        code, text = proc.returncode, proc.stdout + proc.stderr
+    except subprocess.TimeoutExpired as e:
+        code, text = -1, f"{e.output or ''}\nTIMEOUT after {limit} s"
+    _set_knobs(saved)
+    res = CaseResult(name, argv, code, round(time.monotonic() - t0, 2), text[-20000:])
+    res.tap_pass, res.tap_fail, res.tap_skip = tap_counts(text)
+    print(f"{res.status:4} {name} ({res.seconds} s, exit {code})", flush=True)
+    return res
 
 
 def load(path: Path) -> list[CaseResult]:

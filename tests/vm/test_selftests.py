@@ -45,6 +45,7 @@ def results(
         summarize(
             f"{r.status:4} {r.name:18} {r.seconds:6.1f} s  tap pass={r.tap_pass} "
             f"fail={r.tap_fail} skip={r.tap_skip}"
+            + (" (its first run failed: upstream race, run again)" if r.first_failure else "")
         )
     return {r.name: r for r in loaded}
 
