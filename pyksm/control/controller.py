@@ -68,6 +68,7 @@ class Controller:
         evs = list(events)
         admitted = self.policy.admit({e.tgid for e in evs if self.policy.allowed(e.tgid)}, now_ns)
         ranges: list[Range] = []
+        spans_of: dict[int, Sequence[tuple[int, int]] | None] = {}  # looked up once a drain
         for e in evs:
             self.stats.events += 1
             self.stats.bytes_read += e.length
@@ -75,7 +76,10 @@ class Controller:
             if e.tgid not in admitted:
                 self.stats.refused_events += 1
                 continue
-            spans = self.memory(e.tgid) if self.memory else None
+            if e.tgid in spans_of:
+                spans = spans_of[e.tgid]
+            else:
+                spans = spans_of[e.tgid] = self.memory(e.tgid) if self.memory else None
             if spans is None:
                 parts = [(e.start, e.start + e.length)]
             else:

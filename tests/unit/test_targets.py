@@ -23,6 +23,8 @@ VmFlags: rd wr mr mw me ac mg
 VmFlags: rd mr mw me mg
 """
 
+MAPS = "".join(line + "\n" for line in SMAPS.splitlines() if not line[0].isupper())
+
 
 def test_mergeable_spans_pick_rw_mg_mappings_and_exact_ram_size() -> None:
     assert mergeable_spans(SMAPS) == [
@@ -38,6 +40,7 @@ def _fake_proc(root: Path) -> Path:
         (proc / str(pid)).mkdir(parents=True)
         (proc / str(pid) / "comm").write_text(comm + "\n")
         (proc / str(pid) / "smaps").write_text(SMAPS)
+        (proc / str(pid) / "maps").write_text(MAPS)
     return proc
 
 
@@ -67,12 +70,39 @@ def test_bad_targets_are_one_line_errors(tmp_path: Path) -> None:
 
 def test_memory_maps_cache_and_refresh(tmp_path: Path) -> None:
     proc = _fake_proc(tmp_path)
-    mm = MemoryMaps(refresh_ns=100, proc=proc, ram_sizes={10: 1 << 30})
+    mm = MemoryMaps(refresh_ns=100, flags_refresh_ns=10_000, proc=proc, ram_sizes={10: 1 << 30})
     assert mm.spans(10, 0) == [(0x7F0000000000, 0x7F0040000000)]
+    assert mm.smaps_reads == 1
     (proc / "10" / "smaps").write_text("")
     assert mm.spans(10, 50) != []  # cached
-    assert mm.spans(10, 200) == []  # refreshed
+    assert mm.spans(10, 200) != []  # maps checked, unchanged: smaps not read again
+    assert mm.smaps_reads == 1
+    (proc / "10" / "maps").write_text(MAPS + "7f0400000000-7f0400001000 rw-p 0 00:00 0\n")
+    assert mm.spans(10, 250) != []  # changed, but not looked at again yet
+    assert mm.spans(10, 300) == []  # maps changed: smaps read again
+    assert mm.smaps_reads == 2
+    (proc / "10" / "smaps").write_text(SMAPS)
+    assert mm.spans(10, 400) == []  # maps as at the last smaps read
+    assert mm.spans(10, 10_300) != []  # flags_refresh_ns: smaps read again
+    assert mm.smaps_reads == 3
     assert mm.spans(999, 0) == []  # gone: nothing hintable
+    mm.forget(10)
+    assert mm.spans(10, 10_301) != [] and mm.smaps_reads == 5
+
+
+def test_qemu_scan_reads_comm_of_new_pids_and_all_every_rescan(tmp_path: Path) -> None:
+    proc = _fake_proc(tmp_path)
+    spec = TargetSpec(qemu=True, proc=proc, rescan_ns=1000)
+    assert spec.resolve(0) == {10, 12}
+    (proc / "11" / "comm").write_text("qemu-system-x86\n")  # bash exec()s a QEMU
+    (proc / "14").mkdir()
+    (proc / "14" / "comm").write_text("qemu-system-arm\n")
+    assert spec.resolve(500) == {10, 12, 14}  # a new pid at once; 11's comm not read again
+    assert spec.resolve(1000) == {10, 11, 12, 14}  # every comm again
+    for f in (proc / "12").iterdir():
+        f.unlink()
+    (proc / "12").rmdir()
+    assert spec.resolve(1100) == {10, 11, 14}  # exited
 
 
 def test_header_tree_is_merged_from_common_and_arch(tmp_path: Path) -> None:
