@@ -8,9 +8,11 @@ reports; any report fails the test that booted it.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 
 import pytest
 
@@ -21,6 +23,20 @@ REPO = Path(__file__).resolve().parents[2]
 Boot = Callable[..., vm.VmResult]
 # Lines for the end-of-run summary (selftest and KUnit counts, fuzz totals).
 SUMMARY: list[str] = []
+# The debug kernel (KASAN, KFENCE, lockdep) under TCG boots and runs user space
+# several times slower (a bcc compile in it took more than 600 s): every VM
+# test's timeouts, and its guest script's waits (PYKSM_TEST_SLOW), stretch by this.
+SLOW = 4.0 if os.environ.get("PYKSM_TEST_VARIANT") == "debug" else 1.0
+
+
+def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # SIGTERM ends a VM test run the way ^C does: the running VM is released
+    # (pyksm.lab.vm.run kills its process group on the way out), not orphaned.
+    signal.signal(signal.SIGTERM, _interrupt)
 
 
 def summarize(line: str) -> None:
@@ -54,7 +70,8 @@ def kernel(variant: str) -> kbuild.KernelBuild:
 def _boot(
     kernel: kbuild.KernelBuild, outdir: Path, command: list[str], **kw: object
 ) -> vm.VmResult:
-    kw.setdefault("timeout", 900.0)
+    kw["timeout"] = float(kw.get("timeout", 900.0)) * SLOW  # type: ignore[arg-type]
+    kw["env"] = {"PYKSM_TEST_SLOW": str(SLOW), **kw.get("env", {})}  # type: ignore[dict-item]
     req = vm.VmRequest(bzimage=kernel.bzimage, command=command, outdir=outdir, **kw)  # type: ignore[arg-type]
     result = vm.run(req)
     if result.reports:

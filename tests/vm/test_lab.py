@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from pyksm.lab import build as kbuild
+from tests.vm.conftest import SLOW
 
 PYKSM = [sys.executable, "-m", "pyksm.cli"]
 
@@ -41,12 +42,12 @@ def test_panic_at_boot_fails_within_timeout_and_is_shown(
         "-o",
         str(tmp_path),
         "--timeout",
-        "120",
+        str(int(120 * SLOW)),
         "--append",
         "rootfstype=ext4",
         "--",
         "true",
-        timeout=300,
+        timeout=300 * SLOW,
     )
     assert r.returncode != 0
     assert "Kernel panic - not syncing" in r.stderr
@@ -65,12 +66,12 @@ def test_crash_during_command_fails_even_if_command_succeeds(
         "-o",
         str(tmp_path),
         "--timeout",
-        "120",
+        str(int(120 * SLOW)),
         "--",
         "sh",
         "-c",
         "echo c > /proc/sysrq-trigger; true",
-        timeout=300,
+        timeout=300 * SLOW,
     )
     assert r.returncode != 0
     assert "kernel panic report" in r.stderr or "kernel oops report" in r.stderr

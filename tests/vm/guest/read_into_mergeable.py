@@ -60,13 +60,19 @@ def main() -> None:
     ap.add_argument("data")
     ap.add_argument("out")
     ap.add_argument("--wait-for", action="append", default=[])
+    ap.add_argument("--wait-timeout", type=float, default=600.0, help="for the go files")
     ap.add_argument("--linger", type=float, default=0.0)
     ap.add_argument("--pages", type=int, default=16, help="pages per syscall")
     ap.add_argument("--no-aio", action="store_true")
     ap.add_argument("--io-uring", action="store_true", help="also read with io_uring")
     a = ap.parse_args()
     if a.wait_for:
-        wait_for(lambda: all(os.path.exists(w) for w in a.wait_for), 600, "the go files", poll=0.05)
+        wait_for(
+            lambda: all(os.path.exists(w) for w in a.wait_for),
+            a.wait_timeout,
+            "the go files",
+            poll=0.05,
+        )
         time.sleep(0.3)
     size = a.pages * PAGE
     stride = 2 * size  # a slot and a gap
