@@ -272,13 +272,14 @@ def test_an_unchanged_knob_is_not_written(tmp_path: Path) -> None:
 
 
 class FakeProbes:
-    """ReadProbes' surface: one read event a drain; ``then`` runs at drain ``at``."""
+    """ReadProbes' surface: one read event a drain (those ``reads`` says yes to);
+    ``then`` runs at drain ``at``."""
 
     headers, layer, syscalls, functions, attached = "/h", "syscalls", ("pread64",), (), ["x"]
 
-    def __init__(self, at: int, then: Any) -> None:
+    def __init__(self, at: int, then: Any, reads: Any = lambda _n: True) -> None:
         self.features = type("F", (), {"describe": staticmethod(lambda: "fake")})()
-        self.drains, self.at, self.then = 0, at, then
+        self.drains, self.at, self.then, self.reads = 0, at, then, reads
 
     def set_targets(self, _t: object) -> None:
         pass
@@ -287,6 +288,8 @@ class FakeProbes:
         self.drains += 1
         if self.drains == self.at:
             self.then()
+        if not self.reads(self.drains):
+            return []
         return [ReadEvent(0, os.getpid(), 2, 0x100000 * self.drains, 64 * 4096)]
 
     def stats(self) -> dict[str, int]:
