@@ -15,7 +15,7 @@ mergeable). With a QMP socket, the RAM size QEMU reports narrows it further.
 Both are looked at every refresh (once a second), so what they cost is the
 collector's steady cost. Measured on the 2-CPU host (a QEMU guest with
 192 MiB of RAM, 333 mappings; 127 processes): reading its smaps takes
-3.5-6 ms of CPU, because the kernel walks every page table to count
+3.5-8 ms of CPU, because the kernel walks every page table to count
 Rss/Pss, where its maps takes 0.12 ms; a --qemu scan that reads every
 process's comm takes 1.8-3.7 ms. Under TCG each costs ten times more. So:
 
