@@ -115,8 +115,7 @@ class _Known:
 
 def _read(path: Path) -> bytes | None:
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        return path.read_bytes()
     except OSError:
         return None
 
@@ -134,9 +133,10 @@ class MemoryMaps:
     smaps_reads: int = 0
     _known: dict[int, _Known] = field(default_factory=dict)
 
-    def read(self, tgid: int, now_ns: int) -> list[tuple[int, int]]:
-        """Read smaps now (and the maps it matches)."""
-        maps = _read(self.proc / str(tgid) / "maps")
+    def read(self, tgid: int, now_ns: int, maps: bytes | None = None) -> list[tuple[int, int]]:
+        """Read smaps now; ``maps``: the maps text just read before, else read here."""
+        if maps is None:
+            maps = _read(self.proc / str(tgid) / "maps")
         smaps = _read(self.proc / str(tgid) / "smaps")
         self.smaps_reads += 1
         text = smaps.decode(errors="replace") if smaps is not None else ""
@@ -153,7 +153,7 @@ class MemoryMaps:
             k.checked_ns = now
             maps = _read(self.proc / str(tgid) / "maps")
             if maps is None or maps != k.maps:
-                return self.read(tgid, now)
+                return self.read(tgid, now, maps)
         return k.spans
 
     def forget(self, tgid: int) -> None:
