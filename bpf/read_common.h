@@ -85,7 +85,8 @@ static __always_inline void emit(u32 tgid, u32 probe, u64 start, u64 len)
 	e->probe = probe;
 	e->start = start;
 	e->len = len;
-	events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+	/* Adaptive wakeup: only the first event after a drain wakes a poller. */
+	events.ringbuf_submit(e, 0);
 	count(STAT_EMITTED);
 }
 

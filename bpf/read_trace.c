@@ -13,8 +13,9 @@
  *
  * Filtering happens here: only tgids in `targets` are traced (the
  * controller updates that map), and reads shorter than MIN_BYTES (eventfd
- * and pipe chatter) are skipped. Events go through a ring buffer without
- * wakeups; user space drains it on its own clock, never per event.
+ * and pipe chatter) are skipped. Events go through a ring buffer; user
+ * space drains it on its own clock while reads come, never per event, and
+ * only the first event after a drain (the ring was empty) wakes it.
  *
  * Defines set by the loader: MIN_BYTES, MAX_IOV, RINGBUF_PAGES, MAX_IOCBS,
  * MAX_AIO_IOV, ALL_TGIDS (trace every process), and WITH_<SYSCALL> for each

@@ -65,7 +65,7 @@
  *
  * Same rules as read_trace.c: only tgids in `targets` (io_uring's io-wq
  * workers share their process's tgid), nothing shorter than MIN_BYTES, a
- * ring buffer without wakeups. Cost: every call of a probed function on the
+ * ring buffer that wakes only an idle reader. Cost: every call of a probed function on the
  * machine, target or not, runs the hook before this program filters; a
  * kretprobe also takes a return-hook instance per call (the loader raises
  * maxactive so threads sleeping in read() elsewhere do not exhaust them: a

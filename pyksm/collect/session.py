@@ -11,10 +11,13 @@ Two modes share the loop:
   much would have been hinted and how much landed outside target memory.
 
 The loop drains the ring buffer every ``drain_s`` (never per event) while
-reads arrive; after a drain that found none it waits twice as long, up to
-``idle_drain_s`` (the ring buffer holds ~130 k events, seconds of any read
-rate seen so far). Under TCG an empty drain cost 3-7 ms, so a collector
-draining 20 times a second beside idle guests used 15 % of a CPU. It
+reads arrive; after a drain that found none it waits in the ring buffer's
+poll, twice as long each time, up to ``idle_drain_s``, and the first read
+ends that wait. Under TCG an empty drain cost 3-7 ms, so a collector
+draining 20 times a second beside idle guests used 15 % of a CPU; a plain
+sleep instead of the poll delayed the first hint of a burst by up to
+``idle_drain_s``, long enough for ksmd's linear scan of a small process to
+merge the pages first. It
 re-resolves targets every ``refresh_s`` (new QEMUs join, exited ones
 leave) and flushes the trace on every drain and on SIGINT/SIGTERM.
 
@@ -251,7 +254,8 @@ class _Session:
                     self.refresh()
                     next_refresh = now + opts.refresh_s
                 # Back to drain_s as soon as reads arrive; doubling while none do.
-                wait = opts.drain_s if self.step() else min(2 * wait, longest)
+                busy = self.step() > 0
+                wait = opts.drain_s if busy else min(2 * wait, longest)
                 if next_report is not None and now >= next_report:
                     report(self.snapshot())
                     reports += 1
@@ -260,7 +264,10 @@ class _Session:
                         break
                 if opts.duration is not None and now - self.t0 >= opts.duration:
                     break
-                time.sleep(wait)
+                if busy:
+                    time.sleep(wait)  # let reads gather: one drain per drain_s
+                else:
+                    self.probes.wait(wait)  # idle: the first read ends the wait
         except KeyboardInterrupt:
             return True
         return stop.signum is not None

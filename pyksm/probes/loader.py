@@ -377,6 +377,13 @@ class ReadProbes:
         batch, self._batch = self._batch, []
         return batch
 
+    def wait(self, timeout_s: float) -> None:
+        """Sleep until the probes emit or ``timeout_s`` passes; what arrived
+        waits for the next ``drain()``. The BPF side asks for a wakeup only
+        when the ring was empty (adaptive notification), so this costs
+        nothing while reads keep coming."""
+        self.bpf.ring_buffer_poll(max(1, round(timeout_s * 1000)))
+
     def set_targets(self, targets: Mapping[int, int]) -> None:
         """Make the BPF filter trace exactly ``targets`` (tgid -> trust group).
 

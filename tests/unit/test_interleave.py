@@ -280,6 +280,7 @@ class FakeProbes:
     def __init__(self, at: int, then: Any, reads: Any = lambda _n: True) -> None:
         self.features = type("F", (), {"describe": staticmethod(lambda: "fake")})()
         self.drains, self.at, self.then, self.reads = 0, at, then, reads
+        self.waits: list[float] = []  # wait() calls (idle), not time.sleep (busy)
 
     def set_targets(self, _t: object) -> None:
         pass
@@ -291,6 +292,10 @@ class FakeProbes:
         if not self.reads(self.drains):
             return []
         return [ReadEvent(0, os.getpid(), 2, 0x100000 * self.drains, 64 * 4096)]
+
+    def wait(self, timeout_s: float) -> None:
+        """ReadProbes.wait: the fake has no ring to poll, so it logs the wait."""
+        self.waits.append(timeout_s)
 
     def stats(self) -> dict[str, int]:
         return {}

@@ -107,9 +107,10 @@ def start_collector(args: list[str], tag: str) -> tuple[subprocess.Popen[str], P
     return proc, log
 
 
-def start_reader(expected: Path, ready: Path) -> subprocess.Popen[bytes]:
+def start_reader(expected: Path, ready: Path, *extra: str) -> subprocess.Popen[bytes]:
     """The reader; it starts reading once ``ready`` exists and then lingers."""
     argv = [str(READER), str(data), str(expected), "--wait-for", str(ready), "--linger", "300"]
+    argv += extra
     argv += ["--wait-timeout", str(ATTACH_S + 120)]
     return subprocess.Popen([PY, *argv, *READER_ARGS])
 
@@ -149,8 +150,13 @@ def compare(
 # --- live ---------------------------------------------------------------
 ready = work / "ready-live"
 expected = work / "expected-live.json"
-reader = start_reader(expected, ready)
+# 32 MiB of unique mergeable pages beside the 160 read pages: ksmd's linear
+# scan needs seconds to visit the read pages twice (it merges on the second
+# visit), so a merge within that time came through the hints. Without it a
+# full scan took ~50 ms and raced the hints.
+reader = start_reader(expected, ready, "--ballast-mib", "32")
 rec0, merged0 = k.read_int("hints_received"), k.read_int("hint_pages_merged")
+counters0 = {n: k.read_int(n) for n in sorted(ksm.MONOTONIC) if k.has(n)}
 collector, log = start_collector(["-p", str(reader.pid), *LAYER_ARGS], "live")
 # Compiling the probes (kheaders, clang) took more than 300 s under TCG with
 # another VM on the 2 CPUs, more than 600 s on the debug kernel.
@@ -166,6 +172,8 @@ res["hints_received_delta"] = k.read_int("hints_received") - rec0
 res["merged_through_hints"] = wait_for(lambda: k.read_int("hint_pages_merged") > merged0, 120)
 res["hint_pages_merged_delta"] = k.read_int("hint_pages_merged") - merged0
 res["seconds_to_merge"] = round(time.monotonic() - t_attach, 1)
+# Every KSM counter that moved, so a failure says where the hinted visits went.
+res["counter_deltas"] = {n: d for n, v in counters0.items() if (d := k.read_int(n) - v)}
 res["process_ksm"] = ksm.process_stat(reader.pid)
 # Robustness: the target dies under the collector.
 reader.kill()

@@ -3,7 +3,7 @@ readv, pread64, read, io_submit and (--io-uring) io_uring READ and READV, and
 writes the exact (syscall, address, length) list it expects a tracer to see.
 
 usage: read_into_mergeable.py DATA OUT.json [--wait-for PATH]... [--linger S] [--pages N]
-                              [--no-aio] [--io-uring]
+                              [--no-aio] [--io-uring] [--ballast-mib N]
 
 Every destination range is its own slot with a gap after it, so a
 controller that coalesces adjacent ranges still sends one hint per range.
@@ -65,7 +65,18 @@ def main() -> None:
     ap.add_argument("--pages", type=int, default=16, help="pages per syscall")
     ap.add_argument("--no-aio", action="store_true")
     ap.add_argument("--io-uring", action="store_true", help="also read with io_uring")
+    ap.add_argument(
+        "--ballast-mib",
+        type=int,
+        default=0,
+        help="this much MADV_MERGEABLE memory of unique pages, mapped first, "
+        "so ksmd's linear scan takes a while to come round to the reads",
+    )
     a = ap.parse_args()
+    if a.ballast_mib:
+        ballast = mmap.mmap(-1, a.ballast_mib << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        ballast.madvise(mmap.MADV_MERGEABLE)
+        ballast.write(os.urandom(a.ballast_mib << 20))
     if a.wait_for:
         wait_for(
             lambda: all(os.path.exists(w) for w in a.wait_for),
