@@ -7,7 +7,8 @@ whether it trends down.
   restricted to the window. A ratio of integrals, not a mean of per-second
   ratios: a second with little to share weighs little.
 - The window: the last ``WINDOW_S`` (600 s) of the run. A run shorter than
-  twice that uses its last half (the fill at the start stays out) and is
+  twice that (less one bin: samples start and end a second or so inside
+  the run) uses its last half (the fill at the start stays out) and is
   marked ``shortened``; ``window_s`` says what was used.
 - Trend: the window is cut into ``BIN_S`` (30 s) bins; each bin's captured
   sharing (the same ratio of integrals) is a point at the bin's centre. The
@@ -224,7 +225,9 @@ def steady_state(
         return SteadyState(0.0, 0.0, 0.0, True, None, None, None, None, 0, TOO_SHORT)
     first, end = float(tt[0]), float(tt[-1])
     span = end - first
-    shortened = span < 2 * window_s
+    # Samples start and end a second or so inside the run: a run of twice
+    # the window whose samples span a bin less still gets the whole window.
+    shortened = span < 2 * window_s - bin_s
     used = span / 2 if shortened else window_s
     start = end - used
     captured = captured_between(tt, s, o, start, end)

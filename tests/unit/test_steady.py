@@ -74,6 +74,18 @@ def test_a_short_run_uses_its_last_half() -> None:
     assert st.bins == 5 and st.verdict == steady.NO_DOWNWARD
 
 
+def test_a_run_of_twice_the_window_sampled_inside_it_uses_the_whole_window() -> None:
+    # the steady scenario's 1200 s: samples from 1 s to 1199 s (1198 s apart)
+    t = np.arange(1.0, 1200.0)
+    st = steady.steady_state(t, np.full(t.size, 90.0), np.full(t.size, 100.0))
+    assert not st.shortened and st.window_s == 600 and st.start_s == 599
+    assert st.captured == pytest.approx(0.9)
+    # a bin less than that is shortened
+    t = np.arange(0.0, 1169.0)
+    st = steady.steady_state(t, np.full(t.size, 90.0), np.full(t.size, 100.0))
+    assert st.shortened and st.window_s == 584
+
+
 SHORT = [
     # (name, t, pages_sharing, oracle)
     ("too few bins", np.arange(0.0, 200.0), np.full(200, 5.0), np.full(200, 10.0)),
