@@ -65,12 +65,13 @@
  *
  * Same rules as read_trace.c: only tgids in `targets` (io_uring's io-wq
  * workers share their process's tgid), nothing shorter than MIN_BYTES, a
- * ring buffer that wakes only an idle reader. Cost: every call of a probed function on the
- * machine, target or not, runs the hook before this program filters; a
- * kretprobe also takes a return-hook instance per call (the loader raises
- * maxactive so threads sleeping in read() elsewhere do not exhaust them: a
- * missed return loses that read and leaves a stale `pending` entry until
- * the thread's next outer read). A trampoline has no such limit.
+ * ring buffer that wakes only an idle reader. Cost: every call of a probed
+ * function on the machine, target or not, runs the hook before this
+ * program filters; a kretprobe also takes a return-hook instance per call
+ * (the loader raises maxactive so threads sleeping in read() elsewhere do
+ * not exhaust them: a missed return loses that read and leaves a stale
+ * `pending` entry until the thread's next outer read). A trampoline has no
+ * such limit.
  */
 #include "read_common.h"
 #include <uapi/linux/aio_abi.h>

@@ -29,8 +29,7 @@ def _waits(
         raise KeyboardInterrupt
 
     waits: list[tuple[str, float]] = []
-    probes = FakeProbes(17, stop, reads.__contains__)
-    probes.wait = lambda t: waits.append(("poll", t))  # type: ignore[method-assign]
+    probes = FakeProbes(17, stop, reads.__contains__, lambda t: waits.append(("poll", t)))
     monkeypatch.setattr(session, "ReadProbes", lambda _o: probes)
     monkeypatch.setattr(session.time, "sleep", lambda t: waits.append(("sleep", t)))
     opts = session.CollectOptions(

@@ -277,10 +277,12 @@ class FakeProbes:
 
     headers, layer, syscalls, functions, attached = "/h", "syscalls", ("pread64",), (), ["x"]
 
-    def __init__(self, at: int, then: Any, reads: Any = lambda _n: True) -> None:
+    def __init__(
+        self, at: int, then: Any, reads: Any = lambda _n: True, on_wait: Any = lambda _t: None
+    ) -> None:
         self.features = type("F", (), {"describe": staticmethod(lambda: "fake")})()
         self.drains, self.at, self.then, self.reads = 0, at, then, reads
-        self.waits: list[float] = []  # wait() calls (idle), not time.sleep (busy)
+        self.on_wait = on_wait  # called with each wait()'s timeout
 
     def set_targets(self, _t: object) -> None:
         pass
@@ -294,8 +296,8 @@ class FakeProbes:
         return [ReadEvent(0, os.getpid(), 2, 0x100000 * self.drains, 64 * 4096)]
 
     def wait(self, timeout_s: float) -> None:
-        """ReadProbes.wait: the fake has no ring to poll, so it logs the wait."""
-        self.waits.append(timeout_s)
+        """ReadProbes.wait: the fake has no ring to poll; it tells ``on_wait``."""
+        self.on_wait(timeout_s)
 
     def stats(self) -> dict[str, int]:
         return {}
