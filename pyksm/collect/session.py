@@ -17,9 +17,9 @@ ends that wait. Under TCG an empty drain cost 3-7 ms, so a collector
 draining 20 times a second beside idle guests used 15 % of a CPU; a plain
 sleep instead of the poll delayed the first hint of a burst by up to
 ``idle_drain_s``, long enough for ksmd's linear scan of a small process to
-merge the pages first. It
-re-resolves targets every ``refresh_s`` (new QEMUs join, exited ones
-leave) and flushes the trace on every drain and on SIGINT/SIGTERM.
+merge the pages first. It re-resolves targets every ``refresh_s`` (new
+QEMUs join, exited ones leave) and flushes the trace on every drain and on
+SIGINT/SIGTERM.
 
 Live mode forwards hints while the kernel's hint stack has room
 (pyksm.control.ratecap) and, with ``adaptive_interleave``, sets

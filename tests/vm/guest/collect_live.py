@@ -159,8 +159,8 @@ smart0 = k.read_int("smart_scan") if k.has("smart_scan") else None
 if smart0 is not None:
     k.write("smart_scan", 0)
 reader = start_reader(expected, ready, "--ballast-mib", "32")
-rec0, merged0 = k.read_int("hints_received"), k.read_int("hint_pages_merged")
 counters0 = {n: k.read_int(n) for n in sorted(ksm.MONOTONIC) if k.has(n)}
+rec0, merged0 = counters0["hints_received"], counters0["hint_pages_merged"]
 collector, log = start_collector(["-p", str(reader.pid), *LAYER_ARGS], "live")
 # Compiling the probes (kheaders, clang) took more than 300 s under TCG with
 # another VM on the 2 CPUs, more than 600 s on the debug kernel.

@@ -73,7 +73,7 @@ def main() -> None:
         "so ksmd's linear scan takes a while to come round to the reads",
     )
     a = ap.parse_args()
-    if a.ballast_mib:
+    if a.ballast_mib:  # stays mapped until the process exits
         ballast = mmap.mmap(-1, a.ballast_mib << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         ballast.madvise(mmap.MADV_MERGEABLE)
         ballast.write(os.urandom(a.ballast_mib << 20))
