@@ -131,8 +131,11 @@ def main() -> None:
     for _ in range(10):
         os.write(w, b"12345678")
         os.read(r, 8)
-    with open(a.out, "w") as f:
+    # Whole or not at all: collect_live reads the file as soon as it exists.
+    tmp = a.out + ".tmp"
+    with open(tmp, "w") as f:
         json.dump({"pid": os.getpid(), "base": base, "size": len(region), "expected": exp}, f)
+    os.replace(tmp, a.out)
     time.sleep(a.linger)
 
 
