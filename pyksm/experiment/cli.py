@@ -29,7 +29,7 @@ def _once(names: list[str], what: str) -> list[str]:
 
 
 def modes(text: str) -> list[str]:
-    """A comma list of modes (MODE or MODE@PAGES:MS), each one known, none twice."""
+    """A comma list of modes (MODE[=H:L][@PAGES:MS]), each one known, none twice."""
     names = [m.strip() for m in text.split(",") if m.strip()]
     if not names:
         raise PyksmError(f"no modes in {text!r}: give a comma list of {', '.join(runner.MODES)}")
@@ -100,7 +100,8 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--modes",
         default="ksm,ksm++",
         type=argtypes.checked(modes),
-        help=f"comma list of {', '.join(runner.MODES)}; MODE@PAGES:MS gives a mode its own scan rate",
+        help=f"comma list of {', '.join(runner.MODES)}; MODE@PAGES:MS gives a mode its own "
+        "scan rate, ksm++=H:L a fixed hint_interleave (e.g. ksm++=4:1)",
     )
     p.add_argument(
         "--repeat",

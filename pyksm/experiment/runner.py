@@ -13,6 +13,9 @@ Modes (same seeded workload each time, KSM fully unmerged in between):
 
 A mode may carry its own scan rate, MODE@PAGES:MS (e.g. ksm@175:20): linear
 KSM given the ksmd CPU that KSM++ used, to compare the two at equal cost.
+A ksm++ mode that is not adaptive may carry a fixed hint_interleave,
+MODE=H:L (e.g. ksm++=4:1, ksm++=4:1@100:20; every mode else runs at the
+kernel's default 1:1), to compare the adaptive interleave with fixed ones.
 
 With --repeat N every mode runs N times, interleaved: repetition r runs the
 modes rotated by r - 1 (ksm, ksm++; then ksm++, ksm; ...), so a slow drift
@@ -42,6 +45,7 @@ from typing import IO, Any
 
 from pyksm import __version__, argtypes
 from pyksm.collect.process import CollectorProcess
+from pyksm.control.interleave import Ratio, format_ratio, parse_ratio
 from pyksm.deadline import wait_for
 from pyksm.errors import PyksmError
 from pyksm.experiment import guest, hintpairs, qemu_scenarios, scenarios
@@ -87,6 +91,8 @@ class ModeConfig:
     scan_rate: tuple[int, int] | None = None
     # The collector sets hint_interleave from the kernel's backlog.
     adaptive: bool = False
+    # A fixed hint_interleave (H, L) for the run (MODE=H:L); the kernel's 1:1 otherwise.
+    interleave: Ratio = (1, 1)
 
 
 @dataclass(frozen=True)
@@ -184,16 +190,24 @@ def parse_scan_rate(text: str) -> tuple[int, int]:
 
 
 def mode_config(name: str) -> ModeConfig:
-    base, at, rate = name.partition("@")
+    """``MODE[=H:L][@PAGES:MS]`` -> its settings (see the module's docstring)."""
+    head, at, rate = name.partition("@")
+    base, eq, ratio = head.partition("=")
     if base not in MODES:
         raise PyksmError(f"unknown mode {base!r} (choose from {', '.join(MODES)})")
+    hints, adaptive = base.startswith("ksm++"), "adaptive" in base
+    if eq and (not hints or adaptive):
+        raise PyksmError(
+            f"mode {name!r}: only a ksm++ mode that is not adaptive takes a fixed =H:L"
+        )
     return ModeConfig(
         name,
-        base.startswith("ksm++"),
+        hints,
         "nosmart" not in base,
         "advisor" in base,
         parse_scan_rate(rate) if at else None,
-        "adaptive" in base,
+        adaptive,
+        parse_ratio(ratio) if eq else (1, 1),
     )
 
 
@@ -212,9 +226,10 @@ def _reset(k: ksm.Ksm, cfg: ModeConfig, pages: int, sleep_ms: int) -> None:
         k.write("advisor_mode", "none")
     if k.has("hint_capacity"):
         k.write("hint_capacity", 4096 if cfg.hints else 0)
-        # Every mode starts at the kernel's default split, also after an
-        # adaptive collector that could not restore it (SIGKILL).
-        k.write("hint_interleave", "1:1")
+        # Every mode starts at its split (the kernel's default 1:1 unless
+        # MODE=H:L), also after an adaptive collector that could not restore
+        # it (SIGKILL).
+        k.write("hint_interleave", format_ratio(cfg.interleave))
     elif cfg.hints:
         raise PyksmError("mode ksm++ needs the patched kernel (no ksm/hint_capacity)")
 

@@ -20,6 +20,33 @@ def test_every_named_mode_parses_to_its_settings() -> None:
     assert [m for m, c in got.items() if not c.smart_scan] == ["ksm-nosmart", "ksm++-nosmart"]
     assert [m for m, c in got.items() if c.advisor] == ["ksm-advisor", "ksm++-advisor"]
     assert all(c.scan_rate is None for c in got.values())
+    assert all(c.interleave == (1, 1) for c in got.values())
+
+
+def test_a_ksm_plus_plus_mode_may_carry_a_fixed_interleave() -> None:
+    c = mode_config("ksm++=4:1")
+    assert (c.name, c.hints, c.adaptive, c.interleave, c.scan_rate) == (
+        "ksm++=4:1", True, False, (4, 1), None
+    )  # fmt: skip
+    c = mode_config("ksm++-nosmart=16:1@100:10")
+    assert (c.smart_scan, c.interleave, c.scan_rate) == (False, (16, 1), (100, 10))
+
+
+@pytest.mark.parametrize(
+    ("mode", "message"),
+    [
+        ("ksm=4:1", "only a ksm\\+\\+ mode that is not adaptive"),
+        ("ksm++-adaptive=4:1", "only a ksm\\+\\+ mode that is not adaptive"),
+        ("ksm++=4:0", "L must be at least 1"),
+        ("ksm++=17:1", "H at most 16 x L"),
+        ("ksm++=4", "is not H:L"),
+        ("ksm++=", "is not H:L"),
+        ("kms=1:1", "unknown mode 'kms'"),
+    ],
+)
+def test_bad_fixed_interleaves_are_refused(mode: str, message: str) -> None:
+    with pytest.raises(PyksmError, match=message):
+        mode_config(mode)
 
 
 def test_the_adaptive_mode_asks_the_collector_for_it() -> None:
