@@ -155,7 +155,7 @@ def _convert(name: str, text: str) -> Any:
         if name == "interleave":
             h, _, low = text.partition(":")
             return (int(h), int(low or 1))
-        if name == "order":
+        if name in ("order", "hint_order"):
             return text
         if name in ("smart_scan", "hint_skip_volatility"):
             return text.lower() in ("1", "true", "yes", "on")
@@ -188,6 +188,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         hint_capacity=args.hint_capacity,
         interleave=args.interleave,
         hint_max_age_ms=args.hint_max_age_ms,
+        hint_order=args.hint_order,
         start=args.start if args.start is not None else series.meta.get("ksm_start"),
     )
     inp = simulator.SimInput.from_series(series, hints)
@@ -303,6 +304,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="H:L hint to linear steps",
     )
     m.add_argument("--hint-max-age-ms", type=argtypes.positive_float, default=120000.0)
+    m.add_argument(
+        "--hint-order",
+        default="lifo",
+        choices=("lifo", "fifo"),
+        help="which queued hint a hint step takes: the newest (lifo, the kernel's) or the oldest",
+    )
     m.add_argument(
         "--start",
         type=argtypes.nonneg_float,

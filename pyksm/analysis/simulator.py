@@ -19,7 +19,9 @@ Orders: ``linear`` (sites by pid, then address: ksmd's mm/VMA walk) or
 that keep failing, as 6.7+ does (age 3+: skip 1, 2, 4, then 8 rounds; skipped
 and absent pages cost no budget). KSM++ hints: a bounded circular stack of
 ``hint_capacity`` records (newest on top, the oldest overwritten when full,
-those older than ``hint_max_age_ms`` dropped at pop); steps alternate
+those older than ``hint_max_age_ms`` dropped at pop; ``hint_order`` "lifo"
+pops the newest, as the kernel does, "fifo" the oldest: a what-if for readers
+that lag each other); steps alternate
 ``interleave = (H, L)``; a hint step visits the next present page of the
 current hint (up to 8 hints tried, else a linear step), resets the page's smart
 scan age and, with ``hint_skip_volatility``, skips the volatility check.
@@ -61,6 +63,7 @@ __all__ = ["ScanParams", "SimInput", "SimResult", "simulate", "sweep"]
 
 HINT_TRIES = 8
 ORDERS = ("linear", "random")
+HINT_ORDERS = ("lifo", "fifo")
 # counters returned by the kernel loop
 C_VISITS, C_LINEAR, C_HINTED, C_MERGES, C_SKIPPED, C_AGED, C_OVERFLOW, C_VOLATILE = range(8)
 C_ROUNDS = 8
@@ -91,6 +94,7 @@ class ScanParams:
     interleave: tuple[int, int] = (1, 1)
     hint_max_age_ms: float = 120000.0
     hint_skip_volatility: bool = True
+    hint_order: str = "lifo"  # which queued hint a hint step takes: newest (lifo) or oldest
     max_page_sharing: int = 256
     start: float | None = None  # ksmd starts (default: first snapshot)
     seed: int = 1
@@ -103,6 +107,10 @@ class ScanParams:
     def check(self) -> None:
         if self.order not in ORDERS:
             raise PyksmError(f"unknown scan order {self.order!r}: one of {', '.join(ORDERS)}")
+        if self.hint_order not in HINT_ORDERS:
+            raise PyksmError(
+                f"unknown hint order {self.hint_order!r}: one of {', '.join(HINT_ORDERS)}"
+            )
         if self.pages_to_scan <= 0 or self.sleep_ms <= 0:
             raise PyksmError("pages_to_scan and sleep_ms must be positive")
         if self.max_page_sharing < 2:
@@ -207,6 +215,7 @@ class _Config(NamedTuple):
     il: int  # ... to linear steps per batch
     max_age: float  # s; 0: hints never expire
     skip_vol: bool
+    fifo: bool  # a hint step takes the oldest queued hint (the kernel: the newest)
     mps: int  # max_page_sharing
     seed: int
 
@@ -336,10 +345,14 @@ def _batch(
                                 break
                         if st_count == 0:
                             break
-                        st_top = (st_top - 1 + cap) % cap
+                        if cfg.fifo:
+                            take_at = (st_top - st_count + cap) % cap
+                        else:
+                            st_top = (st_top - 1 + cap) % cap
+                            take_at = st_top
                         st_count -= 1
-                        cur_lo = stack.lo[st_top]
-                        cur_hi = stack.hi[st_top]
+                        cur_lo = stack.lo[take_at]
+                        cur_hi = stack.hi[take_at]
                         cur_active = True
                     while cur_lo < cur_hi and row[cur_lo] < 0:
                         cur_lo += 1
@@ -603,6 +616,7 @@ def simulate(
         il=int(params.interleave[1]),
         max_age=float(params.hint_max_age_ms) / 1000.0,
         skip_vol=bool(params.hint_skip_volatility),
+        fifo=params.hint_order == "fifo",
         mps=int(params.max_page_sharing),
         seed=int(params.seed),
     )

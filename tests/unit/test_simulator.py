@@ -17,6 +17,7 @@ from pyksm.analysis.simulator import (
     simulate,
     sweep,
 )
+from pyksm.analysis.synthetic import LaggedReaders, lagged_readers, oracle
 from pyksm.errors import PyksmError
 from tests.unit.analysis_memory import BASE, series
 
@@ -242,3 +243,45 @@ def test_adaptive_interleave_parameters_are_checked() -> None:
         ScanParams(adaptive_interleave=True, interleave_ladder=((17, 1),)).check()
     with pytest.raises(PyksmError, match="adapt_period_ms"):
         ScanParams(adaptive_interleave=True, adapt_period_ms=0).check()
+
+
+SMALL_LAG = LaggedReaders(
+    pages=4000, pages_per_s=400.0, lag_s=2.0, background=2000, pages_per_hint=16,
+    duration_s=40.0, snapshot_s=0.5,
+)  # fmt: skip
+
+
+def test_lagged_readers_are_the_shape_they_say() -> None:
+    inp = lagged_readers(SMALL_LAG)
+    assert inp.content.shape == (81, 2000 + 2 * 4000)
+    # Guest B's page i holds guest A's content from 2 s after A read it.
+    a, b = inp.content[:, 2000 + 10], inp.content[:, 6000 + 10]
+    assert a[0] != b[0] and a[1] == b[-1] and b[4] != a[4] and b[5] == a[5]
+    assert (inp.hint_hi - inp.hint_lo).sum() == 8000 and np.all(np.diff(inp.hint_time) >= 0)
+    # A hint never comes before the snapshot that shows its pages.
+    for t, lo, hi in zip(inp.hint_time, inp.hint_lo, inp.hint_hi, strict=True):
+        k = np.searchsorted(inp.times, t, side="right") - 1
+        assert np.all(inp.content[k, lo:hi] >= inp.content.shape[1])
+    orc = oracle(SMALL_LAG, inp.times)
+    assert orc[3] == 0 and orc[4] == 1 and orc[-1] == 4000 and np.all(np.diff(orc) >= 0)
+    with pytest.raises(PyksmError, match="pages_per_s"):
+        lagged_readers(replace(SMALL_LAG, pages_per_s=0.0))
+
+
+def test_oldest_hint_first_pairs_lagging_readers_sooner() -> None:
+    """More reads than hint steps: newest first visits both guests' freshest
+    pages, which differ while B lags A; oldest first reaches A's copy of a page
+    before B's, so B's visit merges. With budget to spare the order is moot."""
+    inp = lagged_readers(SMALL_LAG)
+    read_end = int(np.searchsorted(inp.times, 12.0))
+    tight = ScanParams(pages_to_scan=8, sleep_ms=20.0, start=0.0, hint_capacity=4096)
+    lifo, fifo = simulate(inp, tight), simulate(inp, replace(tight, hint_order="fifo"))
+    assert fifo.pages_sharing[read_end] > 1.5 * lifo.pages_sharing[read_end]
+    assert fifo.pages_sharing.sum() > lifo.pages_sharing.sum()
+    assert lifo.counters["hint_visits"] == fifo.counters["hint_visits"]
+    ample = replace(tight, pages_to_scan=100)
+    a, b = simulate(inp, ample), simulate(inp, replace(ample, hint_order="fifo"))
+    assert a.pages_sharing.tolist() == b.pages_sharing.tolist()
+    assert a.pages_sharing[-1] == 4000
+    with pytest.raises(PyksmError, match="unknown hint order 'lru'"):
+        simulate(inp, replace(tight, hint_order="lru"))
