@@ -64,6 +64,7 @@ def lagged_readers(shape: LaggedReaders) -> SimInput:
     file_ids = (S + np.arange(n)).astype(np.int32)
     hint_t: list[npt.NDArray[np.float64]] = []
     hint_lo: list[npt.NDArray[np.int64]] = []
+    hint_len: list[npt.NDArray[np.int64]] = []
     for g, read_at in enumerate(_read_times(shape)):
         base = bg + g * n
         # snapshot k holds the pages read by times[k]
@@ -77,11 +78,10 @@ def lagged_readers(shape: LaggedReaders) -> SimInput:
         landed = np.ceil(read_at[ends - 1] / shape.snapshot_s - 1e-9) * shape.snapshot_s
         hint_t.append(landed)
         hint_lo.append(base + starts)
+        hint_len.append(ends - starts)
     t = np.concatenate(hint_t)
     lo = np.concatenate(hint_lo)
-    sizes = np.concatenate(
-        [np.minimum(shape.pages_per_hint, n - np.arange(0, n, shape.pages_per_hint))] * 2
-    )
+    sizes = np.concatenate(hint_len)
     order = np.argsort(t, kind="stable")
     return SimInput(
         times=times,

@@ -109,16 +109,28 @@ def _integral(y: np.ndarray, t: np.ndarray) -> float:
     return float(np.sum((y[1:] + y[:-1]) * np.diff(t)) / 2)
 
 
-def time_to_fraction(run: ModeRun, frac: float) -> float | None:
-    idx = np.flatnonzero(run.oracle > 0)
+def reach_time(t: np.ndarray, sharing: np.ndarray, oracle: np.ndarray, frac: float) -> float | None:
+    """The time from which on sharing stays at or above ``frac`` of the oracle
+    (samples with oracle only); None if it never does by the last sample."""
+    idx = np.flatnonzero(oracle > 0)
     if not idx.size:
         return None
-    short = np.flatnonzero(run.pages_sharing[idx] < frac * run.oracle[idx])
+    short = np.flatnonzero(sharing[idx] < frac * oracle[idx])
     if not short.size:
-        return float(run.t[idx[0]])
+        return float(t[idx[0]])
     if short[-1] + 1 == idx.size:
         return None
-    return float(run.t[idx[short[-1] + 1]])
+    return float(t[idx[short[-1] + 1]])
+
+
+def time_to_fraction(run: ModeRun, frac: float) -> float | None:
+    return reach_time(run.t, run.pages_sharing, run.oracle, frac)
+
+
+def captured(t: np.ndarray, sharing: np.ndarray, oracle: np.ndarray) -> float:
+    """∫ pages_sharing dt / ∫ oracle dt (trapezoids); 0 without oracle."""
+    area = _integral(oracle, t)
+    return _integral(sharing, t) / area if area else 0.0
 
 
 def diagnosis(run: ModeRun) -> Diagnosis | None:
@@ -157,7 +169,6 @@ def guest_reads(
 
 def compute(run: ModeRun, steady_window_s: float | None = None) -> ModeMetrics:
     """The figures of one repetition; the steady state too with a window."""
-    oracle_area = _integral(run.oracle, run.t)
     duration = float(run.t[-1] - run.t[0]) if len(run.t) > 1 else 0.0
     # USER_HZ is 100 on every architecture pyksm runs on; a finished run says so.
     clk = float(run.summary.clk_tck if run.summary else 100)
@@ -182,7 +193,7 @@ def compute(run: ModeRun, steady_window_s: float | None = None) -> ModeMetrics:
     return ModeMetrics(
         mode=run.mode,
         rep=run.rep,
-        captured=_integral(run.pages_sharing, run.t) / oracle_area if oracle_area else 0.0,
+        captured=captured(run.t, run.pages_sharing, run.oracle),
         t50=time_to_fraction(run, 0.5),
         t90=time_to_fraction(run, 0.9),
         mean_sharing=float(run.pages_sharing.mean()),

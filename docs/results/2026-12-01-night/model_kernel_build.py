@@ -13,22 +13,18 @@ it managed in the kernel runs of this session while the guests read (TCG),
 
 from dataclasses import replace
 
-import numpy as np
-
 from pyksm.analysis.simulator import ScanParams, simulate
 from pyksm.analysis.synthetic import LaggedReaders, lagged_readers, oracle
+from pyksm.report.metrics import captured, reach_time
 
 shape = LaggedReaders()
 inp = lagged_readers(shape)
 orc = oracle(shape, inp.times)
 
 
-def when(sharing: np.ndarray, frac: float) -> str:
-    """Seconds from which on sharing stays at or above frac of the oracle's peak."""
-    below = np.nonzero(sharing < frac * orc.max())[0]
-    if below.size == 0:
-        return "0"
-    return "never" if below[-1] + 1 >= sharing.size else f"{inp.times[below[-1] + 1]:.0f}"
+def when(sharing, frac):  # the report's t50 / t90 (pyksm.report.metrics)
+    t = reach_time(inp.times, sharing, orc, frac)
+    return "never" if t is None else f"{t:.0f}"
 
 
 print("| steps/s | hint order | interleave | captured sharing | t50 (s) | t90 (s) | shared at 50 s |")
@@ -44,7 +40,7 @@ for steps in (1800, 2500, 5000):
             ("adaptive", replace(base, adaptive_interleave=True)),
         ):
             r = simulate(inp, replace(p, hint_order=order))
-            cap = r.pages_sharing.sum() / orc.sum()
+            cap = captured(inp.times, r.pages_sharing, orc)
             print(
                 f"| {steps} | {order} | {label} | {cap:.3f} | {when(r.pages_sharing, 0.5)} | "
                 f"{when(r.pages_sharing, 0.9)} | {r.pages_sharing[50]:,} |"
