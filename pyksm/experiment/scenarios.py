@@ -114,6 +114,19 @@ SCENARIOS: dict[str, Scenario] = {
             ),
         ),
         Scenario(
+            "unique-io",
+            "Hints without duplicates: the kernel-build pace, but guest-a reads the source "
+            "tree and guest-b the other half of the image (larger files), so every read is "
+            "hinted and no hinted page has a partner. What the hints cost ksmd when they "
+            "find nothing.",
+            (
+                GuestSpec(name="guest-a", io="sequential", files="tree"),
+                GuestSpec(
+                    name="guest-b", io="sequential", files="www", order_seed=2, start_delay_s=3.0
+                ),
+            ),
+        ),
+        Scenario(
             "no-io",
             "No disk I/O: both guests write the same anonymous content into 64 MiB of "
             "heap at 100 pages/s, so a duplicate lives about 160 s (anonymous duplicates "

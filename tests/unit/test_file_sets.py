@@ -29,3 +29,11 @@ def test_mixed_guests_can_share_tree_blocks_only_through_the_server() -> None:
     a, b = scenarios.SCENARIOS["mixed"].guests
     assert (a.files, b.files) == ("tree", "all")
     assert (a.io, b.io) == ("sequential", "random")
+
+
+def test_unique_io_guests_read_disjoint_halves() -> None:
+    a, b = scenarios.SCENARIOS["unique-io"].guests
+    assert (a.files, b.files) == ("tree", "www")
+    assert a.io == b.io == "sequential"
+    assert not _blocks(a.files) & _blocks(b.files)
+    assert a.shared_heap_mib == b.shared_heap_mib == 0

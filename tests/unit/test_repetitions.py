@@ -56,6 +56,7 @@ def test_scenario_and_mode_lists() -> None:
         "mixed",
         "no-io",
         "steady",
+        "unique-io",
     ]
     with pytest.raises(PyksmError, match="unknown scenario 'x'"):
         experiment_cli.scenario_names("apache,x")
