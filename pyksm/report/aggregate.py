@@ -118,6 +118,9 @@ QUANTITIES: tuple[Quantity, ...] = (
 RATIOS: tuple[Ratio, ...] = (
     Ratio("captured_sharing_vs_ksm_ratio", lambda m: m.captured, 1e-3),
     Ratio("ksmd_cpu_vs_ksm_ratio", lambda m: m.ksmd_cpu_pct, 0.0),
+    # ksmd's cost per scanned page, same pair: what a hinted visit adds, as
+    # far as the modes scan alike (no-io, unique-io).
+    Ratio("ksmd_us_per_scanned_page_vs_ksm_ratio", lambda m: m.ksmd_us_per_page, 0.0),
 )
 # Real QEMU guests' read throughput over all guests, a mode's over ksm's.
 READ_RATIO = Ratio("guest_read_throughput_vs_ksm_ratio", lambda m: m.guest_read_mib_s, 0.0)

@@ -66,6 +66,7 @@ COLUMNS: tuple[tuple[str, str, Fmt], ...] = (
     ("ksmd CPU (%)", "ksmd_cpu_percent", _f(".1f")),
     ("CPU vs ksm", "ksmd_cpu_vs_ksm_ratio", _ratio_fmt),
     ("ksmd µs/page", "ksmd_us_per_scanned_page", _f(".1f")),
+    ("µs/page vs ksm", "ksmd_us_per_scanned_page_vs_ksm_ratio", _ratio_fmt),
 )
 
 

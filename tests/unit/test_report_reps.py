@@ -100,6 +100,9 @@ def test_ratios_are_per_repetition_pair_not_of_medians(three: Path) -> None:
     assert vs.interval.median == pytest.approx(3.0)
     cpu = st.modes["ksm++"].ratios["ksmd_cpu_vs_ksm_ratio"]
     assert cpu.interval.values == pytest.approx([1.5, 2.0, 2.5])
+    # both modes scanned alike here: per scanned page, the same ratios
+    per_page = st.modes["ksm++"].ratios["ksmd_us_per_scanned_page_vs_ksm_ratio"]
+    assert per_page.interval.values == pytest.approx([1.5, 2.0, 2.5])
     assert st.modes["ksm"].ratios == {}
     assert {r["mode"]: r["vs ksm"] for r in render.mode_rows(st.modes)}["ksm"] == "1.00x"
 
