@@ -104,6 +104,7 @@ QUANTITIES: tuple[Quantity, ...] = (
     Quantity("peak_oracle_mib", lambda m: m.peak_oracle * metrics.MIB_PER_PAGE),
     Quantity("ksmd_cpu_percent", lambda m: m.ksmd_cpu_pct),
     Quantity("ksmd_us_per_scanned_page", lambda m: m.ksmd_us_per_page),
+    Quantity("ksmd_ms_per_saved_page", lambda m: m.ksmd_ms_per_saved_page),
     Quantity("pages_scanned_count", lambda m: m.pages_scanned),
     Quantity("hints_received_count", lambda m: m.hints_received),
     Quantity("hint_pages_scanned_count", lambda m: m.hint_pages_scanned),
@@ -122,6 +123,12 @@ RATIOS: tuple[Ratio, ...] = (
     # far as the modes scan alike (no-io, unique-io).
     Ratio("ksmd_us_per_scanned_page_vs_ksm_ratio", lambda m: m.ksmd_us_per_page, 0.0),
 )
+# ksmd CPU a mode spent to first share as many pages as ksm's peak, over the
+# CPU ksm spent to get there, per repetition pair. Never reached: inf. Only
+# pairs where ksm's peak is at least REACH_FLOOR_PAGES (1 MiB): below that the
+# level is noise.
+REACH_KEY = "ksmd_cpu_to_ksm_peak_vs_ksm_ratio"
+REACH_FLOOR_PAGES = 256
 # Real QEMU guests' read throughput over all guests, a mode's over ksm's.
 READ_RATIO = Ratio("guest_read_throughput_vs_ksm_ratio", lambda m: m.guest_read_mib_s, 0.0)
 
@@ -412,6 +419,24 @@ def _ratios(
     return out
 
 
+def _reach_ksm(mode: str, runs: list[ModeMetrics], base: list[ModeMetrics] | None) -> Stat | None:
+    """REACH_KEY's figure; None for ksm itself or without ksm."""
+    if base is None or mode == BASE:
+        return None
+    by_rep = {b.rep: b for b in base}
+    return _stat(
+        [
+            (m.rep, None if (own := m.cpu_to_reach(level)) is None else own / cost)
+            for m in runs
+            if (b := by_rep.get(m.rep)) is not None
+            and (level := b.peak_sharing) >= REACH_FLOOR_PAGES
+            and (cost := b.cpu_to_reach(level)) is not None
+            and cost > 0
+        ],
+        never=True,
+    )
+
+
 def _guest_reads(
     mode: str, runs: list[ModeMetrics], base: list[ModeMetrics] | None
 ) -> GuestReads | None:
@@ -458,11 +483,15 @@ def _mode_stats(mode: str, runs: list[ModeMetrics], base: list[ModeMetrics] | No
     visits = [m for m in runs if m.hint_visits]
     is_steady = any(m.steady is not None for m in runs)
     failures = [m.merge_failures for m in runs if m.merge_failures is not None]
+    ratios = _ratios(mode, runs, base)
+    reach = _reach_ksm(mode, runs, base)
+    if reach is not None:
+        ratios[REACH_KEY] = reach
     return ModeStats(
         mode=mode,
         runs=runs,
         stats={q.key: _stat([(m.rep, q.get(m)) for m in runs], q.never) for q in QUANTITIES},
-        ratios=_ratios(mode, runs, base),
+        ratios=ratios,
         cpu_by_task={t: _stat([(m.rep, m.cpu_by_task.get(t)) for m in runs]) for t in tasks},
         hint_visits={
             k: sum(m.hint_visits.get(k, 0) for m in visits if m.hint_visits)

@@ -10,7 +10,13 @@ sharing, time to 50/90 % of the oracle, ksmd CPU, hint statistics, the load.
   mode that keeps up while little is shareable and falls behind later has
   not reached it.
 - ksmd CPU: ksmd's utime+stime over the run, as % of one CPU; per scanned
-  page (linear and hinted visits).
+  page (linear and hinted visits); per saved page (ksmd's CPU milliseconds
+  over the run per page of mean sharing: what a page of saved memory cost,
+  None when nothing was shared).
+- ksmd CPU to reach a level (``cpu_to_reach``): ksmd's CPU seconds from the
+  run's start to the first sample whose pages_sharing is at or above it. The
+  report takes ksm's peak sharing as the level, per repetition pair: the CPU
+  a mode spent to save what linear KSM saved at best.
 - CPU by task: every party's CPU over the run, as % of one CPU (guests,
   collector, the runner's sampler and oracle, ksmd, idle of all CPUs).
 - guest I/O: the lowest share of its set read rate a guest achieved (below
@@ -39,7 +45,7 @@ sharing, time to 50/90 % of the oracle, ksmd CPU, hint statistics, the load.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -83,6 +89,29 @@ class ModeMetrics:
     guest_read_mib_s_by_guest: dict[str, float | None] | None = None
     # The guests whose figure is partial (unfinished, read until the run's end).
     guest_read_partial: tuple[str, ...] = ()
+    # Per sample: pages_sharing and ksmd's CPU seconds since the run's start
+    # (for cpu_to_reach against another mode's level).
+    sharing_curve: np.ndarray = field(
+        default_factory=lambda: np.zeros(0), repr=False, compare=False
+    )
+    ksmd_cpu_s_curve: np.ndarray = field(
+        default_factory=lambda: np.zeros(0), repr=False, compare=False
+    )
+
+    @property
+    def ksmd_ms_per_saved_page(self) -> float | None:
+        """ksmd's CPU ms over the run per page of mean sharing (None: none shared)."""
+        if self.mean_sharing <= 0 or not self.ksmd_cpu_s_curve.size:
+            return None
+        return float(self.ksmd_cpu_s_curve[-1]) * 1e3 / self.mean_sharing
+
+    @property
+    def peak_sharing(self) -> float:
+        return float(self.sharing_curve.max()) if self.sharing_curve.size else 0.0
+
+    def cpu_to_reach(self, level: float) -> float | None:
+        """See the module docstring (None: never reached)."""
+        return cpu_to_reach(self.sharing_curve, self.ksmd_cpu_s_curve, level)
 
     @property
     def hint_pages_failed(self) -> int | None:
@@ -121,6 +150,12 @@ def reach_time(t: np.ndarray, sharing: np.ndarray, oracle: np.ndarray, frac: flo
     if short[-1] + 1 == idx.size:
         return None
     return float(t[idx[short[-1] + 1]])
+
+
+def cpu_to_reach(sharing: np.ndarray, cpu_s: np.ndarray, level: float) -> float | None:
+    """ksmd CPU seconds at the first sample with sharing >= level; None if none."""
+    hit = np.flatnonzero(sharing >= level)
+    return float(cpu_s[hit[0]]) if hit.size else None
 
 
 def time_to_fraction(run: ModeRun, frac: float) -> float | None:
@@ -219,4 +254,6 @@ def compute(run: ModeRun, steady_window_s: float | None = None) -> ModeMetrics:
         guest_read_mib_s=reads,
         guest_read_mib_s_by_guest=reads_by_guest,
         guest_read_partial=tuple(w.name for w in workloads if w.partial),
+        sharing_curve=run.pages_sharing,
+        ksmd_cpu_s_curve=run.ksmd_ticks / clk,
     )

@@ -66,7 +66,23 @@ COLUMNS: tuple[tuple[str, str, Fmt], ...] = (
     ("ksmd CPU (%)", "ksmd_cpu_percent", _f(".1f")),
     ("CPU vs ksm", "ksmd_cpu_vs_ksm_ratio", _ratio_fmt),
     ("ksmd µs/page", "ksmd_us_per_scanned_page", _f(".1f")),
-    ("µs/page vs ksm", "ksmd_us_per_scanned_page_vs_ksm_ratio", _ratio_fmt),
+)
+
+# (column, metrics.json key, format) of the ksmd cost table.
+COST_COLUMNS: tuple[tuple[str, str, Fmt], ...] = (
+    ("ksmd CPU (%)", "ksmd_cpu_percent", _f(".1f")),
+    ("CPU vs ksm", "ksmd_cpu_vs_ksm_ratio", _ratio_fmt),
+    ("µs / scanned page", "ksmd_us_per_scanned_page", _f(".1f")),
+    ("µs / scanned page vs ksm", "ksmd_us_per_scanned_page_vs_ksm_ratio", _ratio_fmt),
+    ("ms / saved page", "ksmd_ms_per_saved_page", _f(".2f")),
+    ("CPU to ksm's peak vs ksm", aggregate.REACH_KEY, _ratio_fmt),
+)
+COST_NOTE = (
+    "ksmd's CPU over the run; per page it scanned (linear and hinted visits: where the "
+    "modes scan alike, what a hinted visit costs); per page of mean sharing (ms of ksmd "
+    "CPU per saved page); and the CPU a mode spent until it first shared as many pages "
+    "as ksm's peak, over what ksm spent to get there (per repetition pair; never: it did "
+    "not get there; blank: ksm shared less than 1 MiB). Medians [95 % interval]."
 )
 
 
@@ -153,6 +169,20 @@ def mode_rows(modes: dict[str, ModeStats]) -> list[dict[str, str]]:
         if ms.below_pace:
             pace += f" {BELOW_PACE}{len(ms.below_pace)}/{ms.n}"
         row["guest I/O"] = pace
+        rows.append(row)
+    return rows
+
+
+def cost_rows(modes: dict[str, ModeStats]) -> list[dict[str, str]]:
+    """The ksmd cost table (COST_COLUMNS, COST_NOTE)."""
+    rows = []
+    for ms in modes.values():
+        row = {"mode": _mode_label(ms), "n": str(ms.n)}
+        for col, key, fmt in COST_COLUMNS:
+            if key.endswith("_vs_ksm_ratio"):
+                row[col] = _vs_ksm(ms, modes, key, fmt)
+            else:
+                row[col] = cell(_get(ms, key), fmt)
         rows.append(row)
     return rows
 
@@ -480,6 +510,8 @@ def terminal_summary(exps: list[Experiment], console: Console) -> None:
             console.print(_rich_table(f"{exp.scenario}: every repetition", rep_rows(st)))
         if cpu := cpu_rows(exp, st):
             console.print(_rich_table(f"{exp.scenario}: CPU by task (% of one CPU)", cpu))
+        console.print(_rich_table(f"{exp.scenario}: ksmd cost", cost_rows(st.modes)))
+        console.print(COST_NOTE, highlight=False, markup=False)
         if reads := read_throughput_rows(st):
             console.print(_rich_table(f"{exp.scenario}: guest read throughput", reads))
             console.print(read_throughput_note(st), highlight=False, markup=False)
@@ -549,6 +581,10 @@ def write(exps: list[Experiment], outdir: Path) -> Path:
             )
         if cpu := cpu_rows(exp, st):
             parts.append("<h3>CPU by task (% of one CPU)</h3>" + _html_table(cpu))
+        parts.append(
+            f"<h3>ksmd cost</h3><p class='note'>{html.escape(COST_NOTE)}</p>"
+            + _html_table(cost_rows(st.modes))
+        )
         if reads := read_throughput_rows(st):
             parts.append(
                 "<h3>Guest read throughput</h3>"

@@ -148,7 +148,7 @@ def _leaves(obj: Any, path: str = "") -> list[tuple[str, Any]]:
     return [(path, obj)]
 
 
-UNITS = ("_fraction", "_s", "_percent", "_mib", "_count", "_ratio", "_scanned_page")
+UNITS = ("_fraction", "_s", "_percent", "_mib", "_count", "_ratio", "_scanned_page", "_saved_page")
 
 
 def test_metrics_json_holds_numbers_with_units(three: Path, tmp_path: Path) -> None:
@@ -246,3 +246,33 @@ def test_a_config_with_odd_modes_or_order_is_named_or_ignored(three: Path) -> No
     (three / "config.json").write_text(json.dumps(cfg | {"modes": ["ksm", "../x"]}))
     with pytest.raises(PyksmError, match=r"config\.json: field 'modes' holds '\.\./x'"):
         dataset.load(three)
+
+
+def test_ksmd_cost_to_reach_ksms_peak_per_pair_and_per_saved_page(tmp_path: Path) -> None:
+    base = tmp_path / "out" / "no-io"
+    write_config(base, ["ksm", "ksm++"], 3)
+    # rep 1: ksm reaches its 300 pages at t=3, ksm++ passes them at t=1
+    write_rep(base, "ksm", 1, 300, reach=3)
+    write_rep(base, "ksm++", 1, 600, reach=1)
+    # rep 2: ksm++ never gets to ksm's peak
+    write_rep(base, "ksm", 2, 300, reach=1)
+    write_rep(base, "ksm++", 2, 200, reach=1)
+    # rep 3: ksm shared less than REACH_FLOOR_PAGES: no pair; ksm++ shared nothing
+    write_rep(base, "ksm", 3, aggregate.REACH_FLOOR_PAGES - 1, reach=1)
+    write_rep(base, "ksm++", 3, 0)
+    st = aggregate.summarize(dataset.load(base))
+    reach = st.modes["ksm++"].ratios[aggregate.REACH_KEY]
+    # ksmd ticks grow 10 per second: 0.1 s of CPU at t=1 against 0.3 s at t=3
+    assert reach.reps == (1, 2)
+    assert reach.interval.values == pytest.approx([1 / 3, float("inf")])
+    assert aggregate.REACH_KEY not in st.modes["ksm"].ratios
+    # 400 ms of ksmd CPU over a mean of (4 * 600) / 5 pages shared
+    per_saved = st.modes["ksm++"].stats["ksmd_ms_per_saved_page"]
+    assert per_saved.reps == (1, 2)  # rep 3 shared nothing: no figure
+    assert per_saved.interval.values[0] == pytest.approx(400 / 480)
+    rows = {r["mode"]: r for r in render.cost_rows(st.modes)}
+    assert rows["ksm"]["CPU to ksm's peak vs ksm"] == "1.00x"
+    assert rows["ksm++"]["CPU to ksm's peak vs ksm"] == "never [0.33x, never]"
+    doc = aggregate.metrics_json([st])
+    json.dumps(doc, allow_nan=False)
+    assert aggregate.REACH_KEY in doc["experiments"][0]["modes"]["ksm++"]["vs_ksm"]
