@@ -104,6 +104,13 @@ def _vs_ksm(ms: ModeStats, modes: dict[str, ModeStats], key: str, fmt: Fmt) -> s
     return "ksm ≈ 0" if own >= 1e-3 else "—"
 
 
+def _column(ms: ModeStats, modes: dict[str, ModeStats], key: str, fmt: Fmt) -> str:
+    """A table cell of metrics.json key ``key`` (a ratio to ksm or a figure)."""
+    if key.endswith("_vs_ksm_ratio"):
+        return _vs_ksm(ms, modes, key, fmt)
+    return cell(_get(ms, key), fmt)
+
+
 def _medians(ms: ModeStats, *keys: str) -> str:
     vals = [ms.stats[k].interval.median for k in keys]
     return " / ".join("" if v is None else f"{v:.0f}" for v in vals)
@@ -153,10 +160,7 @@ def mode_rows(modes: dict[str, ModeStats]) -> list[dict[str, str]]:
     for ms in modes.values():
         row = {"mode": _mode_label(ms), "n": str(ms.n)}
         for col, key, fmt in COLUMNS:
-            if key.endswith("_vs_ksm_ratio"):
-                row[col] = _vs_ksm(ms, modes, key, fmt)
-            else:
-                row[col] = cell(_get(ms, key), fmt)
+            row[col] = _column(ms, modes, key, fmt)
             if window and key == "captured_sharing_vs_ksm_ratio":
                 row[f"captured, {window}"] = cell(
                     (ms.steady or {}).get("captured_sharing_fraction"), _f(".3f")
@@ -178,11 +182,7 @@ def cost_rows(modes: dict[str, ModeStats]) -> list[dict[str, str]]:
     rows = []
     for ms in modes.values():
         row = {"mode": _mode_label(ms), "n": str(ms.n)}
-        for col, key, fmt in COST_COLUMNS:
-            if key.endswith("_vs_ksm_ratio"):
-                row[col] = _vs_ksm(ms, modes, key, fmt)
-            else:
-                row[col] = cell(_get(ms, key), fmt)
+        row |= {col: _column(ms, modes, key, fmt) for col, key, fmt in COST_COLUMNS}
         rows.append(row)
     return rows
 
