@@ -247,10 +247,12 @@ def _host(console: Console) -> dict[str, Any]:
         try:
             guest.command("dd")  # warm the host page cache
             trace = tmp / "qemu.trace"
-            # Conditions interleaved in cycles, so load from elsewhere hits all alike.
+            # Conditions interleaved in cycles, so load from elsewhere hits all alike;
+            # their order reversed every other cycle, so a warm-up within a cycle
+            # (host page cache, QEMU) favours none of them.
             for cycle in range(CYCLES):
                 console.print(f"collect_bench: cycle {cycle + 1}/{CYCLES}")
-                for cond, args in CONDITIONS:
+                for cond, args in CONDITIONS[:: 1 if cycle % 2 == 0 else -1]:
                     col = None
                     if args is not None:
                         out_trace = trace if cond == "qemu_syscalls" else tmp / "other.trace"
