@@ -55,6 +55,8 @@ __all__ = [
     "DIAGNOSIS",
     "QUANTITIES",
     "RATIOS",
+    "REACH_FLOOR_PAGES",
+    "REACH_KEY",
     "READ_RATIO",
     "SCHEMA",
     "STEADY",
