@@ -3,8 +3,9 @@
 On this machine (record mode, the syscalls layer: all this kernel allows):
 
 - a real QEMU guest (TCG, virtio-blk, aio=threads, 256 MiB of RAM) reading
-  its disk (``DISK_MIB``, default 256) with dd: where the traced reads land (inside guest RAM, coverage of the
-  bytes read) and the guest's disk throughput with / without the collector;
+  its disk (``DISK_MIB``, default 256) with dd: where the traced reads land
+  (inside guest RAM, coverage of the bytes read) and the guest's disk
+  throughput with / without the collector;
 - a 4 KiB read() loop (dd bs=4k of a cached file) of a process that is NOT
   a target, with / without the collector attached;
 - the collector's own CPU while a target issues 10 k reads/s.

@@ -397,6 +397,17 @@ class ExperimentStats:
         }
 
 
+def _pairs(
+    mode: str, runs: list[ModeMetrics], base: list[ModeMetrics] | None
+) -> list[tuple[ModeMetrics, ModeMetrics]] | None:
+    """Each repetition with ksm's of the same number; None for ksm itself or
+    without ksm."""
+    if base is None or mode == BASE:
+        return None
+    by_rep = {b.rep: b for b in base}
+    return [(m, by_rep[m.rep]) for m in runs if m.rep in by_rep]
+
+
 def _ratios(
     mode: str,
     runs: list[ModeMetrics],
@@ -404,39 +415,34 @@ def _ratios(
     ratios: tuple[Ratio, ...] = RATIOS,
 ) -> dict[str, Stat]:
     """Per repetition pair; none for ksm itself (1 by definition) or without ksm."""
-    if base is None or mode == BASE:
+    pairs = _pairs(mode, runs, base)
+    if pairs is None:
         return {}
-    by_rep = {b.rep: b for b in base}
     out = {}
     for r in ratios:
-        pairs: list[tuple[int, float | None]] = [
+        values: list[tuple[int, float | None]] = [
             (m.rep, v / w)
-            for m in runs
-            if (b := by_rep.get(m.rep)) is not None
-            and (v := r.get(m)) is not None
-            and (w := r.get(b)) is not None
-            and w > r.floor
+            for m, b in pairs
+            if (v := r.get(m)) is not None and (w := r.get(b)) is not None and w > r.floor
         ]
-        out[r.key] = _stat(pairs)
+        out[r.key] = _stat(values)
     return out
 
 
 def _reach_ksm(mode: str, runs: list[ModeMetrics], base: list[ModeMetrics] | None) -> Stat | None:
     """REACH_KEY's figure; None for ksm itself or without ksm."""
-    if base is None or mode == BASE:
+    pairs = _pairs(mode, runs, base)
+    if pairs is None:
         return None
-    by_rep = {b.rep: b for b in base}
-    return _stat(
-        [
-            (m.rep, None if (own := m.cpu_to_reach(level)) is None else own / cost)
-            for m in runs
-            if (b := by_rep.get(m.rep)) is not None
-            and (level := b.peak_sharing) >= REACH_FLOOR_PAGES
-            and (cost := b.cpu_to_reach(level)) is not None
-            and cost > 0
-        ],
-        never=True,
-    )
+    values: list[tuple[int, float | None]] = []
+    for m, b in pairs:
+        level = b.peak_sharing
+        cost = b.cpu_to_reach(level) if level >= REACH_FLOOR_PAGES else None
+        if not cost:  # ksm below the floor, or it got there at no CPU
+            continue
+        own = m.cpu_to_reach(level)
+        values.append((m.rep, None if own is None else own / cost))
+    return _stat(values, never=True)
 
 
 def _guest_reads(
