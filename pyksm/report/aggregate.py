@@ -38,7 +38,7 @@ which repetitions ran below their guests' pace.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +68,7 @@ __all__ = [
     "Ratio",
     "Stat",
     "Trend",
+    "baseline_of",
     "metrics_json",
     "summarize",
 ]
@@ -276,8 +277,10 @@ class ModeStats:
 
     mode: str
     runs: list[ModeMetrics]
+    # The linear mode the ratios divide by (see baseline_of); None: no ratios.
+    baseline: str | None
     stats: dict[str, Stat]  # by Quantity.key
-    ratios: dict[str, Stat]  # by Ratio.key; empty for ksm and without ksm
+    ratios: dict[str, Stat]  # by Ratio.key; empty without a baseline
     cpu_by_task: dict[str, Stat]  # % of one CPU, by task
     hint_visits: dict[str, int] | None  # summed over the repetitions
     # Steady scenarios: by STEADY key; None for other scenarios.
@@ -334,6 +337,7 @@ class ModeStats:
             "reps": [m.rep for m in self.runs],
             "below_pace_reps": self.below_pace,
             "metrics": {k: s.to_json() for k, s in self.stats.items()},
+            "baseline_mode": self.baseline,
             "vs_ksm": {k: s.to_json() for k, s in self.ratios.items()},
             "cpu_by_task_percent": {k: s.to_json() for k, s in self.cpu_by_task.items()},
             "hint_visits_count": self.hint_visits,
@@ -397,12 +401,27 @@ class ExperimentStats:
         }
 
 
+def baseline_of(mode: str, present: Collection[str]) -> str | None:
+    """The linear mode whose repetitions ``mode``'s ratios divide by: its
+    linear twin where the experiment ran it (ksm++-nosmart: ksm-nosmart,
+    ksm++-advisor@140:20: ksm-advisor@140:20), else ksm; None for ksm itself
+    or when neither ran."""
+    if mode == BASE:
+        return None
+    head, at, rate = mode.partition("@")
+    if head.startswith("ksm++"):
+        twin = head.partition("=")[0].replace("ksm++", "ksm", 1) + at + rate
+        if twin in present:
+            return twin
+    return BASE if BASE in present else None
+
+
 def _pairs(
     mode: str, runs: list[ModeMetrics], base: list[ModeMetrics] | None
 ) -> list[tuple[ModeMetrics, ModeMetrics]] | None:
-    """Each repetition with ksm's of the same number; None for ksm itself or
-    without ksm."""
-    if base is None or mode == BASE:
+    """Each repetition with its baseline's of the same number; None without
+    a baseline (ksm itself, or no linear mode ran)."""
+    if base is None:
         return None
     by_rep = {b.rep: b for b in base}
     return [(m, by_rep[m.rep]) for m in runs if m.rep in by_rep]
@@ -414,7 +433,7 @@ def _ratios(
     base: list[ModeMetrics] | None,
     ratios: tuple[Ratio, ...] = RATIOS,
 ) -> dict[str, Stat]:
-    """Per repetition pair; none for ksm itself (1 by definition) or without ksm."""
+    """Per repetition pair; none without a baseline (ksm itself: 1 by definition)."""
     pairs = _pairs(mode, runs, base)
     if pairs is None:
         return {}
@@ -430,7 +449,7 @@ def _ratios(
 
 
 def _reach_ksm(mode: str, runs: list[ModeMetrics], base: list[ModeMetrics] | None) -> Stat | None:
-    """REACH_KEY's figure; None for ksm itself or without ksm."""
+    """REACH_KEY's figure; None without a baseline."""
     pairs = _pairs(mode, runs, base)
     if pairs is None:
         return None
@@ -486,7 +505,9 @@ def _counters(runs: list[ModeMetrics]) -> dict[str, dict[str, Stat]]:
     return out
 
 
-def _mode_stats(mode: str, runs: list[ModeMetrics], base: list[ModeMetrics] | None) -> ModeStats:
+def _mode_stats(
+    mode: str, runs: list[ModeMetrics], baseline: str | None, base: list[ModeMetrics] | None
+) -> ModeStats:
     tasks = sorted({t for m in runs for t in m.cpu_by_task})
     visits = [m for m in runs if m.hint_visits]
     is_steady = any(m.steady is not None for m in runs)
@@ -498,6 +519,7 @@ def _mode_stats(mode: str, runs: list[ModeMetrics], base: list[ModeMetrics] | No
     return ModeStats(
         mode=mode,
         runs=runs,
+        baseline=baseline,
         stats={q.key: _stat([(m.rep, q.get(m)) for m in runs], q.never) for q in QUANTITIES},
         ratios=ratios,
         cpu_by_task={t: _stat([(m.rep, m.cpu_by_task.get(t)) for m in runs]) for t in tasks},
@@ -522,8 +544,12 @@ def _mode_stats(mode: str, runs: list[ModeMetrics], base: list[ModeMetrics] | No
 
 
 def _all_modes(per_mode: dict[str, list[ModeMetrics]]) -> dict[str, ModeStats]:
-    base = per_mode.get(BASE)
-    return {mode: _mode_stats(mode, runs, base) for mode, runs in per_mode.items()}
+    out = {}
+    for mode, runs in per_mode.items():
+        baseline = baseline_of(mode, per_mode)
+        base = None if baseline is None else per_mode[baseline]
+        out[mode] = _mode_stats(mode, runs, baseline, base)
+    return out
 
 
 def summarize(exp: Experiment) -> ExperimentStats:
@@ -549,7 +575,9 @@ def metrics_json(stats: list[ExperimentStats]) -> dict[str, Any]:
             "confidence": CONFIDENCE,
             "resamples": RESAMPLES,
             "seed": SEED,
-            "ratios": "per repetition pair (rep i of the mode over rep i of ksm), then summarized",
+            "ratios": "per repetition pair (rep i of the mode over rep i of its baseline_mode: "
+            "its linear twin where the experiment ran one, e.g. ksm-nosmart for ksm++-nosmart, "
+            "else ksm), then summarized",
             "never": "null in t50_s/t90_s: pages_sharing never held that share of the oracle",
             "steady_state": "steady scenarios: captured sharing (integral of pages_sharing over "
             "integral of the oracle) over each repetition's last window_s (its last half when "

@@ -91,17 +91,20 @@ def _get(ms: ModeStats, key: str) -> Stat | None:
 
 
 def _vs_ksm(ms: ModeStats, modes: dict[str, ModeStats], key: str, fmt: Fmt) -> str:
-    """A ratio cell; with no pair that has a ratio, why: ksm merged next to nothing."""
+    """A ratio cell (over the mode's baseline, see aggregate.baseline_of);
+    1 for a baseline that has none itself; with no pair that has a ratio,
+    why: the baseline merged next to nothing."""
     stat = ms.ratios.get(key)
     if stat is not None and stat.interval.n:
         return cell(stat, fmt)
-    if ms.mode == aggregate.BASE:
-        return fmt(1.0)
-    base = modes.get(aggregate.BASE)
+    if ms.baseline is None:
+        serves = ms.mode == aggregate.BASE or any(o.baseline == ms.mode for o in modes.values())
+        return fmt(1.0) if serves else ""
+    base = modes.get(ms.baseline)
     if key != "captured_sharing_vs_ksm_ratio" or base is None or not base.n or not ms.n:
         return ""
     own = ms.stats["captured_sharing_fraction"].interval.median or 0.0
-    return "ksm ≈ 0" if own >= 1e-3 else "—"
+    return f"{ms.baseline} ≈ 0" if own >= 1e-3 else "—"
 
 
 def _column(ms: ModeStats, modes: dict[str, ModeStats], key: str, fmt: Fmt) -> str:
@@ -441,8 +444,9 @@ def interval_note(st: ExperimentStats) -> str:
     return (
         f"median [{CONFIDENCE * 100:.0f} % bootstrap CI], n={n} repetitions per mode (percentile "
         f"bootstrap of the median, {RESAMPLES} resamples, numpy seed {SEED}; n=2: [min, max]; "
-        "n=1: the value). Ratios per repetition pair (rep i vs ksm's rep i), then summarized; "
-        "hint counts: medians."
+        "n=1: the value). Ratios (vs ksm) per repetition pair (rep i vs ksm's rep i; a ksm++ "
+        "mode whose linear twin ran, e.g. ksm++-nosmart and ksm-nosmart, vs the twin's), then "
+        "summarized; hint counts: medians."
     )
 
 
@@ -576,7 +580,8 @@ def write(exps: list[Experiment], outdir: Path) -> Path:
         if exp.repeated or st.paced is not None:
             parts.append(
                 "<h3>Every repetition</h3><p class='note'>In the order they ran (run); vs ksm: "
-                "over ksm's repetition of the same number; idle/steal: share of all CPUs' "
+                "over the repetition of the same number of ksm (or of the mode's linear twin, "
+                "see above); idle/steal: share of all CPUs' "
                 f"time over the run; {BELOW_PACE}: below pace.</p>" + _html_table(rep_rows(st))
             )
         if cpu := cpu_rows(exp, st):

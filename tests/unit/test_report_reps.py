@@ -170,9 +170,11 @@ def test_metrics_json_holds_numbers_with_units(three: Path, tmp_path: Path) -> N
     assert plus["vs_ksm"]["captured_sharing_vs_ksm_ratio"]["median"] == pytest.approx(3.0)
     assert plus["cpu_by_task_percent"]["ksmd"]["n"] == 3
     assert exp["paced_only"]["ksm++"]["n"] == 2
-    # no formatted strings anywhere among the figures
+    # no formatted strings anywhere among the figures (names: an interval's kind, a baseline)
     for path, value in _leaves(exp["modes"]) + _leaves(exp["paced_only"]):
-        assert value is None or isinstance(value, int | float) or path.endswith("/interval"), path
+        named = path.endswith(("/interval", "/baseline_mode"))
+        assert value is None or isinstance(value, int | float) or named, path
+    assert plus["baseline_mode"] == "ksm"
 
 
 def test_the_html_report_of_repetitions(three: Path, tmp_path: Path) -> None:
@@ -276,3 +278,58 @@ def test_ksmd_cost_to_reach_ksms_peak_per_pair_and_per_saved_page(tmp_path: Path
     doc = aggregate.metrics_json([st])
     json.dumps(doc, allow_nan=False)
     assert aggregate.REACH_KEY in doc["experiments"][0]["modes"]["ksm++"]["vs_ksm"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "present", "baseline"),
+    [
+        ("ksm", ["ksm", "ksm++"], None),
+        ("ksm++", ["ksm", "ksm++"], "ksm"),
+        ("ksm++-nosmart", ["ksm", "ksm-nosmart", "ksm++-nosmart"], "ksm-nosmart"),
+        ("ksm++-nosmart", ["ksm", "ksm++-nosmart"], "ksm"),
+        ("ksm++-advisor", ["ksm-advisor", "ksm++-advisor"], "ksm-advisor"),
+        ("ksm++-adaptive", ["ksm", "ksm++-adaptive"], "ksm"),
+        ("ksm++=4:1", ["ksm", "ksm++=4:1"], "ksm"),
+        ("ksm++@140:20", ["ksm", "ksm@140:20", "ksm++@140:20"], "ksm@140:20"),
+        ("ksm-nosmart", ["ksm", "ksm-nosmart"], "ksm"),
+        ("ksm-nosmart", ["ksm-nosmart", "ksm++-nosmart"], None),
+        ("ksm++", ["ksm++", "ksm++-adaptive"], None),
+    ],
+)
+def test_a_mode_is_compared_with_its_linear_twin_where_it_ran(
+    mode: str, present: list[str], baseline: str | None
+) -> None:
+    assert aggregate.baseline_of(mode, present) == baseline
+
+
+def test_nosmart_modes_pair_with_each_other_and_the_table_says_so(tmp_path: Path) -> None:
+    base = tmp_path / "out" / "unique-io"
+    modes = ["ksm", "ksm-nosmart", "ksm++-nosmart"]
+    write_config(base, modes, 2)
+    for rep in (1, 2):
+        write_rep(base, "ksm", rep, 100, ticks=40)
+        write_rep(base, "ksm-nosmart", rep, 200, ticks=20)
+        write_rep(base, "ksm++-nosmart", rep, 400, ticks=30)
+    st = aggregate.summarize(dataset.load(base))
+    plus = st.modes["ksm++-nosmart"]
+    assert plus.baseline == "ksm-nosmart"
+    # against ksm-nosmart (400 / 200, 30 / 20 ticks), not ksm (4x, 0.75x)
+    assert plus.ratios["captured_sharing_vs_ksm_ratio"].interval.values == pytest.approx([2, 2])
+    assert plus.ratios["ksmd_cpu_vs_ksm_ratio"].interval.values == pytest.approx([1.5, 1.5])
+    assert st.modes["ksm-nosmart"].ratios["ksmd_cpu_vs_ksm_ratio"].interval.values == (
+        pytest.approx([0.5, 0.5])
+    )
+    doc = aggregate.metrics_json([st])["experiments"][0]["modes"]
+    assert [doc[m]["baseline_mode"] for m in modes] == [None, "ksm", "ksm-nosmart"]
+    assert "twin" in render.interval_note(st)
+
+
+def test_without_ksm_the_twin_is_the_reference(tmp_path: Path) -> None:
+    base = tmp_path / "out" / "unique-io"
+    write_config(base, ["ksm-nosmart", "ksm++-nosmart"], 1)
+    write_rep(base, "ksm-nosmart", 1, 300, ticks=20)
+    write_rep(base, "ksm++-nosmart", 1, 300, ticks=30)
+    st = aggregate.summarize(dataset.load(base))
+    rows = {r["mode"]: r for r in render.cost_rows(st.modes)}
+    assert rows["ksm-nosmart"]["CPU vs ksm"] == "1.00x"
+    assert rows["ksm++-nosmart"]["CPU vs ksm"] == "1.50x"
