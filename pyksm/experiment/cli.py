@@ -64,6 +64,7 @@ def cmd_experiment_run(args: argparse.Namespace) -> int:
         err,
         warm_up=args.warm_up,
         trace_hints=args.trace_hints,
+        visit_cost=args.visit_cost,
         repeat=args.repeat,
     )
     if args.show is not None:
@@ -85,6 +86,7 @@ def cmd_experiment_matrix(args: argparse.Namespace) -> int:
         err,
         warm_up=args.warm_up,
         trace_hints=args.trace_hints,
+        visit_cost=args.visit_cost,
         repeat=args.repeat,
     )
     if args.show is not None:
@@ -134,6 +136,13 @@ def _common(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="trace every hinted visit (ksm:ksm_hint_page) and count, per ksm++ mode, "
         "visits that missed a partner copy visited before in the same round",
+    )
+    p.add_argument(
+        "--visit-cost",
+        action="store_true",
+        help="time ksmd's visits by kind (hinted, linear of a hinted page, linear) and their "
+        "hint- and unstable-tree searches with kprobes (bpf/ksmd_visits.c); the report's "
+        "'ksmd visits' table",
     )
     p.add_argument("--outdir", "-o", type=argtypes.output_dir, default="pyksm-results")
 

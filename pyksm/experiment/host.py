@@ -42,6 +42,7 @@ def run(
     warm_up: int = runner.WARM_ROUNDS,
     trace_hints: bool = False,
     repeat: int = 1,
+    visit_cost: bool = False,
 ) -> Path:
     sc = scenarios.lookup(scenario)
     dur = scenarios.check_duration(sc.duration_s if duration is None else duration)
@@ -51,8 +52,9 @@ def run(
         raise PyksmError(f"--warm-up {warm_up}: rounds must be >= 0")
     for m in modes:
         runner.mode_config(m)
-    if trace_hints and isinstance(sc, QemuScenario):
-        raise PyksmError(f"--trace-hints: not for real-QEMU scenarios ({sc.name})")
+    for flag, on in (("--trace-hints", trace_hints), ("--visit-cost", visit_cost)):
+        if on and isinstance(sc, QemuScenario):
+            raise PyksmError(f"{flag}: not for real-QEMU scenarios ({sc.name})")
     kernel = kernel or kbuild.build(kbuild.BuildRequest(), console)
     outdir.mkdir(parents=True, exist_ok=True)
     real = _guest_image(sc, outdir, console)
@@ -80,6 +82,7 @@ def run(
         "--repeat",
         str(repeat),
         *(["--trace-hints"] if trace_hints else []),
+        *(["--visit-cost"] if visit_cost else []),
         *(["--guest-image", str(real)] if real else []),
     ]
     res = vm.run(
@@ -133,6 +136,7 @@ def run_matrix(
     warm_up: int = runner.WARM_ROUNDS,
     trace_hints: bool = False,
     repeat: int = 1,
+    visit_cost: bool = False,
 ) -> list[Path]:
     """Every scenario in turn, one VM boot each (the kernel is built once).
     A scenario that fails is reported and the next one runs; the failures
@@ -158,6 +162,7 @@ def run_matrix(
                 warm_up=warm_up,
                 trace_hints=trace_hints,
                 repeat=repeat,
+                visit_cost=visit_cost,
             )
             done.append(path)
         except PyksmError as e:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from pyksm.errors import PyksmError
+from pyksm.probes import ksmd_visits
 from pyksm.procfs import CpuTimes, cpu_times
 
 __all__ = [
@@ -356,6 +357,9 @@ class Summary:
     # Failed hinted merges by cause over the measured run (kernel counters
     # hint_pages_failed_<cause>, end minus start); None: not recorded.
     merge_failures: dict[str, int] | None = None
+    # What each kind of ksmd visit cost over the measured run (--visit-cost;
+    # pyksm.probes.ksmd_visits.KindCost fields by kind); None: not timed.
+    ksmd_visits: dict[str, dict[str, float]] | None = None
 
     _REQUIRED: ClassVar[dict[str, tuple[type, ...]]] = {
         "mode": (str,),
@@ -377,6 +381,7 @@ class Summary:
         "load": (dict,),
         "diagnosis": (dict,),
         "merge_failures": (dict,),
+        "ksmd_visits": (dict,),
     }
 
     @property
@@ -413,6 +418,8 @@ class Summary:
             got["diagnosis"] = Diagnosis.from_json(got["diagnosis"], where)
         for cause, n in got.get("merge_failures", {}).items():
             _take({cause: n}, cause, (int,), f"{where} merge_failures")
+        if "ksmd_visits" in got:
+            ksmd_visits.kind_costs_from_json(got["ksmd_visits"], where)
         for i, g in enumerate(got.get("guest_stats", [])):
             if WorkloadOutcome.recorded(g):
                 WorkloadOutcome.from_json(g, f"{where} guest_stats[{i}]")

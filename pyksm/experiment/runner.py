@@ -61,6 +61,7 @@ from pyksm.experiment.results import (
     rep_dir,
 )
 from pyksm.kernel import ksm
+from pyksm.probes import ksmd_visits
 from pyksm.procfs import cpu_times, vmstat
 
 MODES = (
@@ -421,6 +422,7 @@ def run_mode(
     warm_rounds: int = WARM_ROUNDS,
     trace_hints: bool = False,
     rep: int | None = None,
+    visit_cost: bool = False,
 ) -> Summary:
     """One mode (one repetition of it, ``rep``): reset KSM, boot the guests, (collector,) warm up, measure, summarise.
 
@@ -449,6 +451,8 @@ def run_mode(
                 )
             )
         oracle = LedgerOracle(ledgers)
+        # Compiled before the warm-up (a minute under TCG), counted after it.
+        timer = stack.enter_context(ksmd_visits.VisitTimer()) if visit_cost else None
         # ksmd warms up after the collector's attach (bcc compiles for a minute
         # or more under TCG): before it, ksmd would run longer in ksm++ modes.
         warm_s = _warm_up(k, cfg, pages, warm_rounds)
@@ -461,6 +465,8 @@ def run_mode(
                 raise PyksmError(f"--trace-hints: no tracefs {hintpairs.EVENT} in this kernel")
             tracer.start()
             stack.callback(_stop_tracer, tracer)
+        if timer:
+            timer.reset()  # the measured run's visits only, not the warm-up's
         counters = RunCounters(k, cfg.name)
         for g in guests:
             _say(g.stdin, "go")
@@ -479,6 +485,7 @@ def run_mode(
         lost = 0
         if tracer:
             visits, lost = tracer.stop()
+        costs = timer.stop() if timer else None
         if collector:
             try:
                 collector.interrupt(timeout=30)
@@ -501,6 +508,7 @@ def run_mode(
         load=measured.load,
         diagnosis=diagnosis,
         merge_failures=failures,
+        ksmd_visits=None if costs is None else {k: c.to_json() for k, c in costs.items()},
     )
     if tracer:
         rams = [(int(x["ram"][0]), int(x["ram"][1])) for x in info]
@@ -557,6 +565,7 @@ def main() -> int:
     p.add_argument("--scan-rate", default="100:20", help="PAGES:MILLISECONDS")
     p.add_argument("--warm-up", type=int, default=WARM_ROUNDS, help="ksmd rounds before go")
     p.add_argument("--trace-hints", action="store_true", help="classify hinted visits")
+    p.add_argument("--visit-cost", action="store_true", help="time ksmd's visits by kind")
     p.add_argument(
         "--repeat", type=argtypes.positive_int, default=1, help="runs of every mode, interleaved"
     )
@@ -583,6 +592,7 @@ def main() -> int:
         "sleep_millisecs": ms,
         "warm_up_rounds": a.warm_up,
         "trace_hints": a.trace_hints,
+        "visit_cost": a.visit_cost,
         "oracle": "ledger" if isinstance(sc, scenarios.Scenario) else "snapshot",
         "pyksm": __version__,
         "kernel": platform.release(),
@@ -620,6 +630,8 @@ def _step_runner(
             raise PyksmError(f"scenario {sc.name} needs --guest-image (pyksm experiment run)")
         if a.trace_hints:
             raise PyksmError(f"--trace-hints: not for real-QEMU scenarios ({sc.name})")
+        if a.visit_cost:
+            raise PyksmError(f"--visit-cost: not for real-QEMU scenarios ({sc.name})")
         guest_image = GuestImage.load(a.guest_image)
         t0 = time.monotonic()
         disk = disk_hashes(guest_image.disk.path)
@@ -637,7 +649,7 @@ def _step_runner(
     make_image(image, sc.image_mib)
     lsc = sc
     return lambda cfg, out, rep: run_mode(
-        lsc, cfg, out, duration, pages, ms, image, a.warm_up, a.trace_hints, rep
+        lsc, cfg, out, duration, pages, ms, image, a.warm_up, a.trace_hints, rep, a.visit_cost
     )
 
 

@@ -45,6 +45,7 @@ from typing import Any
 from pyksm.analysis import steady
 from pyksm.analysis.intervals import CONFIDENCE, RESAMPLES, SEED, Interval, median_interval
 from pyksm.experiment.results import IO_PACE_OK
+from pyksm.probes.ksmd_visits import KINDS, KindCost
 from pyksm.report import metrics
 from pyksm.report.dataset import Experiment
 from pyksm.report.metrics import ModeMetrics
@@ -283,6 +284,9 @@ class ModeStats:
     ratios: dict[str, Stat]  # by Ratio.key; empty without a baseline
     cpu_by_task: dict[str, Stat]  # % of one CPU, by task
     hint_visits: dict[str, int] | None  # summed over the repetitions
+    # ksmd's visits by kind (--visit-cost), summed over the repetitions that
+    # timed them; None: none did.
+    ksmd_visits: dict[str, KindCost] | None = None
     # Steady scenarios: by STEADY key; None for other scenarios.
     steady: dict[str, Stat] | None = None
     # By CounterGroup.key, then Quantity.key; a group no repetition has is left out.
@@ -341,6 +345,7 @@ class ModeStats:
             "vs_ksm": {k: s.to_json() for k, s in self.ratios.items()},
             "cpu_by_task_percent": {k: s.to_json() for k, s in self.cpu_by_task.items()},
             "hint_visits_count": self.hint_visits,
+            "ksmd_visits": None if self.ksmd_visits is None else self._visits_json(),
             "steady_state": None if self.steady is None else self._steady_json(),
             **{
                 group: {k: s.to_json() for k, s in stats.items()}
@@ -350,6 +355,24 @@ class ModeStats:
             "guest_read_throughput": None
             if self.guest_reads is None
             else self.guest_reads.to_json(),
+        }
+
+    @property
+    def visit_reps(self) -> int:
+        """Repetitions that timed ksmd's visits (--visit-cost)."""
+        return sum(1 for m in self.runs if m.ksmd_visits is not None)
+
+    def _visits_json(self) -> dict[str, Any]:
+        assert self.ksmd_visits is not None
+        return {
+            kind: {
+                "visits_per_rep_count": c.visits / self.visit_reps,
+                "us_per_visit": c.us_per_visit(c.visit_s),
+                "hint_walk_us_per_visit": c.us_per_visit(c.hint_walk_s),
+                "unstable_walk_us_per_visit": c.us_per_visit(c.unstable_walk_s),
+                "rmap_lookup_us_per_visit": c.us_per_visit(c.lookup_s),
+            }
+            for kind, c in self.ksmd_visits.items()
         }
 
     def _steady_json(self) -> dict[str, Any]:
@@ -540,7 +563,19 @@ def _mode_stats(
         if failures
         else None,
         guest_reads=_guest_reads(mode, runs, base),
+        ksmd_visits=_visit_costs(runs),
     )
+
+
+def _visit_costs(runs: list[ModeMetrics]) -> dict[str, KindCost] | None:
+    timed = [m.ksmd_visits for m in runs if m.ksmd_visits is not None]
+    if not timed:
+        return None
+    out: dict[str, KindCost] = {}
+    for costs in timed:
+        for kind, c in costs.items():
+            out[kind] = out.get(kind, KindCost()) + c
+    return {k: out[k] for k in KINDS if k in out}
 
 
 def _all_modes(per_mode: dict[str, list[ModeMetrics]]) -> dict[str, ModeStats]:

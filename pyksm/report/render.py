@@ -320,6 +320,45 @@ def hint_visit_rows(exp: Experiment, st: ExperimentStats | None = None) -> list[
     return rows
 
 
+VISIT_NOTE = (
+    "ksmd's visits by kind (--visit-cost, kprobes of bpf/ksmd_visits.c), summed over the "
+    "repetitions that timed them: hinted (a hint brought ksmd to the page); linear, hinted this "
+    "round (the linear scan reached a page a hint had put in this round's hint tree); linear (any "
+    "other linear visit that compared); linear, checksum changed (stopped at the checksum). µs "
+    "per visit in cmp_and_merge_page(), of it in hint- and unstable-tree searches, and (hinted) "
+    "finding the page's rmap_item. Each probe adds a few µs to every call alike: compare kinds, "
+    "and take ksmd's CPU from runs without --visit-cost."
+)
+
+
+def visit_rows(modes: dict[str, ModeStats]) -> list[dict[str, str]]:
+    """ksmd's visits by kind per mode (modes that timed them)."""
+
+    def us(v: float | None) -> str:
+        return "" if v is None else f"{v:.1f}"
+
+    rows = []
+    for ms in modes.values():
+        for kind, c in (ms.ksmd_visits or {}).items():
+            rows.append(
+                {
+                    "mode": ms.mode,
+                    "reps": str(ms.visit_reps),
+                    "kind": kind,
+                    "visits per rep": f"{c.visits / ms.visit_reps:,.0f}",
+                    "µs / visit": us(c.us_per_visit(c.visit_s)),
+                    "of it: hint-tree search": us(c.us_per_visit(c.hint_walk_s))
+                    if c.hint_walks
+                    else "",
+                    "of it: unstable-tree search": us(c.us_per_visit(c.unstable_walk_s))
+                    if c.unstable_walks
+                    else "",
+                    "+ rmap_item lookup": us(c.us_per_visit(c.lookup_s)) if c.lookup_s else "",
+                }
+            )
+    return rows
+
+
 def merge_failure_rows(exp: Experiment, st: ExperimentStats | None = None) -> list[dict[str, str]]:
     """Failed hinted merges by the kernel's cause (hint_pages_failed_<cause>),
     summed over the repetitions that recorded them, per mode; the share of
@@ -519,6 +558,9 @@ def terminal_summary(exps: list[Experiment], console: Console) -> None:
         if reads := read_throughput_rows(st):
             console.print(_rich_table(f"{exp.scenario}: guest read throughput", reads))
             console.print(read_throughput_note(st), highlight=False, markup=False)
+        if visits := visit_rows(st.modes):
+            console.print(_rich_table(f"{exp.scenario}: ksmd visits by kind", visits))
+            console.print(VISIT_NOTE, highlight=False, markup=False)
         if hv := hint_visit_rows(exp, st):
             console.print(_rich_table(f"{exp.scenario}: hinted visits", hv))
         for group in aggregate.COUNTER_GROUPS:
@@ -594,6 +636,11 @@ def write(exps: list[Experiment], outdir: Path) -> Path:
             parts.append(
                 "<h3>Guest read throughput</h3>"
                 f"<p class='note'>{html.escape(read_throughput_note(st))}</p>" + _html_table(reads)
+            )
+        if visits := visit_rows(st.modes):
+            parts.append(
+                f"<h3>ksmd visits by kind</h3><p class='note'>{html.escape(VISIT_NOTE)}</p>"
+                + _html_table(visits)
             )
         if hv := hint_visit_rows(exp, st):
             parts.append(

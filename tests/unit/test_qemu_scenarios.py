@@ -76,7 +76,8 @@ def test_collector_and_ballast() -> None:
 
 
 def _args(**kw: object) -> argparse.Namespace:
-    return argparse.Namespace(**{"guest_image": None, "trace_hints": False, "warm_up": 0, **kw})
+    defaults = {"guest_image": None, "trace_hints": False, "visit_cost": False, "warm_up": 0}
+    return argparse.Namespace(**{**defaults, **kw})
 
 
 def test_the_runner_wants_the_saved_guest_image(tmp_path: Path) -> None:
@@ -111,3 +112,17 @@ def test_the_host_refuses_trace_hints_before_building_anything(tmp_path: Path) -
     with pytest.raises(PyksmError, match="--trace-hints: not for real-QEMU"):
         host.run("qemu-apache", ["ksm"], None, "100:20", tmp_path, Console(), trace_hints=True)
     assert not list(tmp_path.iterdir())
+
+
+def test_visit_cost_is_refused_for_real_qemu_before_building_anything(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from pyksm.experiment import host
+
+    with pytest.raises(PyksmError, match="--visit-cost: not for real-QEMU"):
+        host.run("qemu-apache", ["ksm"], None, "100:20", tmp_path, Console(), visit_cost=True)
+    assert not list(tmp_path.iterdir())
+    sc = QEMU_SCENARIOS["qemu-kernel-build"]
+    (tmp_path / "g.json").write_text("{}")
+    with pytest.raises(PyksmError, match="--visit-cost"):
+        runner._step_runner(sc, _args(guest_image=tmp_path / "g.json", visit_cost=True), 1, 1, 1)

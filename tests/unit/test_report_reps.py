@@ -333,3 +333,55 @@ def test_without_ksm_the_twin_is_the_reference(tmp_path: Path) -> None:
     rows = {r["mode"]: r for r in render.cost_rows(st.modes)}
     assert rows["ksm-nosmart"]["CPU vs ksm"] == "1.00x"
     assert rows["ksm++-nosmart"]["CPU vs ksm"] == "1.50x"
+
+
+def _add_visits(base: Path, mode: str, rep: int, costs: dict[str, dict[str, Any]]) -> None:
+    path = rep_dir(base, mode, rep) / "summary.json"
+    doc = json.loads(path.read_text())
+    doc["ksmd_visits"] = costs
+    path.write_text(json.dumps(doc))
+
+
+def test_ksmd_visits_by_kind_are_summed_over_repetitions(tmp_path: Path) -> None:
+    base = tmp_path / "out" / "unique-io"
+    write_config(base, ["ksm", "ksm++"], 2)
+    for rep in (1, 2):
+        write_rep(base, "ksm", rep, 0)
+        write_rep(base, "ksm++", rep, 0)
+        _add_visits(
+            base,
+            "ksm++",
+            rep,
+            {
+                "hinted": {
+                    "visits": 100,
+                    "visit_s": 0.02 * rep,
+                    "hint_walks": 100,
+                    "hint_walk_s": 0.01,
+                }
+            },
+        )
+    _add_visits(base, "ksm", 1, {"linear": {"visits": 1000, "visit_s": 0.1}})
+    st = aggregate.summarize(dataset.load(base))
+    rows = render.visit_rows(st.modes)
+    assert [(r["mode"], r["reps"], r["kind"]) for r in rows] == [
+        ("ksm", "1", "linear"),
+        ("ksm++", "2", "hinted"),
+    ]
+    # (0.02 + 0.04) s over 200 visits; the hint-tree searches 0.02 s over 200
+    assert rows[1]["µs / visit"] == "300.0" and rows[1]["of it: hint-tree search"] == "100.0"
+    assert rows[1]["visits per rep"] == "100" and rows[0]["of it: hint-tree search"] == ""
+    doc = aggregate.metrics_json([st])["experiments"][0]["modes"]
+    assert doc["ksm++"]["ksmd_visits"]["hinted"]["us_per_visit"] == pytest.approx(300.0)
+    assert doc["ksm"]["ksmd_visits"]["linear"]["visits_per_rep_count"] == 1000
+    page = render.write([dataset.load(base)], tmp_path / "report").read_text()
+    assert "ksmd visits by kind" in page and "300.0" in page
+
+
+def test_a_corrupt_ksmd_visits_entry_is_one_clear_error(tmp_path: Path) -> None:
+    base = tmp_path / "out" / "unique-io"
+    write_config(base, ["ksm"], 1)
+    write_rep(base, "ksm", 1, 0)
+    _add_visits(base, "ksm", 1, {"linear": {"visits": "many"}})
+    with pytest.raises(PyksmError, match="ksmd_visits"):
+        aggregate.summarize(dataset.load(base))

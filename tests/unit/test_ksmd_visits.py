@@ -1,0 +1,111 @@
+"""pyksm.probes.ksmd_visits: decoding bpf/ksmd_visits.c's map, the JSON form,
+the report's table; the C program and the Python agree on every number."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from pyksm.errors import PyksmError
+from pyksm.probes import ksmd_visits
+from pyksm.probes.ksmd_visits import KindCost, decode, kind_costs_from_json
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_rows_become_kinds_with_their_searches() -> None:
+    ms = 1_000_000
+    rows = [
+        (0, 6, 10, 3000 * ms),  # hinted, unstable: 10 visits, 3 s
+        (0, 16, 10, 1000 * ms),  # their hint-tree searches
+        (0, 17, 10, 900 * ms),  # their unstable-tree searches
+        (0, 18, 10, 50 * ms),  # their rmap_item lookups
+        (1, 6, 4, 800 * ms),  # linear visits of hinted pages
+        (2, 6, 100, 9000 * ms),  # linear visits that compared ...
+        (2, 3, 1, 100 * ms),  # ... one of them merged with a KSM page
+        (2, 17, 100, 7000 * ms),
+        (2, 1, 50, 350 * ms),  # checksum changed
+        (1, 1, 2, 20 * ms),  # a hinted page rewritten since: checksum changed too
+        (0, 1, 3, 30 * ms),  # a hinted visit without skip-volatility stays hinted
+        (7, 6, 1, 1),  # no such class: ignored
+    ]
+    got = decode(rows)
+    assert list(got) == list(ksmd_visits.KINDS)
+    h = got["hinted"]
+    assert (h.visits, h.hint_walks, h.unstable_walks) == (13, 10, 10)
+    assert h.visit_s == pytest.approx(3.03) and h.lookup_s == pytest.approx(0.05)
+    assert h.us_per_visit(h.hint_walk_s) == pytest.approx(1e6 / 13)
+    assert got["linear, hinted this round"].visits == 4
+    lin = got["linear"]
+    assert (lin.visits, lin.hint_walks) == (101, 0) and lin.visit_s == pytest.approx(9.1)
+    changed = got["linear, checksum changed"]
+    assert changed.visits == 52 and changed.visit_s == pytest.approx(0.37)
+    assert KindCost().us_per_visit(1.0) is None
+
+
+def test_json_round_trip_and_bad_input() -> None:
+    costs = decode([(0, 6, 2, 10**9), (0, 16, 2, 10**8)])
+    doc = {k: c.to_json() for k, c in costs.items()}
+    assert kind_costs_from_json(doc, "x") == costs
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        [],
+        {"sideways": {}},
+        {"hinted": []},
+        {"hinted": {"visits": -1}},
+        {"hinted": {"visits": "3"}},
+        {"hinted": {"visits": True}},
+        {"hinted": {"speed": 1}},
+    ],
+)
+def test_a_bad_ksmd_visits_entry_is_named(bad: object) -> None:
+    with pytest.raises(PyksmError, match="ksmd_visits"):
+        kind_costs_from_json(bad, "summary.json")
+
+
+def _c_defines() -> dict[str, int]:
+    text = (REPO / "bpf" / "ksmd_visits.c").read_text()
+    return {m[1]: int(m[2], 0) for m in re.finditer(r"#define (\w+) (0x[0-9a-f]+|\d+)", text)}
+
+
+def test_the_program_and_the_decoder_agree() -> None:
+    c = _c_defines()
+    assert (c["PART_HINT_WALK"], c["PART_UNSTABLE_WALK"], c["PART_LOOKUP"]) == (
+        ksmd_visits._HINT_WALK,
+        ksmd_visits._UNSTABLE_WALK,
+        ksmd_visits._LOOKUP,
+    )
+    text = (REPO / "bpf" / "ksmd_visits.c").read_text()
+    # the class comments (0 hinted, 1 linear of a hinted page, 2 linear) in the decoder's order
+    assert re.search(r"0\s+hinted", text) and re.search(r"2\s+linear, any other", text)
+    assert ksmd_visits._CLASS_KINDS == ("hinted", "linear, hinted this round", "linear")
+
+
+def test_the_program_reads_the_series_flags() -> None:
+    """The flag values bpf/ksmd_visits.c tests are the ones the kernel series defines."""
+    c = _c_defines()
+    series = "".join(p.read_text() for p in sorted((REPO / "kernel-patches").glob("0*.patch")))
+    for name in ("KSM_CMP_HINT", "UNSTABLE_FLAG", "HINT_TREE_FLAG"):
+        m = re.search(rf"^[+ ]#define {name}\s+(0x[0-9a-f]+)", series, re.MULTILINE)
+        assert m, name
+        assert int(m[1], 16) == c[name], name
+    # the enum ksm_cmp_result value the decoder takes for "checksum changed"
+    enum = re.search(r"enum ksm_cmp_result \{\n((?:[+ ]\t\w+,\n)+)", series)
+    assert enum
+    names = [line.strip(" +\t,") for line in enum[1].splitlines()]
+    assert names.index("KSM_CMP_VOLATILE") == ksmd_visits._VOLATILE
+
+
+def test_without_root_or_kernel_support_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    with pytest.raises(PyksmError, match="root"):
+        ksmd_visits.VisitTimer()
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    monkeypatch.setattr("pyksm.probes.features.kernel_functions", lambda *a, **k: ())
+    with pytest.raises(PyksmError, match="cmp_and_merge_page"):
+        ksmd_visits.VisitTimer()
