@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from mergeable import PAGE, Region  # the script's own directory is on sys.path
+from mergeable import PAGE, Region, ksm_for_hints  # the script's own directory is on sys.path
 
 from pyksm.control.interleave import AdaptiveInterleave
 from pyksm.control.ratecap import read_backlog
@@ -37,14 +37,8 @@ DRAIN_MAX_S = 180.0
 POLL = 0.05
 
 k = ksm.Ksm()
-k.unmerge(then=2)
-if k.has("smart_scan"):
-    k.write("smart_scan", 0)
-k.write("hint_capacity", 4096)
-k.write("hint_interleave", "1:1")
+ksm_for_hints(k)
 k.write("hint_max_age_ms", 120000)
-k.write("sleep_millisecs", 20)
-k.write("pages_to_scan", 100)
 
 region = Region(2 * PAIRS)
 region.map.madvise(mmap.MADV_NOHUGEPAGE)

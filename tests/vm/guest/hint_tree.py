@@ -20,7 +20,7 @@ import random
 import sys
 from pathlib import Path
 
-from mergeable import PAGE, Region  # the script's own directory is on sys.path
+from mergeable import PAGE, Region, ksm_for_hints  # the script's own directory is on sys.path
 
 from pyksm.deadline import wait_for
 from pyksm.kernel import hints, ksm, wire
@@ -55,13 +55,8 @@ def wait_until(counter: str, at_least: int, poll: float = 0.005, timeout: float 
     return seen[-1]
 
 
-k.unmerge(then=2)
-if k.has("smart_scan"):
-    k.write("smart_scan", 0)  # smart scan would skip S in the measured round
-k.write("hint_capacity", 4096)
-k.write("hint_interleave", "1:1")
+ksm_for_hints(k)  # smart scan off: it would skip S in the measured round
 k.write("hint_skip_volatility", 1)
-k.write("sleep_millisecs", 20)
 
 region = Region(N_STALE + 2 + N_TAIL)
 # P1 and P2 in one huge page would not merge (KSM splits it instead)

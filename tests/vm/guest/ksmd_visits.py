@@ -15,7 +15,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from mergeable import PAGE, Region  # the script's own directory is on sys.path
+from mergeable import PAGE, Region, ksm_for_hints  # the script's own directory is on sys.path
 
 from pyksm.deadline import wait_for
 from pyksm.kernel import hints, ksm, wire
@@ -48,13 +48,7 @@ def probes_listed() -> list[str]:
     ]
 
 
-k.unmerge(then=2)
-if k.has("smart_scan"):
-    k.write("smart_scan", 0)
-k.write("hint_capacity", 4096)
-k.write("hint_interleave", "1:1")
-k.write("sleep_millisecs", 20)
-k.write("pages_to_scan", 1000)
+ksm_for_hints(k, pages_to_scan=1000)
 region = Region(PAGES)
 region.map.madvise(mmap.MADV_NOHUGEPAGE)
 for i in range(PAGES):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ctypes
 import mmap
 
+from pyksm.kernel import ksm
+
 PAGE = mmap.PAGESIZE
 
 
@@ -24,3 +26,15 @@ class Region:
     def fill(self, page: int, data: bytes) -> None:
         assert len(data) == PAGE
         self.map[page * PAGE : (page + 1) * PAGE] = data
+
+
+def ksm_for_hints(k: ksm.Ksm, pages_to_scan: int = 100) -> None:
+    """KSM stopped and unmerged, smart scan off (it would skip the pages a
+    script watches), hints on at 1:1, 20 ms between batches."""
+    k.unmerge(then=2)
+    if k.has("smart_scan"):
+        k.write("smart_scan", 0)
+    k.write("hint_capacity", 4096)
+    k.write("hint_interleave", "1:1")
+    k.write("sleep_millisecs", 20)
+    k.write("pages_to_scan", pages_to_scan)
