@@ -152,12 +152,15 @@ class VisitTimer:
         except Exception as e:  # bcc raises plain Exception on compile/load errors
             raise PyksmError(f"bcc could not load {SOURCE.name}: {e}") from None
         self.running = True
+        fn = ""
         try:
             for fn, prog in zip(FUNCTIONS, ("visit", "walk", "lookup"), strict=True):
                 self.bpf.attach_kprobe(event=fn, fn_name=f"{prog}_enter")
                 self.bpf.attach_kretprobe(event=fn, fn_name=f"{prog}_return")
-        except BaseException:
-            self.close()
+        except BaseException as e:
+            self.close()  # nothing stays attached when the start fails
+            if isinstance(e, Exception):  # bcc's attach errors are plain Exceptions
+                raise PyksmError(f"--visit-cost: could not attach to {fn}: {e}") from None
             raise
 
     def _rows(self) -> Iterator[tuple[int, int, int, int]]:

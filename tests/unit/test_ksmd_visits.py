@@ -109,3 +109,36 @@ def test_without_root_or_kernel_support_a_clear_error(monkeypatch: pytest.Monkey
     monkeypatch.setattr("pyksm.probes.features.kernel_functions", lambda *a, **k: ())
     with pytest.raises(PyksmError, match="cmp_and_merge_page"):
         ksmd_visits.VisitTimer()
+
+
+def test_an_attach_failure_detaches_and_is_one_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bcc raises a plain Exception when a kprobe does not attach: the timer
+    detaches what it attached and says which function."""
+    import sys
+    import types
+
+    cleaned: list[bool] = []
+
+    class FakeBPF:
+        def __init__(self, **kw: object) -> None:
+            self.attached: list[str] = []
+
+        def attach_kprobe(self, event: str, fn_name: str) -> None:
+            if event == "unstable_tree_walk":
+                raise Exception("Failed to attach BPF program walk_enter to kprobe")
+            self.attached.append(event)
+
+        def attach_kretprobe(self, event: str, fn_name: str) -> None:
+            self.attached.append(event)
+
+        def cleanup(self) -> None:
+            cleaned.append(True)
+
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    monkeypatch.setattr("pyksm.probes.features.kernel_functions", lambda names, **k: tuple(names))
+    monkeypatch.setattr(ksmd_visits, "_symbol", lambda name: 0xFFFF0000)
+    monkeypatch.setattr("pyksm.probes.headers.ensure_headers", lambda: "headers")
+    monkeypatch.setitem(sys.modules, "bcc", types.SimpleNamespace(BPF=FakeBPF))
+    with pytest.raises(PyksmError, match="could not attach to unstable_tree_walk"):
+        ksmd_visits.VisitTimer()
+    assert cleaned == [True]
