@@ -20,6 +20,7 @@
  * Defines set by the loader: HINT_ROOT (the address of one_hint_tree, the
  * hint tree's root without NUMA node roots).
  */
+#include <uapi/linux/ptrace.h>
 #include <linux/types.h>
 
 #define KSM_CMP_HINT 0x2
@@ -55,19 +56,19 @@ BPF_HASH(costs, struct key, struct cost, 128);
 enum { S_VISIT, S_CLASS, S_WALK, S_ROOT, S_LOOKUP, NR_SLOTS };
 BPF_ARRAY(slot, u64, NR_SLOTS);
 
-static inline u64 get(int i)
+static inline u64 slot_get(int i)
 {
 	u64 *v = slot.lookup(&i);
 
 	return v ? *v : 0;
 }
 
-static inline void put(int i, u64 value)
+static inline void slot_put(int i, u64 value)
 {
 	slot.update(&i, &value);
 }
 
-static inline void add(u32 cls, u32 what, u64 start)
+static inline void cost_add(u32 cls, u32 what, u64 start)
 {
 	struct key k = { .cls = cls, .what = what };
 	struct cost zero = {};
@@ -94,44 +95,44 @@ int visit_enter(struct pt_regs *ctx, void *page, struct rmap_item_head *item,
 	else if ((address & (UNSTABLE_FLAG | HINT_TREE_FLAG)) ==
 		 (UNSTABLE_FLAG | HINT_TREE_FLAG))
 		cls = 1;
-	put(S_CLASS, cls);
-	put(S_VISIT, bpf_ktime_get_ns());
+	slot_put(S_CLASS, cls);
+	slot_put(S_VISIT, bpf_ktime_get_ns());
 	return 0;
 }
 
 int visit_return(struct pt_regs *ctx)
 {
-	add(get(S_CLASS), PT_REGS_RC(ctx) & 0xf, get(S_VISIT));
-	put(S_VISIT, 0);
+	cost_add(slot_get(S_CLASS), PT_REGS_RC(ctx) & 0xf, slot_get(S_VISIT));
+	slot_put(S_VISIT, 0);
 	return 0;
 }
 
 int walk_enter(struct pt_regs *ctx)
 {
-	put(S_ROOT, PT_REGS_PARM1(ctx));
-	put(S_WALK, bpf_ktime_get_ns());
+	slot_put(S_ROOT, PT_REGS_PARM1(ctx));
+	slot_put(S_WALK, bpf_ktime_get_ns());
 	return 0;
 }
 
 int walk_return(struct pt_regs *ctx)
 {
-	u32 what = get(S_ROOT) == HINT_ROOT ? PART_HINT_WALK : PART_UNSTABLE_WALK;
+	u32 what = slot_get(S_ROOT) == HINT_ROOT ? PART_HINT_WALK : PART_UNSTABLE_WALK;
 
-	if (get(S_VISIT))
-		add(get(S_CLASS), what, get(S_WALK));
-	put(S_WALK, 0);
+	if (slot_get(S_VISIT))
+		cost_add(slot_get(S_CLASS), what, slot_get(S_WALK));
+	slot_put(S_WALK, 0);
 	return 0;
 }
 
 int lookup_enter(struct pt_regs *ctx)
 {
-	put(S_LOOKUP, bpf_ktime_get_ns());
+	slot_put(S_LOOKUP, bpf_ktime_get_ns());
 	return 0;
 }
 
 int lookup_return(struct pt_regs *ctx)
 {
-	add(0, PART_LOOKUP, get(S_LOOKUP));
-	put(S_LOOKUP, 0);
+	cost_add(0, PART_LOOKUP, slot_get(S_LOOKUP));
+	slot_put(S_LOOKUP, 0);
 	return 0;
 }

@@ -3,6 +3,7 @@ the report's table; the C program and the Python agree on every number."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -142,3 +143,24 @@ def test_an_attach_failure_detaches_and_is_one_error(monkeypatch: pytest.MonkeyP
     with pytest.raises(PyksmError, match="could not attach to unstable_tree_walk"):
         ksmd_visits.VisitTimer()
     assert cleaned == [True]
+
+
+@pytest.mark.host_bcc
+def test_the_program_compiles_and_passes_the_verifier_here() -> None:
+    """bcc compiles bpf/ksmd_visits.c against this machine's headers and the
+    kernel's verifier takes every probe program (no kprobe is attached: this
+    machine's kernel has none). Needs root and bcc; skipped otherwise."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    bcc = pytest.importorskip("bcc")
+    from pyksm.probes import headers
+
+    headers.ensure_headers()
+    b = bcc.BPF(src_file=str(ksmd_visits.SOURCE), cflags=["-DHINT_ROOT=0x1ULL"])
+    try:
+        for prog in ("visit", "walk", "lookup"):
+            for end in ("enter", "return"):
+                b.load_func(f"{prog}_{end}", bcc.BPF.KPROBE)
+        assert list(b["costs"].items()) == []
+    finally:
+        b.cleanup()
