@@ -9,8 +9,10 @@
  *
  * A visit is one cmp_and_merge_page() call, of one of three classes:
  *   0  hinted: its flags carry KSM_CMP_HINT (ksm_hint_visit());
- *   1  linear, of a page a hint put in this round's hint tree (its
- *      rmap_item's address carries UNSTABLE_FLAG | HINT_TREE_FLAG);
+ *   1  linear, of a page a hint put in this round's hint tree: its
+ *      rmap_item's address carries UNSTABLE_FLAG | HINT_TREE_FLAG, and the
+ *      visit searches the hint tree (an item left in last round's hint
+ *      tree carries the flags too, but the kernel treats it as linear);
  *   2  linear, any other page.
  * Per (class, result) the program sums calls and nanoseconds; inside a
  * visit it also times each unstable_tree_walk(), by the root it walks (the
@@ -52,8 +54,11 @@ struct cost {
 
 BPF_HASH(costs, struct key, struct cost, 128);
 
-/* slots: visit start, its class, walk start, its root, lookup start */
-enum { S_VISIT, S_CLASS, S_WALK, S_ROOT, S_LOOKUP, NR_SLOTS };
+/*
+ * slots: visit start, its class, walk start, its root, lookup start, and
+ * whether the visit searched the hint tree yet
+ */
+enum { S_VISIT, S_CLASS, S_WALK, S_ROOT, S_LOOKUP, S_SAW_HINT, NR_SLOTS };
 BPF_ARRAY(slot, u64, NR_SLOTS);
 
 static inline u64 slot_get(int i)
@@ -83,6 +88,14 @@ static inline void cost_add(u32 cls, u32 what, u64 start)
 	}
 }
 
+/* Class 1 holds only the visits that searched the hint tree (it comes first) */
+static inline u32 visit_class(void)
+{
+	u64 cls = slot_get(S_CLASS);
+
+	return cls == 1 && !slot_get(S_SAW_HINT) ? 2 : cls;
+}
+
 int visit_enter(struct pt_regs *ctx, void *page, struct rmap_item_head *item,
 		unsigned int flags)
 {
@@ -96,13 +109,14 @@ int visit_enter(struct pt_regs *ctx, void *page, struct rmap_item_head *item,
 		 (UNSTABLE_FLAG | HINT_TREE_FLAG))
 		cls = 1;
 	slot_put(S_CLASS, cls);
+	slot_put(S_SAW_HINT, 0);
 	slot_put(S_VISIT, bpf_ktime_get_ns());
 	return 0;
 }
 
 int visit_return(struct pt_regs *ctx)
 {
-	cost_add(slot_get(S_CLASS), PT_REGS_RC(ctx) & 0xf, slot_get(S_VISIT));
+	cost_add(visit_class(), PT_REGS_RC(ctx) & 0xf, slot_get(S_VISIT));
 	slot_put(S_VISIT, 0);
 	return 0;
 }
@@ -116,10 +130,14 @@ int walk_enter(struct pt_regs *ctx)
 
 int walk_return(struct pt_regs *ctx)
 {
-	u32 what = slot_get(S_ROOT) == HINT_ROOT ? PART_HINT_WALK : PART_UNSTABLE_WALK;
+	u32 what = PART_UNSTABLE_WALK;
 
+	if (slot_get(S_ROOT) == HINT_ROOT) {
+		what = PART_HINT_WALK;
+		slot_put(S_SAW_HINT, 1);
+	}
 	if (slot_get(S_VISIT))
-		cost_add(slot_get(S_CLASS), what, slot_get(S_WALK));
+		cost_add(visit_class(), what, slot_get(S_WALK));
 	slot_put(S_WALK, 0);
 	return 0;
 }

@@ -41,6 +41,11 @@ def test_visits_are_timed_by_kind_and_the_probes_go_away(
     assert hinted["hint_walks"] >= 200 and hinted["unstable_walks"] >= 200
     assert 0 < hinted["hint_walk_s"] + hinted["unstable_walk_s"] < hinted["visit_s"]
     assert hinted["lookup_s"] > 0
+    # a linear revisit is of a page hinted in the same round: at most one per hinted page,
+    # and each searched the hint tree
+    revisits = costs.get("linear, hinted this round", {"visits": 0, "hint_walks": 0})
+    assert revisits["visits"] <= hinted["visits"]
+    assert revisits["hint_walks"] == revisits["visits"]
     linear = costs["linear"]
     assert linear["visits"] > 1000 and linear["unstable_walks"] > 0
     assert linear["hint_walks"] == 0, "a linear visit searched the hint tree"
