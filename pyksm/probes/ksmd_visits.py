@@ -8,7 +8,8 @@ returns what each kind of visit cost over the time it ran:
 
   hinted                      a hint brought ksmd to the page
   linear, hinted this round   the linear scan reached a page that a hint
-                              put in this round's hint tree
+                              put in this round's hint tree, and searched
+                              that tree again
   linear                      any other linear visit that compared
   linear, checksum changed    a linear visit that stopped at the checksum
 
