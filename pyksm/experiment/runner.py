@@ -649,7 +649,17 @@ def _step_runner(
     make_image(image, sc.image_mib)
     lsc = sc
     return lambda cfg, out, rep: run_mode(
-        lsc, cfg, out, duration, pages, ms, image, a.warm_up, a.trace_hints, rep, a.visit_cost
+        lsc,
+        cfg,
+        out,
+        duration,
+        pages,
+        ms,
+        image,
+        a.warm_up,
+        a.trace_hints,
+        rep,
+        visit_cost=a.visit_cost,
     )
 
 

@@ -125,7 +125,8 @@ def test_the_runner_runs_the_plan_in_one_process_and_records_it(
 
     calls: list[tuple[int | None, str, Path]] = []
 
-    def run_mode(sc: object, cfg: runner.ModeConfig, out: Path, *a: object) -> None:
+    def run_mode(sc: object, cfg: runner.ModeConfig, out: Path, *a: object, **kw: object) -> None:
+        assert kw == {"visit_cost": False}
         calls.append((a[-1], cfg.name, out))  # type: ignore[arg-type]
 
     monkeypatch.setattr(runner, "run_mode", run_mode)

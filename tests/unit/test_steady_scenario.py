@@ -123,7 +123,9 @@ def test_the_runner_gives_steady_its_twenty_minutes(
 ) -> None:
     durations: list[float] = []
 
-    def run_mode(sc: object, cfg: object, out: Path, duration: float, *a: object) -> None:
+    def run_mode(
+        sc: object, cfg: object, out: Path, duration: float, *a: object, **kw: object
+    ) -> None:
         durations.append(duration)
 
     monkeypatch.setattr(runner, "run_mode", run_mode)
