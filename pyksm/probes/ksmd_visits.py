@@ -13,9 +13,11 @@ returns what each kind of visit cost over the time it ran:
   linear                      any other linear visit that compared
   linear, checksum changed    a linear visit that stopped at the checksum
 
-A kprobe pair adds its own cost to every call (a few µs under TCG), the
-same for every kind: compare kinds with each other, and take ksmd's CPU
-from a run without the timer.
+Times are wall time (bpf_ktime_get_ns) from a call's entry to its return,
+so a moment ksmd waits for a CPU inside a visit (a tree search yields at
+every level) counts too. A kprobe pair adds its own cost to every call (a
+few µs under TCG), the same for every kind: compare kinds with each other,
+and take ksmd's CPU from a run without the timer.
 
 What can fail: not root, bcc missing, no kprobes or one of the functions
 inlined away (a kernel without the KSM++ series), no headers. Each is a

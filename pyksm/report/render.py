@@ -326,8 +326,9 @@ VISIT_NOTE = (
     "round (the linear scan reached a page a hint had put in this round's hint tree, and searched "
     "that tree again); linear (any other linear visit that compared); linear, checksum changed (stopped at the checksum). µs "
     "per visit in cmp_and_merge_page(), of it in hint- and unstable-tree searches, and (hinted) "
-    "finding the page's rmap_item. Each probe adds a few µs to every call alike: compare kinds, "
-    "and take ksmd's CPU from runs without --visit-cost."
+    "finding the page's rmap_item. Wall time inside ksmd's calls (waits for a CPU within a visit "
+    "included); each probe adds a few µs to every call alike: compare kinds, and take ksmd's CPU "
+    "from runs without --visit-cost."
 )
 
 
