@@ -52,9 +52,8 @@ def run(
         raise PyksmError(f"--warm-up {warm_up}: rounds must be >= 0")
     for m in modes:
         runner.mode_config(m)
-    for flag, on in (("--trace-hints", trace_hints), ("--visit-cost", visit_cost)):
-        if on and isinstance(sc, QemuScenario):
-            raise PyksmError(f"{flag}: not for real-QEMU scenarios ({sc.name})")
+    if isinstance(sc, QemuScenario):
+        runner.refuse_for_real_qemu(sc.name, trace_hints=trace_hints, visit_cost=visit_cost)
     kernel = kernel or kbuild.build(kbuild.BuildRequest(), console)
     outdir.mkdir(parents=True, exist_ok=True)
     real = _guest_image(sc, outdir, console)

@@ -357,9 +357,9 @@ class Summary:
     # Failed hinted merges by cause over the measured run (kernel counters
     # hint_pages_failed_<cause>, end minus start); None: not recorded.
     merge_failures: dict[str, int] | None = None
-    # What each kind of ksmd visit cost over the measured run (--visit-cost;
-    # pyksm.probes.ksmd_visits.KindCost fields by kind); None: not timed.
-    ksmd_visits: dict[str, dict[str, float]] | None = None
+    # What each kind of ksmd visit cost over the measured run (--visit-cost),
+    # by kind; None: not timed.
+    ksmd_visits: dict[str, ksmd_visits.KindCost] | None = None
 
     _REQUIRED: ClassVar[dict[str, tuple[type, ...]]] = {
         "mode": (str,),
@@ -419,7 +419,7 @@ class Summary:
         for cause, n in got.get("merge_failures", {}).items():
             _take({cause: n}, cause, (int,), f"{where} merge_failures")
         if "ksmd_visits" in got:
-            ksmd_visits.kind_costs_from_json(got["ksmd_visits"], where)
+            got["ksmd_visits"] = ksmd_visits.kind_costs_from_json(got["ksmd_visits"], where)
         for i, g in enumerate(got.get("guest_stats", [])):
             if WorkloadOutcome.recorded(g):
                 WorkloadOutcome.from_json(g, f"{where} guest_stats[{i}]")

@@ -508,7 +508,7 @@ def run_mode(
         load=measured.load,
         diagnosis=diagnosis,
         merge_failures=failures,
-        ksmd_visits=None if costs is None else {k: c.to_json() for k, c in costs.items()},
+        ksmd_visits=costs,
     )
     if tracer:
         rams = [(int(x["ram"][0]), int(x["ram"][1])) for x in info]
@@ -611,6 +611,13 @@ def main() -> int:
     return 0
 
 
+def refuse_for_real_qemu(scenario: str, *, trace_hints: bool, visit_cost: bool) -> None:
+    """--trace-hints and --visit-cost watch the ledger guests' runs only."""
+    for flag, on in (("--trace-hints", trace_hints), ("--visit-cost", visit_cost)):
+        if on:
+            raise PyksmError(f"{flag}: not for real-QEMU scenarios ({scenario})")
+
+
 def _step_runner(
     sc: scenarios.Scenario | qemu_scenarios.QemuScenario,
     a: argparse.Namespace,
@@ -628,10 +635,7 @@ def _step_runner(
 
         if a.guest_image is None:
             raise PyksmError(f"scenario {sc.name} needs --guest-image (pyksm experiment run)")
-        if a.trace_hints:
-            raise PyksmError(f"--trace-hints: not for real-QEMU scenarios ({sc.name})")
-        if a.visit_cost:
-            raise PyksmError(f"--visit-cost: not for real-QEMU scenarios ({sc.name})")
+        refuse_for_real_qemu(sc.name, trace_hints=a.trace_hints, visit_cost=a.visit_cost)
         guest_image = GuestImage.load(a.guest_image)
         t0 = time.monotonic()
         disk = disk_hashes(guest_image.disk.path)

@@ -440,7 +440,7 @@ def baseline_of(mode: str, present: Collection[str]) -> str | None:
 
 
 def _pairs(
-    mode: str, runs: list[ModeMetrics], base: list[ModeMetrics] | None
+    runs: list[ModeMetrics], base: list[ModeMetrics] | None
 ) -> list[tuple[ModeMetrics, ModeMetrics]] | None:
     """Each repetition with its baseline's of the same number; None without
     a baseline (ksm itself, or no linear mode ran)."""
@@ -451,13 +451,12 @@ def _pairs(
 
 
 def _ratios(
-    mode: str,
     runs: list[ModeMetrics],
     base: list[ModeMetrics] | None,
     ratios: tuple[Ratio, ...] = RATIOS,
 ) -> dict[str, Stat]:
     """Per repetition pair; none without a baseline (ksm itself: 1 by definition)."""
-    pairs = _pairs(mode, runs, base)
+    pairs = _pairs(runs, base)
     if pairs is None:
         return {}
     out = {}
@@ -471,9 +470,9 @@ def _ratios(
     return out
 
 
-def _reach_ksm(mode: str, runs: list[ModeMetrics], base: list[ModeMetrics] | None) -> Stat | None:
+def _reach_ksm(runs: list[ModeMetrics], base: list[ModeMetrics] | None) -> Stat | None:
     """REACH_KEY's figure; None without a baseline."""
-    pairs = _pairs(mode, runs, base)
+    pairs = _pairs(runs, base)
     if pairs is None:
         return None
     values: list[tuple[int, float | None]] = []
@@ -487,9 +486,7 @@ def _reach_ksm(mode: str, runs: list[ModeMetrics], base: list[ModeMetrics] | Non
     return _stat(values, never=True)
 
 
-def _guest_reads(
-    mode: str, runs: list[ModeMetrics], base: list[ModeMetrics] | None
-) -> GuestReads | None:
+def _guest_reads(runs: list[ModeMetrics], base: list[ModeMetrics] | None) -> GuestReads | None:
     recorded = [m for m in runs if m.guest_read_mib_s_by_guest is not None]
     if not recorded:
         return None
@@ -498,7 +495,7 @@ def _guest_reads(
         g: _stat([(m.rep, (m.guest_read_mib_s_by_guest or {}).get(g)) for m in recorded])
         for g in guests
     }
-    vs_ksm = _ratios(mode, recorded, base, (READ_RATIO,)).get(READ_RATIO.key)
+    vs_ksm = _ratios(recorded, base, (READ_RATIO,)).get(READ_RATIO.key)
     partial = {m.rep for m in recorded if m.guest_read_partial}
     base_partial = {b.rep for b in base or [] if b.guest_read_partial}
     all_guests = _stat([(m.rep, m.guest_read_mib_s) for m in recorded])
@@ -535,8 +532,8 @@ def _mode_stats(
     visits = [m for m in runs if m.hint_visits]
     is_steady = any(m.steady is not None for m in runs)
     failures = [m.merge_failures for m in runs if m.merge_failures is not None]
-    ratios = _ratios(mode, runs, base)
-    reach = _reach_ksm(mode, runs, base)
+    ratios = _ratios(runs, base)
+    reach = _reach_ksm(runs, base)
     if reach is not None:
         ratios[REACH_KEY] = reach
     return ModeStats(
@@ -562,7 +559,7 @@ def _mode_stats(
         }
         if failures
         else None,
-        guest_reads=_guest_reads(mode, runs, base),
+        guest_reads=_guest_reads(runs, base),
         ksmd_visits=_visit_costs(runs),
     )
 

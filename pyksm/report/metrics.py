@@ -53,7 +53,7 @@ from pyksm.analysis import steady as steady_
 from pyksm.analysis.steady import SteadyState
 from pyksm.experiment.results import IO_PACE_OK, Diagnosis, WorkloadOutcome
 from pyksm.kernel.ksm import MergeFailures
-from pyksm.probes.ksmd_visits import KindCost, kind_costs_from_json
+from pyksm.probes.ksmd_visits import KindCost
 from pyksm.report.dataset import ModeRun
 
 MIB_PER_PAGE = 4096 / 2**20
@@ -249,9 +249,7 @@ def compute(run: ModeRun, steady_window_s: float | None = None) -> ModeMetrics:
         idle_fraction=load.idle_fraction if load else None,
         steal_fraction=load.steal_fraction if load else None,
         hint_visits=run.summary.hint_visits if run.summary else None,
-        ksmd_visits=kind_costs_from_json(run.summary.ksmd_visits, f"{run.mode} rep {run.rep}")
-        if run.summary and run.summary.ksmd_visits is not None
-        else None,
+        ksmd_visits=run.summary.ksmd_visits if run.summary else None,
         steady=steady_.steady_state(run.t, run.pages_sharing, run.oracle, steady_window_s)
         if steady_window_s
         else None,

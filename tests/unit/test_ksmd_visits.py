@@ -3,6 +3,7 @@ the report's table; the C program and the Python agree on every number."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -167,3 +168,13 @@ def test_the_program_compiles_and_passes_the_verifier_here() -> None:
         assert list(b["costs"].items()) == []
     finally:
         b.cleanup()
+
+
+def test_a_summary_keeps_the_costs_typed_and_writes_them_back_alike() -> None:
+    from pyksm.experiment.results import Summary
+
+    costs = decode([(0, 6, 2, 10**9), (2, 6, 5, 10**8)])
+    s = Summary(mode="ksm++", clk_tck=100, lifetimes={}, ksmd_visits=costs)
+    back = Summary.from_json(json.loads(s.to_json()), "summary.json")
+    assert back.ksmd_visits == costs
+    assert json.loads(s.to_json())["ksmd_visits"]["hinted"]["visits"] == 2
