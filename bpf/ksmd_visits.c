@@ -10,17 +10,20 @@
  * A visit is one cmp_and_merge_page() call, of one of three classes:
  *   0  hinted: its flags carry KSM_CMP_HINT (ksm_hint_visit());
  *   1  linear, of a page a hint put in this round's hint tree: its
- *      rmap_item's address carries UNSTABLE_FLAG | HINT_TREE_FLAG, and the
- *      visit searches the hint tree (an item left in last round's hint
- *      tree carries the flags too, but the kernel treats it as linear);
+ *      rmap_item's address carries UNSTABLE_FLAG | HINT_TREE_FLAG and the
+ *      seqnr of this round (the kernel's in_hint_tree(): an item left in
+ *      last round's hint tree carries the flags too, but is linear);
  *   2  linear, any other page.
- * Per (class, result) the program sums calls and nanoseconds; inside a
- * visit it also times each unstable_tree_walk(), by the root it walks (the
- * hint tree, or the unstable tree), and before a hinted visit the lookup
- * of the page's rmap_item (ksm_hint_rmap_item()).
+ * Per (class, result) the program sums calls and nanoseconds, and before
+ * a hinted visit it times the lookup of the page's rmap_item
+ * (ksm_hint_rmap_item()).  Where the compiler kept unstable_tree_walk()
+ * out of line (a series whose hint tree was a second unstable tree), the
+ * loader also attaches walk_enter/walk_return, which time each walk by the
+ * root it walks.
  *
  * Defines set by the loader: HINT_ROOT (the address of one_hint_tree, the
- * hint tree's root without NUMA node roots).
+ * hint tree's root without NUMA node roots), KSM_SCAN (the address of
+ * ksm_scan, for its seqnr).
  */
 #include <uapi/linux/ptrace.h>
 #include <linux/types.h>
@@ -36,6 +39,16 @@ struct rmap_item_head {
 	void *mm;
 	unsigned long address;
 };
+
+/* mm/ksm.c's struct ksm_scan */
+struct ksm_scan_head {
+	void *mm_slot;
+	unsigned long address;
+	void *rmap_list;
+	unsigned long seqnr;
+};
+
+#define SEQNR_MASK 0xff
 
 /* what: a visit's result (0..15), or one of these parts */
 #define PART_HINT_WALK 16
@@ -54,11 +67,8 @@ struct cost {
 
 BPF_HASH(costs, struct key, struct cost, 128);
 
-/*
- * slots: visit start, its class, walk start, its root, lookup start, and
- * whether the visit searched the hint tree yet
- */
-enum { S_VISIT, S_CLASS, S_WALK, S_ROOT, S_LOOKUP, S_SAW_HINT, NR_SLOTS };
+/* slots: visit start, its class, walk start, its root, lookup start */
+enum { S_VISIT, S_CLASS, S_WALK, S_ROOT, S_LOOKUP, NR_SLOTS };
 BPF_ARRAY(slot, u64, NR_SLOTS);
 
 static inline u64 slot_get(int i)
@@ -88,35 +98,29 @@ static inline void cost_add(u32 cls, u32 what, u64 start)
 	}
 }
 
-/* Class 1 holds only the visits that searched the hint tree (it comes first) */
-static inline u32 visit_class(void)
-{
-	u64 cls = slot_get(S_CLASS);
-
-	return cls == 1 && !slot_get(S_SAW_HINT) ? 2 : cls;
-}
-
 int visit_enter(struct pt_regs *ctx, void *page, struct rmap_item_head *item,
 		unsigned int flags)
 {
-	unsigned long address = 0;
+	struct ksm_scan_head *scan = (struct ksm_scan_head *)KSM_SCAN;
+	unsigned long address = 0, seqnr = 0;
 	u64 cls = 2;
 
 	bpf_probe_read_kernel(&address, sizeof(address), &item->address);
+	bpf_probe_read_kernel(&seqnr, sizeof(seqnr), &scan->seqnr);
 	if (flags & KSM_CMP_HINT)
 		cls = 0;
 	else if ((address & (UNSTABLE_FLAG | HINT_TREE_FLAG)) ==
-		 (UNSTABLE_FLAG | HINT_TREE_FLAG))
+		 (UNSTABLE_FLAG | HINT_TREE_FLAG) &&
+		 !((seqnr - address) & SEQNR_MASK))
 		cls = 1;
 	slot_put(S_CLASS, cls);
-	slot_put(S_SAW_HINT, 0);
 	slot_put(S_VISIT, bpf_ktime_get_ns());
 	return 0;
 }
 
 int visit_return(struct pt_regs *ctx)
 {
-	cost_add(visit_class(), PT_REGS_RC(ctx) & 0xf, slot_get(S_VISIT));
+	cost_add(slot_get(S_CLASS), PT_REGS_RC(ctx) & 0xf, slot_get(S_VISIT));
 	slot_put(S_VISIT, 0);
 	return 0;
 }
@@ -132,12 +136,10 @@ int walk_return(struct pt_regs *ctx)
 {
 	u32 what = PART_UNSTABLE_WALK;
 
-	if (slot_get(S_ROOT) == HINT_ROOT) {
+	if (slot_get(S_ROOT) == HINT_ROOT)
 		what = PART_HINT_WALK;
-		slot_put(S_SAW_HINT, 1);
-	}
 	if (slot_get(S_VISIT))
-		cost_add(visit_class(), what, slot_get(S_WALK));
+		cost_add(slot_get(S_CLASS), what, slot_get(S_WALK));
 	slot_put(S_WALK, 0);
 	return 0;
 }

@@ -140,9 +140,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--visit-cost",
         action="store_true",
-        help="time ksmd's visits by kind (hinted, linear of a hinted page, linear) and their "
-        "hint- and unstable-tree searches with kprobes (bpf/ksmd_visits.c); the report's "
-        "'ksmd visits' table",
+        help="time ksmd's visits by kind (hinted, linear of a hinted page, linear) with "
+        "kprobes (bpf/ksmd_visits.c), and their tree searches where the kernel keeps "
+        "unstable_tree_walk() out of line; the report's 'ksmd visits' table",
     )
     p.add_argument("--outdir", "-o", type=argtypes.output_dir, default="pyksm-results")
 

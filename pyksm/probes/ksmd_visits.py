@@ -1,15 +1,18 @@
 """Time ksmd's page visits by kind (``pyksm experiment run --visit-cost``).
 
-``bpf/ksmd_visits.c`` puts kprobes on three static functions of the patched
-mm/ksm.c: cmp_and_merge_page() (one visit), unstable_tree_walk() (one
-search of the hint tree or of the unstable tree) and ksm_hint_rmap_item()
-(a hinted page's rmap_item). ``VisitTimer`` loads it, and ``stop()``
-returns what each kind of visit cost over the time it ran:
+``bpf/ksmd_visits.c`` puts kprobes on static functions of the patched
+mm/ksm.c: cmp_and_merge_page() (one visit) and ksm_hint_rmap_item() (a
+hinted page's rmap_item), and on unstable_tree_walk() (one search of the
+hint tree or of the unstable tree) where the compiler kept it out of line:
+on the series whose hint tree is sorted by checksum, both searches are
+inlined into the visit, and ``searches_timed`` is False. ``VisitTimer``
+loads it, and ``stop()`` returns what each kind of visit cost over the
+time it ran:
 
   hinted                      a hint brought ksmd to the page
   linear, hinted this round   the linear scan reached a page that a hint
-                              put in this round's hint tree, and searched
-                              that tree again
+                              put in this round's hint tree (the kernel
+                              treats it as hinted)
   linear                      any other linear visit that compared
   linear, checksum changed    a linear visit that stopped at the checksum
 
@@ -19,7 +22,7 @@ every level) counts too. A kprobe pair adds its own cost to every call (a
 few µs under TCG), the same for every kind: compare kinds with each other,
 and take ksmd's CPU from a run without the timer.
 
-What can fail: not root, bcc missing, no kprobes or one of the functions
+What can fail: not root, bcc missing, no kprobes or a visit function
 inlined away (a kernel without the KSM++ series), no headers. Each is a
 PyksmError.
 """
@@ -38,8 +41,10 @@ from pyksm.probes import features, headers
 __all__ = ["KINDS", "SOURCE", "KindCost", "VisitTimer", "decode", "kind_costs_from_json"]
 
 SOURCE = Path(__file__).resolve().parents[2] / "bpf" / "ksmd_visits.c"
-FUNCTIONS = ("cmp_and_merge_page", "unstable_tree_walk", "ksm_hint_rmap_item")
+FUNCTIONS = ("cmp_and_merge_page", "ksm_hint_rmap_item")
+WALK_FUNCTION = "unstable_tree_walk"  # timed where it is not inlined
 HINT_ROOT_SYMBOL = "one_hint_tree"
+SCAN_SYMBOL = "ksm_scan"
 KINDS = ("hinted", "linear, hinted this round", "linear", "linear, checksum changed")
 # bpf/ksmd_visits.c: classes of a visit, the parts timed within one
 _CLASS_KINDS = ("hinted", "linear, hinted this round", "linear")
@@ -134,30 +139,38 @@ class VisitTimer:
     def __init__(self) -> None:
         if os.geteuid() != 0:
             raise PyksmError("--visit-cost needs root")
-        missing = set(FUNCTIONS) - set(
-            features.kernel_functions(FUNCTIONS, tracefs=features.tracefs())
+        found = set(
+            features.kernel_functions((*FUNCTIONS, WALK_FUNCTION), tracefs=features.tracefs())
         )
+        missing = set(FUNCTIONS) - found
         if missing:
             raise PyksmError(
                 f"--visit-cost: no kprobe target {', '.join(sorted(missing))} in this kernel",
                 hint="it needs the KSM++ test kernel (kprobes, the series' mm/ksm.c)",
             )
-        root = _symbol(HINT_ROOT_SYMBOL)
-        if root == 0:
+        root, scan = _symbol(HINT_ROOT_SYMBOL), _symbol(SCAN_SYMBOL)
+        if root == 0 or scan == 0:
             raise PyksmError("--visit-cost: kernel addresses are hidden (kptr_restrict)")
+        self.searches_timed = WALK_FUNCTION in found
+        attach = {"cmp_and_merge_page": "visit", "ksm_hint_rmap_item": "lookup"}
+        if self.searches_timed:
+            attach[WALK_FUNCTION] = "walk"
         headers.ensure_headers()
         try:
             from bcc import BPF
         except ImportError:
             raise PyksmError("bcc is not importable (Debian: python3-bpfcc)") from None
         try:
-            self.bpf: Any = BPF(src_file=str(SOURCE), cflags=[f"-DHINT_ROOT={root:#x}ULL"])
+            self.bpf: Any = BPF(
+                src_file=str(SOURCE),
+                cflags=[f"-DHINT_ROOT={root:#x}ULL", f"-DKSM_SCAN={scan:#x}ULL"],
+            )
         except Exception as e:  # bcc raises plain Exception on compile/load errors
             raise PyksmError(f"bcc could not load {SOURCE.name}: {e}") from None
         self.running = True
         fn = ""
         try:
-            for fn, prog in zip(FUNCTIONS, ("visit", "walk", "lookup"), strict=True):
+            for fn, prog in attach.items():
                 self.bpf.attach_kprobe(event=fn, fn_name=f"{prog}_enter")
                 self.bpf.attach_kretprobe(event=fn, fn_name=f"{prog}_return")
         except BaseException as e:

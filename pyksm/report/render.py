@@ -323,12 +323,13 @@ def hint_visit_rows(exp: Experiment, st: ExperimentStats | None = None) -> list[
 VISIT_NOTE = (
     "ksmd's visits by kind (--visit-cost, kprobes of bpf/ksmd_visits.c), summed over the "
     "repetitions that timed them: hinted (a hint brought ksmd to the page); linear, hinted this "
-    "round (the linear scan reached a page a hint had put in this round's hint tree, and searched "
-    "that tree again); linear (any other linear visit that compared); linear, checksum changed (stopped at the checksum). µs "
-    "per visit in cmp_and_merge_page(), of it in hint- and unstable-tree searches, and (hinted) "
-    "finding the page's rmap_item. Wall time inside ksmd's calls (waits for a CPU within a visit "
-    "included); each probe adds a few µs to every call alike: compare kinds, and take ksmd's CPU "
-    "from runs without --visit-cost."
+    "round (the linear scan reached a page a hint had put in this round's hint tree: the kernel "
+    "treats it as hinted); linear (any other linear visit that compared); linear, checksum "
+    "changed (stopped at the checksum). µs per visit in cmp_and_merge_page(), of it in hint- and "
+    "unstable-tree searches where the kernel keeps unstable_tree_walk() out of line (empty where "
+    "it is inlined), and (hinted) finding the page's rmap_item. Wall time inside ksmd's calls "
+    "(waits for a CPU within a visit included); each probe adds a few µs to every call alike: "
+    "compare kinds, and take ksmd's CPU from runs without --visit-cost."
 )
 
 

@@ -146,6 +146,50 @@ def test_an_attach_failure_detaches_and_is_one_error(monkeypatch: pytest.MonkeyP
     assert cleaned == [True]
 
 
+def test_an_inlined_walk_is_not_timed_and_the_visits_still_are(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where the compiler inlined unstable_tree_walk() (the series whose hint
+    tree is sorted by checksum), the timer attaches to the visit and the
+    lookup only, and says that the searches are not timed."""
+    import sys
+    import types
+
+    attached: list[str] = []
+    flags: list[object] = []
+
+    class FakeBPF:
+        def __init__(self, **kw: object) -> None:
+            flags.append(kw["cflags"])
+
+        def attach_kprobe(self, event: str, fn_name: str) -> None:
+            attached.append(f"{event}:{fn_name}")
+
+        def attach_kretprobe(self, event: str, fn_name: str) -> None:
+            attached.append(f"{event}:{fn_name}")
+
+        def cleanup(self) -> None:
+            pass
+
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    monkeypatch.setattr(
+        "pyksm.probes.features.kernel_functions",
+        lambda names, **k: tuple(n for n in names if n != "unstable_tree_walk"),
+    )
+    monkeypatch.setattr(ksmd_visits, "_symbol", lambda name: {"ksm_scan": 0x20}.get(name, 0x10))
+    monkeypatch.setattr("pyksm.probes.headers.ensure_headers", lambda: "headers")
+    monkeypatch.setitem(sys.modules, "bcc", types.SimpleNamespace(BPF=FakeBPF))
+    with ksmd_visits.VisitTimer() as timer:
+        assert timer.searches_timed is False
+    assert sorted(attached) == [
+        "cmp_and_merge_page:visit_enter",
+        "cmp_and_merge_page:visit_return",
+        "ksm_hint_rmap_item:lookup_enter",
+        "ksm_hint_rmap_item:lookup_return",
+    ]
+    assert flags == [["-DHINT_ROOT=0x10ULL", "-DKSM_SCAN=0x20ULL"]]
+
+
 @pytest.mark.host_bcc
 def test_the_program_compiles_and_passes_the_verifier_here() -> None:
     """bcc compiles bpf/ksmd_visits.c against this machine's headers and the
@@ -160,7 +204,9 @@ def test_the_program_compiles_and_passes_the_verifier_here() -> None:
         headers.ensure_headers()
     except PyksmError as e:
         pytest.skip(str(e))
-    b = bcc.BPF(src_file=str(ksmd_visits.SOURCE), cflags=["-DHINT_ROOT=0x1ULL"])
+    b = bcc.BPF(
+        src_file=str(ksmd_visits.SOURCE), cflags=["-DHINT_ROOT=0x1ULL", "-DKSM_SCAN=0x2ULL"]
+    )
     try:
         for prog in ("visit", "walk", "lookup"):
             for end in ("enter", "return"):

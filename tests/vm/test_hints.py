@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from pyksm.kernel import ksm
 from pyksm.lab import ktap
 from tests.vm.conftest import Boot, summarize
@@ -73,18 +75,22 @@ def test_hinted_visits_are_traced_with_their_results(
     assert 0 < now - first < 120  # the trace clock is this process's monotonic clock
 
 
-def test_hinted_pair_merges_past_stale_unstable_tree_nodes(
-    boot: Boot, python: str, tmp_path: Path
+@pytest.mark.parametrize("stale", ["unstable", "hint"])
+def test_hinted_pair_merges_past_stale_tree_nodes(
+    boot: Boot, python: str, tmp_path: Path, stale: str
 ) -> None:
     """Hinted pages keep a tree of their own: a hinted page finds its hinted
     partner even after every other node of the unstable tree went stale
-    (rewritten since its insertion), which would send its search astray."""
+    (rewritten since its insertion), which would send its search astray.
+    With stale=hint, the stale nodes are hinted pages in the hint tree
+    itself: sorted by the checksum each page went in with, the hint tree
+    does not send a search astray either (a tree sorted by contents did)."""
     out = tmp_path / "tree.json"
-    result = boot([python, str(GUEST / "hint_tree.py"), str(out)])
+    result = boot([python, str(GUEST / "hint_tree.py"), str(out), stale])
     assert result.command_exit == 0, result.output_log.read_text()[-3000:]
     attempts = json.loads(out.read_text())["attempts"]
     last = attempts[-1]
-    summarize(f"hint tree: {attempts}")
+    summarize(f"hint tree, stale {stale} nodes: {attempts}")
     assert last["same_round"], f"every attempt straddled two rounds: {attempts}"
     assert last["merged"] == 1, f"the second hinted page did not merge: {attempts}"
     assert last["merging"] == 2

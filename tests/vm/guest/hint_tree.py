@@ -1,5 +1,5 @@
-"""Guest side of test_hints.py's hint tree test: a hinted page finds its
-hinted partner although the unstable tree between them went stale.
+"""Guest side of test_hints.py's hint tree tests: a hinted page finds its
+hinted partner although the tree between them went stale.
 
 One mergeable region, in the linear scan's order: S (stale: N distinct
 pages), P1 and P2 (the pair), T (a tail that keeps the round going).
@@ -9,7 +9,13 @@ of S is rewritten (its nodes now sort by contents they no longer have);
 then P2 gets the pair's contents and is hinted. A search for P2 through the
 stale S nodes turns at random and misses P1; in a tree of hinted pages of
 its own, P1 is found. The pair's contents sort in the middle of S's, so the
-rewrite changes the turns."""
+rewrite changes the turns.
+
+With ``hint`` as the second argument, the stale nodes are in the hint tree
+itself: S is rewritten and hinted (into the hint tree) before P1, then
+rewritten again without hints. A hint tree sorted by contents would send
+P2's search astray as the unstable tree does; one sorted by the checksum
+each page went in with finds P1."""
 
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ from pyksm.kernel import hints, ksm, wire
 N_STALE = 4096
 N_TAIL = 20000
 SPACING = 10**8 // N_STALE // 2 * 2  # even: S values never equal the pair's (odd)
+STALE_IN_HINT_TREE = sys.argv[2:] == ["hint"]
 
 
 def page(text: str) -> bytes:
@@ -87,6 +94,12 @@ for attempt in range(3):
     merged0 = k.read_int("hint_pages_merged")
     pair = number(50000001 + 2 * attempt)
     with hints.HintWriter() as w:
+        if STALE_IN_HINT_TREE:
+            rng.shuffle(stale_values)
+            for i, v in enumerate(stale_values):
+                region.fill(i, number(v))
+            w.send([wire.Hint(os.getpid(), region.addr, N_STALE * PAGE)])
+            scanned0 = wait_until("hint_pages_scanned", scanned0 + N_STALE, poll=0.05)
         region.fill(p1, pair)
         w.send([wire.Hint(os.getpid(), region.addr + p1 * PAGE, PAGE)])
         wait_until("hint_pages_scanned", scanned0 + 1)

@@ -44,7 +44,7 @@ def probes_listed() -> list[str]:
     return [
         line
         for line in listing.read_text().splitlines()
-        if any(f in line for f in ksmd_visits.FUNCTIONS)
+        if any(f in line for f in (*ksmd_visits.FUNCTIONS, ksmd_visits.WALK_FUNCTION))
     ]
 
 
@@ -60,6 +60,7 @@ k.write("pages_to_scan", 100)
 out: dict[str, object] = {"listed_before": probes_listed()}
 timer = ksmd_visits.VisitTimer()
 out["listed_while"] = probes_listed()
+out["searches_timed"] = timer.searches_timed
 timer.reset()
 scanned0 = k.read_int("hint_pages_scanned")
 first = PAGES // 2
