@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from pyksm import __version__, argtypes
 from pyksm.collect.process import CollectorProcess
@@ -452,7 +452,11 @@ def run_mode(
             )
         oracle = LedgerOracle(ledgers)
         # Compiled before the warm-up (a minute under TCG), counted after it.
-        timer = stack.enter_context(ksmd_visits.VisitTimer()) if visit_cost else None
+        timer = None
+        if visit_cost:
+            timer = stack.enter_context(ksmd_visits.VisitTimer())
+            # On a failure: detached between ksmd's batches, before the timer's own exit.
+            stack.callback(_between_batches, k, timer.close)
         # ksmd warms up after the collector's attach (bcc compiles for a minute
         # or more under TCG): before it, ksmd would run longer in ksm++ modes.
         warm_s = _warm_up(k, cfg, pages, warm_rounds)
@@ -485,7 +489,7 @@ def run_mode(
         lost = 0
         if tracer:
             visits, lost = tracer.stop()
-        costs = timer.stop() if timer else None
+        costs = _between_batches(k, timer.stop) if timer else None
         if collector:
             try:
                 collector.interrupt(timeout=30)
@@ -517,6 +521,27 @@ def run_mode(
         print(f"  {cfg.name:>14} hinted visits: {dict(counts)} (lost {lost})", flush=True)
     (out / "summary.json").write_text(summary.to_json())
     return summary
+
+
+_T = TypeVar("_T")
+
+
+def _between_batches(k: ksm.Ksm, detach: Callable[[], _T]) -> _T:
+    """Call ``detach`` (kretprobes of ksmd's functions going away) while ksmd
+    is between batches, then restore ``run``. Writing ``run`` takes
+    ksm_thread_mutex, which ksmd holds for a whole batch, so no probed call is
+    in flight once ``run`` is 0: a kretprobe removed under a visit that slept
+    crashed ksmd once (6.12.117 under TCG; returned to address 0)."""
+    try:
+        run = k.read_int("run")
+        k.write("run", 0)
+    except PyksmError as e:  # detach anyway: leaving the probes is worse
+        print(f"  warning: could not pause ksmd before detaching its probes: {e}", flush=True)
+        return detach()
+    try:
+        return detach()
+    finally:
+        k.write("run", run)
 
 
 def _stop_tracer(tracer: hintpairs.HintTrace) -> None:

@@ -224,3 +224,36 @@ def test_a_summary_keeps_the_costs_typed_and_writes_them_back_alike() -> None:
     back = Summary.from_json(json.loads(s.to_json()), "summary.json")
     assert back.ksmd_visits == costs
     assert json.loads(s.to_json())["ksmd_visits"]["hinted"]["visits"] == 2
+
+
+def test_the_runner_detaches_the_timer_while_ksmd_is_between_batches() -> None:
+    """The runner pauses ksmd (run=0 takes ksm_thread_mutex) around the
+    detach, restores run after it, and detaches anyway when it cannot pause."""
+    from pyksm.experiment import runner
+
+    class Knobs:
+        def __init__(self, fail: bool = False) -> None:
+            self.run, self.fail = 1, fail
+            self.log: list[str] = []
+
+        def read_int(self, name: str) -> int:
+            if self.fail:
+                raise PyksmError("cannot read run")
+            return self.run
+
+        def write(self, name: str, value: int) -> None:
+            self.log.append(f"{name}={value}")
+            self.run = value
+
+    k = Knobs()
+    seen: list[int] = []
+
+    def detach() -> str:
+        seen.append(k.run)
+        return "costs"
+
+    assert runner._between_batches(k, detach) == "costs"  # type: ignore[arg-type]
+    assert seen == [0] and k.log == ["run=0", "run=1"]
+    broken = Knobs(fail=True)
+    assert runner._between_batches(broken, lambda: "detached") == "detached"  # type: ignore[arg-type]
+    assert broken.log == []
