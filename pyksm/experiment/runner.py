@@ -456,7 +456,7 @@ def run_mode(
         if visit_cost:
             timer = stack.enter_context(ksmd_visits.VisitTimer())
             # On a failure: detached between ksmd's batches, before the timer's own exit.
-            stack.callback(_between_batches, k, timer.close)
+            stack.callback(_close_timer, k, timer)
         # ksmd warms up after the collector's attach (bcc compiles for a minute
         # or more under TCG): before it, ksmd would run longer in ksm++ modes.
         warm_s = _warm_up(k, cfg, pages, warm_rounds)
@@ -542,6 +542,12 @@ def _between_batches(k: ksm.Ksm, detach: Callable[[], _T]) -> _T:
         return detach()
     finally:
         k.write("run", run)
+
+
+def _close_timer(k: ksm.Ksm, timer: ksmd_visits.VisitTimer) -> None:
+    """Detach the visit timer if a failure left it attached."""
+    if timer.running:
+        _between_batches(k, timer.close)
 
 
 def _stop_tracer(tracer: hintpairs.HintTrace) -> None:

@@ -257,3 +257,33 @@ def test_the_runner_detaches_the_timer_while_ksmd_is_between_batches() -> None:
     broken = Knobs(fail=True)
     assert runner._between_batches(broken, lambda: "detached") == "detached"  # type: ignore[arg-type]
     assert broken.log == []
+
+
+def test_a_failure_path_detaches_only_a_timer_still_attached() -> None:
+    """The runner's exit callback pauses ksmd and detaches only if the timer
+    is still attached (stop() already ran on the normal path)."""
+    from pyksm.experiment import runner
+
+    class Knobs:
+        def __init__(self) -> None:
+            self.log: list[str] = []
+
+        def read_int(self, name: str) -> int:
+            return 1
+
+        def write(self, name: str, value: int) -> None:
+            self.log.append(f"{name}={value}")
+
+    class Timer:
+        def __init__(self, running: bool) -> None:
+            self.running, self.closed = running, 0
+
+        def close(self) -> None:
+            self.closed += 1
+            self.running = False
+
+    k, done, attached = Knobs(), Timer(False), Timer(True)
+    runner._close_timer(k, done)  # type: ignore[arg-type]
+    assert k.log == [] and done.closed == 0
+    runner._close_timer(k, attached)  # type: ignore[arg-type]
+    assert k.log == ["run=0", "run=1"] and attached.closed == 1
