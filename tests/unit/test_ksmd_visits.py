@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -113,37 +114,56 @@ def test_without_root_or_kernel_support_a_clear_error(monkeypatch: pytest.Monkey
         ksmd_visits.VisitTimer()
 
 
+class _FakeBcc:
+    """bcc's BPF class for the timer's start: records the flags, the probes
+    attached and the cleanups; attaching to ``failing`` raises as bcc does."""
+
+    def __init__(self, failing: str = "") -> None:
+        self.failing = failing
+        self.flags: list[object] = []
+        self.attached: list[str] = []
+        self.cleaned = 0
+
+    def BPF(self, **kw: object) -> _FakeBcc:
+        self.flags.append(kw["cflags"])
+        return self
+
+    def attach_kprobe(self, event: str, fn_name: str) -> None:
+        if event == self.failing:
+            raise Exception(f"Failed to attach BPF program {fn_name} to kprobe")
+        self.attached.append(f"{event}:{fn_name}")
+
+    def attach_kretprobe(self, event: str, fn_name: str) -> None:
+        self.attached.append(f"{event}:{fn_name}")
+
+    def cleanup(self) -> None:
+        self.cleaned += 1
+
+
+def _start_with(
+    monkeypatch: pytest.MonkeyPatch,
+    bcc: _FakeBcc,
+    functions: Callable[[tuple[str, ...]], tuple[str, ...]],
+) -> None:
+    import sys
+
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    monkeypatch.setattr(
+        "pyksm.probes.features.kernel_functions", lambda names, **k: functions(names)
+    )
+    monkeypatch.setattr(ksmd_visits, "_symbol", lambda name: {"ksm_scan": 0x20}.get(name, 0x10))
+    monkeypatch.setattr("pyksm.probes.headers.ensure_headers", lambda: "headers")
+    monkeypatch.setitem(sys.modules, "bcc", bcc)
+
+
 def test_an_attach_failure_detaches_and_is_one_error(monkeypatch: pytest.MonkeyPatch) -> None:
     """bcc raises a plain Exception when a kprobe does not attach: the timer
     detaches what it attached and says which function."""
-    import sys
-    import types
-
-    cleaned: list[bool] = []
-
-    class FakeBPF:
-        def __init__(self, **kw: object) -> None:
-            self.attached: list[str] = []
-
-        def attach_kprobe(self, event: str, fn_name: str) -> None:
-            if event == "unstable_tree_walk":
-                raise Exception("Failed to attach BPF program walk_enter to kprobe")
-            self.attached.append(event)
-
-        def attach_kretprobe(self, event: str, fn_name: str) -> None:
-            self.attached.append(event)
-
-        def cleanup(self) -> None:
-            cleaned.append(True)
-
-    monkeypatch.setattr("os.geteuid", lambda: 0)
-    monkeypatch.setattr("pyksm.probes.features.kernel_functions", lambda names, **k: tuple(names))
-    monkeypatch.setattr(ksmd_visits, "_symbol", lambda name: 0xFFFF0000)
-    monkeypatch.setattr("pyksm.probes.headers.ensure_headers", lambda: "headers")
-    monkeypatch.setitem(sys.modules, "bcc", types.SimpleNamespace(BPF=FakeBPF))
+    bcc = _FakeBcc(failing="unstable_tree_walk")
+    _start_with(monkeypatch, bcc, lambda names: names)
     with pytest.raises(PyksmError, match="could not attach to unstable_tree_walk"):
         ksmd_visits.VisitTimer()
-    assert cleaned == [True]
+    assert bcc.cleaned == 1
 
 
 def test_an_inlined_walk_is_not_timed_and_the_visits_still_are(
@@ -152,42 +172,19 @@ def test_an_inlined_walk_is_not_timed_and_the_visits_still_are(
     """Where the compiler inlined unstable_tree_walk() (the series whose hint
     tree is sorted by checksum), the timer attaches to the visit and the
     lookup only, and says that the searches are not timed."""
-    import sys
-    import types
-
-    attached: list[str] = []
-    flags: list[object] = []
-
-    class FakeBPF:
-        def __init__(self, **kw: object) -> None:
-            flags.append(kw["cflags"])
-
-        def attach_kprobe(self, event: str, fn_name: str) -> None:
-            attached.append(f"{event}:{fn_name}")
-
-        def attach_kretprobe(self, event: str, fn_name: str) -> None:
-            attached.append(f"{event}:{fn_name}")
-
-        def cleanup(self) -> None:
-            pass
-
-    monkeypatch.setattr("os.geteuid", lambda: 0)
-    monkeypatch.setattr(
-        "pyksm.probes.features.kernel_functions",
-        lambda names, **k: tuple(n for n in names if n != "unstable_tree_walk"),
+    bcc = _FakeBcc()
+    _start_with(
+        monkeypatch, bcc, lambda names: tuple(n for n in names if n != "unstable_tree_walk")
     )
-    monkeypatch.setattr(ksmd_visits, "_symbol", lambda name: {"ksm_scan": 0x20}.get(name, 0x10))
-    monkeypatch.setattr("pyksm.probes.headers.ensure_headers", lambda: "headers")
-    monkeypatch.setitem(sys.modules, "bcc", types.SimpleNamespace(BPF=FakeBPF))
     with ksmd_visits.VisitTimer() as timer:
         assert timer.searches_timed is False
-    assert sorted(attached) == [
+    assert sorted(bcc.attached) == [
         "cmp_and_merge_page:visit_enter",
         "cmp_and_merge_page:visit_return",
         "ksm_hint_rmap_item:lookup_enter",
         "ksm_hint_rmap_item:lookup_return",
     ]
-    assert flags == [["-DHINT_ROOT=0x10ULL", "-DKSM_SCAN=0x20ULL"]]
+    assert bcc.flags == [["-DHINT_ROOT=0x10ULL", "-DKSM_SCAN=0x20ULL"]]
 
 
 @pytest.mark.host_bcc
