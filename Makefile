@@ -15,11 +15,18 @@ SYSTEM_PYTHON ?= /usr/bin/python3
 # (virtme-ng's script I/O ports), xxhsum (hash benchmark), busybox (QEMU guests),
 # e2fsprogs (the QEMU guests' shared disk: mke2fs -d), python3-ply and python3-git
 # (checkpatch's SPDX check, scripts/spdxcheck.py).
-APT_PACKAGES := linux-source-6.12 build-essential flex bison bc libelf-dev \
+APT_PACKAGES := build-essential flex bison bc libelf-dev \
 	libssl-dev dwarves cpio xz-utils zstd kmod rsync util-linux \
 	qemu-system-x86 python3 python3-venv python3-pip python3-bpfcc \
 	bpfcc-tools libnuma-dev udev linux-headers-amd64 xxhash busybox-static \
 	e2fsprogs python3-ply python3-git
+
+# The kernel source the series targets (kernel-patches/series, "# target:"),
+# pinned: Debian's security updates move linux-source-6.12 to newer stable
+# releases, and the patches, configs and published numbers are for this one.
+# tests/unit/test_makefile.py checks that the two agree.
+KERNEL_SOURCE_PACKAGE := linux-source-6.12
+KERNEL_SOURCE_VERSION := 6.12.117-1~deb12u1
 
 # The Vagrant lab (make vagrant-setup; not needed by make test): Vagrant with the
 # libvirt provider, libvirtd (run by pyksm inside its own network namespace),
@@ -59,6 +66,12 @@ apt_install = @missing=$$(for p in $(1); do \
 
 apt:
 	$(call apt_install,$(APT_PACKAGES))
+	@have=$$(dpkg-query -W -f='$${Status} $${Version}\n' $(KERNEL_SOURCE_PACKAGE) 2>/dev/null); \
+	if [ "$$have" != "install ok installed $(KERNEL_SOURCE_VERSION)" ]; then \
+		echo "apt-get install: $(KERNEL_SOURCE_PACKAGE)=$(KERNEL_SOURCE_VERSION) (installed: $${have:-none})"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--allow-downgrades $(KERNEL_SOURCE_PACKAGE)=$(KERNEL_SOURCE_VERSION); \
+	fi
 
 venv: $(VENV)/.installed
 

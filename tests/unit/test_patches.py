@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from pyksm.errors import PyksmError
-from pyksm.lab import patches
+from pyksm.lab import patches, source
 
 
 def make_patch(tmp: Path, name: str, rel: str, old: str, new: str) -> Path:
@@ -108,3 +109,20 @@ def test_touched_files_handles_new_and_deleted(tmp_path: Path) -> None:
         "--- a/mm/old.c\n+++ /dev/null\n@@ -1 +0,0 @@\n-y\n"
     )
     assert patches.touched_files(p) == {"mm/new.c", "mm/old.c"}
+
+
+def test_makefile_pins_the_kernel_source_the_series_targets() -> None:
+    """`make setup` installs the one linux-source-6.12 the series is for:
+    Debian's security updates move the package on (6.12.118 replaced
+    6.12.117 on a fresh machine, and the build refused the tree)."""
+    root = Path(__file__).resolve().parents[2]
+    makefile = (root / "Makefile").read_text()
+    pins = dict(re.findall(r"^(KERNEL_SOURCE_\w+)\s*:=\s*(\S+)", makefile, re.M))
+    series = patches.read_series(root / "kernel-patches")
+    assert pins["KERNEL_SOURCE_PACKAGE"] == source.PACKAGE
+    assert series.target_version is not None
+    assert pins["KERNEL_SOURCE_VERSION"].startswith(series.target_version + "-")
+    # The generic list must not install the newest one beside the pin.
+    apt_list = re.search(r"^APT_PACKAGES := (.*?)(?<!\\)\n", makefile, re.M | re.S)
+    assert apt_list is not None
+    assert source.PACKAGE not in apt_list.group(1).split()
