@@ -22,6 +22,11 @@ every level) counts too. A kprobe pair adds its own cost to every call (a
 few µs under TCG), the same for every kind: compare kinds with each other,
 and take ksmd's CPU from a run without the timer.
 
+Each kind also counts its visits that merged the page (with the zero page,
+a stable tree page, or a partner from an unstable tree: the results
+KSM_CMP_ZERO, _STABLE and _PAIR), which says where the merges came from,
+e.g. how many a linear revisit of a hinted page makes.
+
 What can fail: not root, bcc missing, no kprobes or a visit function
 inlined away (a kernel without the KSM++ series), no headers. Each is a
 PyksmError.
@@ -49,6 +54,7 @@ KINDS = ("hinted", "linear, hinted this round", "linear", "linear, checksum chan
 # bpf/ksmd_visits.c: classes of a visit, the parts timed within one
 _CLASS_KINDS = ("hinted", "linear, hinted this round", "linear")
 _VOLATILE = 1  # enum ksm_cmp_result KSM_CMP_VOLATILE
+_MERGED = (2, 3, 4)  # KSM_CMP_ZERO, KSM_CMP_STABLE, KSM_CMP_PAIR
 _HINT_WALK, _UNSTABLE_WALK, _LOOKUP = 16, 17, 18
 
 
@@ -63,6 +69,7 @@ class KindCost:
     unstable_walks: int = 0
     unstable_walk_s: float = 0.0
     lookup_s: float = 0.0  # hinted: finding the page's rmap_item, outside the visit
+    merges: int = 0  # visits that merged the page (zero, stable or pair)
 
     def us_per_visit(self, seconds: float) -> float | None:
         """``seconds`` (one of the fields) per visit, in µs; None without visits."""
@@ -95,6 +102,7 @@ def kind_costs_from_json(obj: Any, where: str) -> dict[str, KindCost]:
             unstable_walks=int(cost.get("unstable_walks", 0)),
             unstable_walk_s=float(cost.get("unstable_walk_s", 0.0)),
             lookup_s=float(cost.get("lookup_s", 0.0)),
+            merges=int(cost.get("merges", 0)),
         )
     return out
 
@@ -116,7 +124,7 @@ def decode(rows: Iterable[tuple[int, int, int, int]]) -> dict[str, KindCost]:
         else:
             if what == _VOLATILE and cls:
                 kind = "linear, checksum changed"
-            part = KindCost(visits=calls, visit_s=s)
+            part = KindCost(visits=calls, visit_s=s, merges=calls if what in _MERGED else 0)
         out[kind] = out.get(kind, KindCost()) + part
     return {k: out[k] for k in KINDS if k in out}
 

@@ -367,6 +367,7 @@ class ModeStats:
         return {
             kind: {
                 "visits_per_rep_count": c.visits / self.visit_reps,
+                "merges_per_rep_count": c.merges / self.visit_reps,
                 "us_per_visit": c.us_per_visit(c.visit_s),
                 "hint_walk_us_per_visit": c.us_per_visit(c.hint_walk_s),
                 "unstable_walk_us_per_visit": c.us_per_visit(c.unstable_walk_s),

@@ -327,7 +327,8 @@ VISIT_NOTE = (
     "treats it as hinted); linear (any other linear visit that compared); linear, checksum "
     "changed (stopped at the checksum). µs per visit in cmp_and_merge_page(), of it in hint- and "
     "unstable-tree searches where the kernel keeps unstable_tree_walk() out of line (empty where "
-    "it is inlined), and (hinted) finding the page's rmap_item. Wall time inside ksmd's calls "
+    "it is inlined), and (hinted) finding the page's rmap_item; the visits that merged the page "
+    "(with the zero page, a stable or an unstable tree page). Wall time inside ksmd's calls "
     "(waits for a CPU within a visit included); each probe adds a few µs to every call alike: "
     "compare kinds, and take ksmd's CPU from runs without --visit-cost."
 )
@@ -348,6 +349,7 @@ def visit_rows(modes: dict[str, ModeStats]) -> list[dict[str, str]]:
                     "reps": str(ms.visit_reps),
                     "kind": kind,
                     "visits per rep": f"{c.visits / ms.visit_reps:,.0f}",
+                    "merged per rep": f"{c.merges / ms.visit_reps:,.0f}",
                     "µs / visit": us(c.us_per_visit(c.visit_s)),
                     "of it: hint-tree search": us(c.us_per_visit(c.hint_walk_s))
                     if c.hint_walks

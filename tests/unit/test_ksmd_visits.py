@@ -22,10 +22,12 @@ def test_rows_become_kinds_with_their_searches() -> None:
     ms = 1_000_000
     rows = [
         (0, 6, 10, 3000 * ms),  # hinted, unstable: 10 visits, 3 s
+        (0, 4, 5, 1500 * ms),  # hinted, merged with an unstable-tree partner
         (0, 16, 10, 1000 * ms),  # their hint-tree searches
         (0, 17, 10, 900 * ms),  # their unstable-tree searches
         (0, 18, 10, 50 * ms),  # their rmap_item lookups
         (1, 6, 4, 800 * ms),  # linear visits of hinted pages
+        (1, 2, 1, 200 * ms),  # ... one of them merged with the zero page
         (2, 6, 100, 9000 * ms),  # linear visits that compared ...
         (2, 3, 1, 100 * ms),  # ... one of them merged with a KSM page
         (2, 17, 100, 7000 * ms),
@@ -37,19 +39,22 @@ def test_rows_become_kinds_with_their_searches() -> None:
     got = decode(rows)
     assert list(got) == list(ksmd_visits.KINDS)
     h = got["hinted"]
-    assert (h.visits, h.hint_walks, h.unstable_walks) == (13, 10, 10)
-    assert h.visit_s == pytest.approx(3.03) and h.lookup_s == pytest.approx(0.05)
-    assert h.us_per_visit(h.hint_walk_s) == pytest.approx(1e6 / 13)
-    assert got["linear, hinted this round"].visits == 4
+    assert (h.visits, h.hint_walks, h.unstable_walks, h.merges) == (18, 10, 10, 5)
+    assert h.visit_s == pytest.approx(4.53) and h.lookup_s == pytest.approx(0.05)
+    assert h.us_per_visit(h.hint_walk_s) == pytest.approx(1e6 / 18)
+    again = got["linear, hinted this round"]
+    assert (again.visits, again.merges) == (5, 1)
     lin = got["linear"]
-    assert (lin.visits, lin.hint_walks) == (101, 0) and lin.visit_s == pytest.approx(9.1)
+    assert (lin.visits, lin.hint_walks, lin.merges) == (101, 0, 1)
+    assert lin.visit_s == pytest.approx(9.1)
     changed = got["linear, checksum changed"]
     assert changed.visits == 52 and changed.visit_s == pytest.approx(0.37)
+    assert changed.merges == 0
     assert KindCost().us_per_visit(1.0) is None
 
 
 def test_json_round_trip_and_bad_input() -> None:
-    costs = decode([(0, 6, 2, 10**9), (0, 16, 2, 10**8)])
+    costs = decode([(0, 6, 2, 10**9), (0, 4, 1, 10**9), (0, 16, 2, 10**8)])
     doc = {k: c.to_json() for k, c in costs.items()}
     assert kind_costs_from_json(doc, "x") == costs
 
@@ -102,6 +107,8 @@ def test_the_program_reads_the_series_flags() -> None:
     assert enum
     names = [line.strip(" +\t,") for line in enum[1].splitlines()]
     assert names.index("KSM_CMP_VOLATILE") == ksmd_visits._VOLATILE
+    merged = tuple(names.index(n) for n in ("KSM_CMP_ZERO", "KSM_CMP_STABLE", "KSM_CMP_PAIR"))
+    assert merged == ksmd_visits._MERGED
 
 
 def test_without_root_or_kernel_support_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:

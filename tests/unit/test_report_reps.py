@@ -355,6 +355,7 @@ def test_ksmd_visits_by_kind_are_summed_over_repetitions(tmp_path: Path) -> None
             {
                 "hinted": {
                     "visits": 100,
+                    "merges": 10 * rep,
                     "visit_s": 0.02 * rep,
                     "hint_walks": 100,
                     "hint_walk_s": 0.01,
@@ -371,9 +372,11 @@ def test_ksmd_visits_by_kind_are_summed_over_repetitions(tmp_path: Path) -> None
     # (0.02 + 0.04) s over 200 visits; the hint-tree searches 0.02 s over 200
     assert rows[1]["µs / visit"] == "300.0" and rows[1]["of it: hint-tree search"] == "100.0"
     assert rows[1]["visits per rep"] == "100" and rows[0]["of it: hint-tree search"] == ""
+    assert (rows[1]["merged per rep"], rows[0]["merged per rep"]) == ("15", "0")
     doc = aggregate.metrics_json([st])["experiments"][0]["modes"]
     assert doc["ksm++"]["ksmd_visits"]["hinted"]["us_per_visit"] == pytest.approx(300.0)
     assert doc["ksm"]["ksmd_visits"]["linear"]["visits_per_rep_count"] == 1000
+    assert doc["ksm++"]["ksmd_visits"]["hinted"]["merges_per_rep_count"] == 15
     page = render.write([dataset.load(base)], tmp_path / "report").read_text()
     assert "ksmd visits by kind" in page and "300.0" in page
 
