@@ -96,6 +96,23 @@ def test_hinted_pair_merges_past_stale_tree_nodes(
     assert last["merging"] == 2
 
 
+def test_a_linear_page_finds_its_hinted_twin_within_the_round(
+    boot: Boot, python: str, tmp_path: Path
+) -> None:
+    """Every visit searches the hint tree: a page of the linear scan (B)
+    merges with a twin (A) that a hint put in the hint tree earlier in the
+    same round. On a series whose linear visits searched only the unstable
+    tree, the pair waited for the next round."""
+    out = tmp_path / "linear.json"
+    result = boot([python, str(GUEST / "linear_finds_hinted.py"), str(out)])
+    assert result.command_exit == 0, result.output_log.read_text()[-3000:]
+    attempts = json.loads(out.read_text())["attempts"]
+    last = attempts[-1]
+    summarize(f"linear page, hinted twin: {attempts}")
+    assert last["same_round"] and last["hinted_before_b"], f"no clean attempt: {attempts}"
+    assert last["merging"] == 2, f"B did not merge with hinted A within the round: {attempts}"
+
+
 def test_index_and_intake_survive_allocation_failures(
     boot: Boot, python: str, tmp_path: Path
 ) -> None:

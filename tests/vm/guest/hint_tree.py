@@ -26,9 +26,13 @@ import random
 import sys
 from pathlib import Path
 
-from mergeable import PAGE, Region, ksm_for_hints  # the script's own directory is on sys.path
+from mergeable import (  # the script's own directory is on sys.path
+    PAGE,
+    Region,
+    ksm_for_hints,
+    wait_counter,
+)
 
-from pyksm.deadline import wait_for
 from pyksm.kernel import hints, ksm, wire
 
 N_STALE = 4096
@@ -50,16 +54,7 @@ k = ksm.Ksm()
 
 
 def wait_until(counter: str, at_least: int, poll: float = 0.005, timeout: float = 120) -> int:
-    """Poll a KSM counter until it reaches ``at_least``; fail the script if
-    ksmd does not get there in time (rather than hang until the VM's timeout)."""
-    seen: list[int] = []
-
-    def reached() -> bool:
-        seen.append(k.read_int(counter))
-        return seen[-1] >= at_least
-
-    wait_for(reached, timeout, f"hint_tree: {counter} reaching {at_least}", poll=poll)
-    return seen[-1]
+    return wait_counter(k, counter, at_least, poll, timeout)
 
 
 ksm_for_hints(k)  # smart scan off: it would skip S in the measured round

@@ -15,9 +15,13 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from mergeable import PAGE, Region, ksm_for_hints  # the script's own directory is on sys.path
+from mergeable import (  # the script's own directory is on sys.path
+    PAGE,
+    Region,
+    ksm_for_hints,
+    wait_counter,
+)
 
-from pyksm.deadline import wait_for
 from pyksm.kernel import hints, ksm, wire
 from pyksm.probes import ksmd_visits
 
@@ -27,14 +31,7 @@ k = ksm.Ksm()
 
 
 def wait_until(counter: str, at_least: int, timeout: float = 300) -> int:
-    seen: list[int] = []
-
-    def reached() -> bool:
-        seen.append(k.read_int(counter))
-        return seen[-1] >= at_least
-
-    wait_for(reached, timeout, f"ksmd_visits: {counter} reaching {at_least}", poll=0.05)
-    return seen[-1]
+    return wait_counter(k, counter, at_least, 0.05, timeout)
 
 
 def probes_listed() -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import mmap
 
+from pyksm.deadline import wait_for
 from pyksm.kernel import ksm
 
 PAGE = mmap.PAGESIZE
@@ -38,3 +39,19 @@ def ksm_for_hints(k: ksm.Ksm, pages_to_scan: int = 100) -> None:
     k.write("hint_interleave", "1:1")
     k.write("sleep_millisecs", 20)
     k.write("pages_to_scan", pages_to_scan)
+
+
+def wait_counter(
+    k: ksm.Ksm, counter: str, at_least: int, poll: float = 0.005, timeout: float = 120
+) -> int:
+    """Poll a KSM counter until it reaches ``at_least`` and return its value;
+    fail the script if ksmd does not get there in time (rather than hang
+    until the VM's timeout)."""
+    seen: list[int] = []
+
+    def reached() -> bool:
+        seen.append(k.read_int(counter))
+        return seen[-1] >= at_least
+
+    wait_for(reached, timeout, f"{counter} reaching {at_least}", poll=poll)
+    return seen[-1]
