@@ -39,7 +39,7 @@ A, B = 0, 1 + N_FILL
 
 
 def page(text: str) -> bytes:
-    return text.encode() * (PAGE // len(text))
+    return (text.encode() * (PAGE // len(text) + 1))[:PAGE]
 
 
 def merging() -> int:
