@@ -11,8 +11,9 @@ time it ran:
 
   hinted                      a hint brought ksmd to the page
   linear, hinted this round   the linear scan reached a page that a hint
-                              put in this round's hint tree (the kernel
-                              treats it as hinted)
+                              put in this round's hint tree (the series
+                              passes it by; an earlier one searched both
+                              trees again)
   linear                      any other linear visit that compared
   linear, checksum changed    a linear visit that stopped at the checksum
 

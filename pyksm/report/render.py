@@ -323,8 +323,8 @@ def hint_visit_rows(exp: Experiment, st: ExperimentStats | None = None) -> list[
 VISIT_NOTE = (
     "ksmd's visits by kind (--visit-cost, kprobes of bpf/ksmd_visits.c), summed over the "
     "repetitions that timed them: hinted (a hint brought ksmd to the page); linear, hinted this "
-    "round (the linear scan reached a page a hint had put in this round's hint tree: the kernel "
-    "treats it as hinted); linear (any other linear visit that compared); linear, checksum "
+    "round (the linear scan reached a page a hint had put in this round's hint tree: the series "
+    "passes it by, an earlier one searched both trees again); linear (any other linear visit that compared); linear, checksum "
     "changed (stopped at the checksum). µs per visit in cmp_and_merge_page(), of it in hint- and "
     "unstable-tree searches where the kernel keeps unstable_tree_walk() out of line (empty where "
     "it is inlined), and (hinted) finding the page's rmap_item; the visits that merged the page "
