@@ -4,13 +4,14 @@ run`` and ``matrix``; the runner interleaves the modes across repetitions)."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 from rich.console import Console
 
 from pyksm.errors import PyksmError
-from pyksm.experiment import runner, scenarios
+from pyksm.experiment import hostinfo, runner, scenarios
 from pyksm.experiment.qemu_scenarios import QemuScenario
 from pyksm.lab import build as kbuild
 from pyksm.lab import guest_image, vm
@@ -84,6 +85,7 @@ def run(
         *(["--visit-cost"] if visit_cost else []),
         *(["--guest-image", str(real)] if real else []),
     ]
+    load_before = os.getloadavg()[0]
     res = vm.run(
         vm.VmRequest(
             bzimage=kernel.bzimage,
@@ -94,6 +96,8 @@ def run(
             timeout=vm_timeout(len(plan), dur) + boot_s,
         )
     )
+    if (outdir / sc.name).is_dir():  # the runner made it: record what it ran on
+        hostinfo.save(outdir / sc.name, hostinfo.probe(res.accel, load_before))
     if not res.ok:
         from pyksm.lab.cli import report_vm_result
 

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pyksm.analysis import steady
@@ -418,6 +418,7 @@ class ExperimentStats:
             "order": cfg.get("order"),
             "repetitions": self.reps_total,
             "repetitions_below_pace": self.reps_below_pace,
+            "host": None if self.exp.host is None else asdict(self.exp.host),
             "modes": {m: s.to_json() for m, s in self.modes.items()},
             "paced_only": None
             if self.paced is None

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 
 from pyksm.errors import PyksmError
+from pyksm.experiment import hostinfo
+from pyksm.experiment.hostinfo import HostInfo
 from pyksm.experiment.results import Sample, Summary, mode_reps, read_samples, read_summary
 
 
@@ -50,6 +52,8 @@ class Experiment:
     # Every mode's repetitions that have samples, by repetition number.
     reps: dict[str, list[ModeRun]]
     complete: bool
+    # The machine it ran on (host.json; None for results from before it)
+    host: HostInfo | None = None
 
     @property
     def all_runs(self) -> list[ModeRun]:
@@ -116,7 +120,7 @@ def load(path: Path) -> Experiment:
             reps[mode] = found
     if not reps:
         raise PyksmError(f"{path}: no mode has samples yet")
-    exp = Experiment(path, scenario, config, reps, complete=False)
+    exp = Experiment(path, scenario, config, reps, complete=False, host=hostinfo.load(path))
     exp.complete = (path / "complete").exists() and all(r.complete for r in exp.all_runs)
     return exp
 

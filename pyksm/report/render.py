@@ -16,6 +16,7 @@ from rich.table import Table
 from pyksm.analysis import steady
 from pyksm.analysis.intervals import CONFIDENCE, RESAMPLES, SEED
 from pyksm.analysis.steady import SteadyState
+from pyksm.experiment import hostinfo
 from pyksm.experiment.results import IO_PACE_OK
 from pyksm.kernel.ksm import MergeFailures
 from pyksm.report import aggregate, figures
@@ -539,6 +540,8 @@ def terminal_summary(exps: list[Experiment], console: Console) -> None:
         title = f"{exp.scenario} ({exp.path})" + ("" if exp.complete else " — PARTIAL RESULTS")
         console.print(_rich_table(title, mode_rows(st.modes)))
         console.print(oracle_note(exp), highlight=False, markup=False)
+        if exp.host:
+            console.print(hostinfo.describe(exp.host), highlight=False, markup=False)
         if vr := validation_rows(exp):
             console.print(_rich_table(f"{exp.scenario}: merges validated (snapshot oracle)", vr))
         console.print(interval_note(st), highlight=False, markup=False)
@@ -612,6 +615,8 @@ def write(exps: list[Experiment], outdir: Path) -> Path:
         parts.append(f"<p>{html.escape(str(desc))}</p>")
         parts.append(_html_table(mode_rows(st.modes)))
         parts.append(f"<p class='note'>{html.escape(oracle_note(exp))}</p>")
+        if exp.host:
+            parts.append(f"<p class='note'>{html.escape(hostinfo.describe(exp.host))}</p>")
         if vr := validation_rows(exp):
             parts.append("<h3>Merges validated (snapshot oracle)</h3>" + _html_table(vr))
         parts.append(f"<p class='note'>{html.escape(interval_note(st))}</p>")
