@@ -97,7 +97,10 @@ def run(
         )
     )
     if (outdir / sc.name).is_dir():  # the runner made it: record what it ran on
-        hostinfo.save(outdir / sc.name, hostinfo.probe(res.accel, load_before))
+        try:
+            hostinfo.save(outdir / sc.name, hostinfo.probe(res.accel, load_before))
+        except OSError as e:  # a full disk costs the record, not the results
+            console.print(f"[yellow]could not write {hostinfo.FILE}: {escape(str(e))}[/]")
     if not res.ok:
         from pyksm.lab.cli import report_vm_result
 

@@ -72,3 +72,53 @@ def test_the_report_names_the_host(tmp_path: Path) -> None:
     doc = aggregate.metrics_json([aggregate.summarize(exp)])
     assert doc["experiments"][0]["host"]["cpu_model"] == "Some CPU 9000"
     json.dumps(doc)  # numbers and strings only
+
+
+def _fake_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """kernel build and VM of ``host.run`` faked; the "runner" makes its scenario dir."""
+    from types import SimpleNamespace
+
+    from pyksm.lab import build as kbuild
+    from pyksm.lab import vm
+
+    monkeypatch.setattr(
+        kbuild,
+        "build",
+        lambda *a: SimpleNamespace(bzimage=tmp_path / "bzImage", release="6.12-test"),
+    )
+
+    def run(req: object) -> object:
+        (tmp_path / "out" / "kernel-build").mkdir(parents=True)
+        return SimpleNamespace(ok=True, exit_code=0, accel="tcg")
+
+    monkeypatch.setattr(vm, "run", run)
+
+
+def test_an_experiment_writes_its_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rich.console import Console
+
+    from pyksm.experiment import host
+
+    _fake_run(monkeypatch, tmp_path)
+    host.run("kernel-build", ["ksm"], 10, "100:20", tmp_path / "out", Console())
+    info = hostinfo.load(tmp_path / "out" / "kernel-build")
+    assert info is not None and info.accel == "tcg" and info.cpus >= 1
+
+
+def test_a_host_record_that_cannot_be_written_costs_only_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rich.console import Console
+
+    from pyksm.experiment import host
+
+    _fake_run(monkeypatch, tmp_path)
+
+    def full(*a: object) -> Path:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(hostinfo, "save", full)
+    console = Console(record=True, width=200)
+    path = host.run("kernel-build", ["ksm"], 10, "100:20", tmp_path / "out", console)
+    assert path == tmp_path / "out" / "kernel-build"
+    assert "could not write host.json" in console.export_text()
