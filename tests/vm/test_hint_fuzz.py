@@ -29,4 +29,14 @@ def test_hundred_thousand_malformed_writes(boot: Boot, python: str, tmp_path: Pa
     # that random luck made valid are the only records we cannot count ahead).
     if s["text_random_accepted_writes"] == 0:
         assert s["received_delta"] == s["accepted_records_known"]
-    assert s["rejected_writes"] > 0.7 * s["writes"]
+    # The malformed phases are fixed by the seed: most of their writes are
+    # rejected. How many writes of the last phase find their target gone
+    # depends on the machine's speed (a fast host writes most of them before
+    # the child exits), so that phase only has to have raced both ways.
+    cases = s["cases"]
+    fixed = {k: v for k, v in cases.items() if not k.startswith("exiting:")}
+    assert sum(v for k, v in fixed.items() if not k.endswith(":ok")) > 0.7 * sum(fixed.values())
+    exiting_rejected = sum(
+        v for k, v in cases.items() if k.startswith("exiting:") and k != "exiting:ok"
+    )
+    assert cases.get("exiting:ok", 0) > 0 and exiting_rejected > 0, cases
