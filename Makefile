@@ -24,7 +24,7 @@ APT_PACKAGES := build-essential flex bison bc libelf-dev \
 # The kernel source the series targets (kernel-patches/series, "# target:"),
 # pinned: Debian's security updates move linux-source-6.12 to newer stable
 # releases, and the patches, configs and published numbers are for this one.
-# tests/unit/test_makefile.py checks that the two agree.
+# tests/unit/test_patches.py checks that the two agree.
 KERNEL_SOURCE_PACKAGE := linux-source-6.12
 KERNEL_SOURCE_VERSION := 6.12.117-1~deb12u1
 

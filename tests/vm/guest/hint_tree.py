@@ -32,6 +32,7 @@ from mergeable import (  # the script's own directory is on sys.path
     ksm_for_hints,
     wait_counter,
 )
+from mergeable import text_page as page
 
 from pyksm.kernel import hints, ksm, wire
 
@@ -39,10 +40,6 @@ N_STALE = 4096
 N_TAIL = 20000
 SPACING = 10**8 // N_STALE // 2 * 2  # even: S values never equal the pair's (odd)
 STALE_IN_HINT_TREE = sys.argv[2:] == ["hint"]
-
-
-def page(text: str) -> bytes:
-    return text.encode() * (PAGE // len(text))
 
 
 def number(n: int) -> bytes:

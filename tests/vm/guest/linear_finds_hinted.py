@@ -12,9 +12,9 @@ with A there and then; if they search only the unstable tree, B goes into
 it, and the pair merges only in the next round (A's visit there comes
 before B's).
 
-The JSON out: per attempt, whether the pair merged before the scan left
-the round, and whether the round ended early (the script then tries
-again)."""
+The JSON out, per attempt: whether A was hinted before the scan reached
+B, whether the scan was still in the same round after B (otherwise the
+script tries again), and the process's merging pages then."""
 
 from __future__ import annotations
 
@@ -30,16 +30,13 @@ from mergeable import (  # the script's own directory is on sys.path
     ksm_for_hints,
     wait_counter,
 )
+from mergeable import text_page as page
 
 from pyksm.kernel import hints, ksm, wire
 
 N_FILL = 4000
 N_TAIL = 20000
 A, B = 0, 1 + N_FILL
-
-
-def page(text: str) -> bytes:
-    return (text.encode() * (PAGE // len(text) + 1))[:PAGE]
 
 
 def merging() -> int:

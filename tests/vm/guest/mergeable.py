@@ -11,6 +11,11 @@ from pyksm.kernel import ksm
 PAGE = mmap.PAGESIZE
 
 
+def text_page(text: str) -> bytes:
+    """A page of ``text`` repeated (cut at the page's end)."""
+    return (text.encode() * (PAGE // len(text) + 1))[:PAGE]
+
+
 class Region:
     """``pages`` pages of MAP_PRIVATE|MAP_ANONYMOUS memory under KSM.
 
