@@ -36,7 +36,8 @@ def test_interleave_rises_under_a_hint_flood_and_returns_to_the_base(
     raised = [_ratio(s["knob"]) for s in flood if s["knob"] != "1:1"]
     summarize(
         f"adaptive interleave: base {r['base']}, ticks per ratio {r['ticks_by_ratio']}, "
-        f"flood {r.get('flood_s')} s ({r['flood_full_scans']} rounds), "
+        f"raised at {r.get('raised_s')} s, flood {r.get('flood_s')} s "
+        f"({r['flood_full_scans']} rounds raised), "
         f"drained at {r.get('drained_s')} s, {r['changes']} changes, dropped {r['hints_dropped']}"
     )
     assert r["base"] == "1:1"
@@ -46,7 +47,7 @@ def test_interleave_rises_under_a_hint_flood_and_returns_to_the_base(
     assert raised, f"hint_interleave stayed 1:1 under the flood: {flood[-5:]}"
     assert all(low >= 1 and h <= 16 * low and h > low for h, low in raised)
     assert max(h / low for h, low in raised) >= 4
-    # ... while the linear scan still finished rounds.
+    # ... while the linear scan still finished rounds under the raised knob.
     assert r["flood_full_scans"] >= 2, f"the linear scan stalled: {flood[-5:]}"
     # After it: the backlog drained and the knob came back to the base.
     assert "drained_s" in r, f"the knob did not come back to 1:1: {drain[-5:]}"

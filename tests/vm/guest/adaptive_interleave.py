@@ -5,9 +5,14 @@ pages hinted again and again, 4-page records topped up whenever fewer than
 FLOOD_LOW are pending, so a backlog waits all along. The controller's
 AdaptiveInterleave (pyksm.control.interleave) runs its law every 0.5 s on
 the kernel's counters and writes hint_interleave. The flood lasts until the
-linear scan has finished ROUNDS rounds (or FLOOD_MAX_S); then the backlog
+linear scan has finished ROUNDS rounds under a raised knob (or FLOOD_MAX_S); then the backlog
 drains and the knob must come back to the base, 1:1. The knob, hints_pending
 and full_scans are sampled every 0.05 s.
+
+The flood's rounds are counted from the first sample with the knob above
+1:1: the claim is that the linear scan still ends rounds *while* the law
+holds it raised. (Counted from the start, a fast host ended two rounds of
+this 512-page region in 0.5 s, before the law's first period was over.)
 
 usage: adaptive_interleave.py OUT.json
 """
@@ -62,6 +67,7 @@ with hints.HintWriter() as w, AdaptiveInterleave(k, period_s=0.5) as adaptive:
     out["base"] = adaptive.original
     phase = "flood"
     flood_full = None
+    raised_full: int | None = None  # full_scans when the knob was first seen above 1:1
     while True:
         now = time.monotonic()
         pending = k.read_int("hints_pending")
@@ -72,17 +78,22 @@ with hints.HintWriter() as w, AdaptiveInterleave(k, period_s=0.5) as adaptive:
             sent_records += len(batch)
             sent_pages += len(batch) * RECORD_PAGES
         adaptive.tick(now, sent_records, sent_pages)
+        knob = k.read_raw("hint_interleave")
         samples.append(
             {
                 "t": round(now - t0, 3),
                 "phase": phase,
-                "knob": k.read_raw("hint_interleave"),
+                "knob": knob,
                 "pending": pending,
                 "full_scans": full - full0,
             }
         )
-        if phase == "flood" and (full - full0 >= ROUNDS or now - t0 > FLOOD_MAX_S):
-            phase, flood_full = "drain", full - full0
+        if phase == "flood" and raised_full is None and knob != "1:1":
+            raised_full = full
+            out["raised_s"] = round(now - t0, 3)
+        raised_rounds = 0 if raised_full is None else full - raised_full
+        if phase == "flood" and (raised_rounds >= ROUNDS or now - t0 > FLOOD_MAX_S):
+            phase, flood_full = "drain", raised_rounds
             out["flood_s"] = round(now - t0, 3)
         elif phase == "drain":
             if pending == 0 and k.read_raw("hint_interleave") == "1:1":
