@@ -1,6 +1,6 @@
-"""Plots over time (matplotlib, PNG): merges per mode against the oracle,
-captured sharing over time in a steady scenario, and the lifetimes of
-sharing opportunities."""
+"""Plots (matplotlib, PNG): merges per mode against the oracle over time,
+captured sharing over time in a steady scenario, the lifetimes of sharing
+opportunities, and captured sharing by ksmd CPU across experiments."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import numpy as np
 
 from pyksm.analysis import steady
 from pyksm.report.dataset import Experiment, ModeRun
+from pyksm.report.equalcpu import ModePoint
 
 MIB_PER_PAGE = 4096 / 2**20
 COLORS = {
@@ -26,6 +27,8 @@ COLORS = {
     "ksm-advisor": "#2ca02c",
     "ksm++-advisor": "#ff7f0e",
 }
+# Modes COLORS does not name (ksm@116:20, ksm++=4:1, ...), in turn.
+EXTRA_COLORS = ("#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf")
 
 
 def _on_grid(runs: list[ModeRun], key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -176,6 +179,54 @@ def lifetime_figure(exp: Experiment, path: Path) -> Path:
     ax.set_ylabel("sharing opportunities")
     ax.set_title(f"{exp.scenario}: how long sharing opportunities lived (oracle)")
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def cpu_sharing_figure(points: list[ModePoint], scenario: str, path: Path) -> Path:
+    """Captured sharing against ksmd CPU for every mode of ``scenario`` across
+    the experiments given (pyksm.report.equalcpu): each repetition a faint
+    dot, each mode's median a marker with its intervals as error bars.
+    Linear modes are drawn as circles, hinted modes as diamonds."""
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    mine = [q for q in points if q.scenario == scenario]
+    names = [q.mode for q in mine]
+    others = itertools.cycle(EXTRA_COLORS)
+    for p in mine:
+        color = COLORS.get(p.mode) or next(others)
+        cpu, cap = p.cpu.interval, p.captured.interval
+        n = min(len(cpu.values), len(cap.values))
+        ax.scatter(cpu.values[:n], cap.values[:n], color=color, alpha=0.3, s=14)
+        xm, ym = cpu.median or 0.0, cap.median or 0.0
+        xerr = [
+            [xm - (cpu.low if cpu.low is not None else xm)],
+            [(cpu.high if cpu.high is not None else xm) - xm],
+        ]
+        yerr = [
+            [ym - (cap.low if cap.low is not None else ym)],
+            [(cap.high if cap.high is not None else ym) - ym],
+        ]
+        ax.errorbar(
+            [xm],
+            [ym],
+            xerr=xerr,
+            yerr=yerr,
+            color=color,
+            capsize=3,
+            marker="D" if p.hinted else "o",
+            markersize=7,
+            linestyle="none",
+            label=f"{p.mode} (n = {cap.n})"
+            + (f", {'/'.join(p.path.parts[-2:])}" if names.count(p.mode) > 1 else ""),
+        )
+    ax.set_xlabel("ksmd CPU (% of one CPU)")
+    ax.set_ylabel("captured sharing (of the oracle)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"{scenario}: captured sharing by ksmd CPU (median, 95 % interval)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

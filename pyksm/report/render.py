@@ -19,9 +19,10 @@ from pyksm.analysis.steady import SteadyState
 from pyksm.experiment import hostinfo
 from pyksm.experiment.results import IO_PACE_OK
 from pyksm.kernel.ksm import MergeFailures
-from pyksm.report import aggregate, figures
+from pyksm.report import aggregate, equalcpu, figures
 from pyksm.report.aggregate import CounterGroup, ExperimentStats, ModeStats, Stat, Trend
 from pyksm.report.dataset import Experiment
+from pyksm.report.equalcpu import EqualCpuRow
 from pyksm.report.validation import oracle_note, validation_rows
 
 Fmt = Callable[[float], str]
@@ -517,6 +518,44 @@ def pace_note(st: ExperimentStats) -> str:
     )
 
 
+EQUAL_CPU_NOTE = (
+    "Each hinted mode against each linear mode of the same scenario and machine, across the "
+    "experiments given, by rising linear CPU. Captured sharing hinted / linear: of the medians, "
+    "and at the ends (the hinted mode's low end over the linear mode's high end); linear ≈ 0: "
+    "the linear mode captured less than 0.001. bound: the linear mode with the least ksmd CPU "
+    "at or above the hinted mode's (median); linear KSM does not capture less when it scans "
+    "faster, so the ratio over it is a lower bound of the ratio at equal ksmd CPU. With no "
+    "bound, no linear mode had that much CPU."
+)
+
+
+def _where(path: Path) -> str:
+    return "/".join(path.parts[-2:])
+
+
+def _ratio_or_zero(v: float | None) -> str:
+    return "linear ≈ 0" if v is None else f"{v:.1f}x"
+
+
+def equal_cpu_rows(rows: list[EqualCpuRow]) -> list[dict[str, str]]:
+    return [
+        {
+            "scenario": r.hinted.scenario,
+            "hinted": f"{r.hinted.mode} ({_where(r.hinted.path)})",
+            "linear": f"{r.linear.mode} ({_where(r.linear.path)})",
+            "ksmd CPU (%) hinted": cell(r.hinted.cpu, _f(".1f")),
+            "ksmd CPU (%) linear": cell(r.linear.cpu, _f(".1f")),
+            "CPU linear / hinted": f"{r.cpu_ratio:.2f}x",
+            "captured hinted": cell(r.hinted.captured, _f(".3f")),
+            "captured linear": cell(r.linear.captured, _f(".3f")),
+            "hinted / linear (medians)": _ratio_or_zero(r.by_medians),
+            "hinted / linear (ends)": _ratio_or_zero(r.by_ends),
+            "bound": "bound" if r.bound else "",
+        }
+        for r in rows
+    ]
+
+
 def _rich_table(title: str, rows: list[dict[str, str]]) -> Table:
     table = Table(title=title)
     for col in rows[0]:
@@ -535,8 +574,10 @@ def _html_table(rows: list[dict[str, str]]) -> str:
 
 
 def terminal_summary(exps: list[Experiment], console: Console) -> None:
+    stats = []
     for exp in exps:
         st = aggregate.summarize(exp)
+        stats.append(st)
         title = f"{exp.scenario} ({exp.path})" + ("" if exp.complete else " — PARTIAL RESULTS")
         console.print(_rich_table(title, mode_rows(st.modes)))
         console.print(oracle_note(exp), highlight=False, markup=False)
@@ -575,6 +616,9 @@ def terminal_summary(exps: list[Experiment], console: Console) -> None:
                 console.print(_rich_table(f"{exp.scenario}: {group.title.lower()}", rows))
         if mf := merge_failure_rows(exp, st):
             console.print(_rich_table(f"{exp.scenario}: failed hinted merges by cause", mf))
+    if eq := equalcpu.compare(stats):
+        console.print(_rich_table("hinted against linear KSM by ksmd CPU", equal_cpu_rows(eq)))
+        console.print(EQUAL_CPU_NOTE, highlight=False, markup=False)
 
 
 def _img(path: Path) -> str:
@@ -596,14 +640,12 @@ def write(exps: list[Experiment], outdir: Path) -> Path:
         "which on pages_sharing stays at or above 50 %/90 % of the oracle at each moment.</p>",
     ]
     stats = [aggregate.summarize(exp) for exp in exps]
-    for exp, st in zip(exps, stats, strict=True):
-        merge = figures.merge_figure(exp, outdir / f"{exp.scenario}-merges.png")
-        life = figures.lifetime_figure(exp, outdir / f"{exp.scenario}-lifetimes.png")
+    for name, exp, st in zip(_png_names(exps), exps, stats, strict=True):
+        merge = figures.merge_figure(exp, outdir / f"{name}-merges.png")
+        life = figures.lifetime_figure(exp, outdir / f"{name}-lifetimes.png")
         window = exp.steady_window_s
         steady_png = (
-            figures.steady_figure(exp, outdir / f"{exp.scenario}-steady.png", window)
-            if window
-            else None
+            figures.steady_figure(exp, outdir / f"{name}-steady.png", window) if window else None
         )
         parts.append(f"<h2>{html.escape(exp.scenario)}</h2>")
         if not exp.complete:
@@ -686,10 +728,31 @@ def write(exps: list[Experiment], outdir: Path) -> Path:
             + html.escape(json.dumps(cfg, indent=1))
             + "</pre></details>"
         )
+    if eq := equalcpu.compare(stats):
+        parts.append(
+            "<h2>Hinted against linear KSM by ksmd CPU</h2>"
+            f"<p class='note'>{html.escape(EQUAL_CPU_NOTE)}</p>" + _html_table(equal_cpu_rows(eq))
+        )
+        pts = equalcpu.points(stats)
+        for scenario in dict.fromkeys(r.hinted.scenario for r in eq):
+            png = figures.cpu_sharing_figure(pts, scenario, outdir / f"{scenario}-cpu-sharing.png")
+            parts.append(_img(png))
     parts.append("</body></html>")
     index = outdir / "index.html"
     index.write_text("\n".join(parts))
-    (outdir / "metrics.json").write_text(
-        json.dumps(aggregate.metrics_json(stats), indent=1, allow_nan=False)
-    )
+    doc = aggregate.metrics_json(stats)
+    doc["equal_cpu"] = [r.to_json() for r in eq]
+    (outdir / "metrics.json").write_text(json.dumps(doc, indent=1, allow_nan=False))
     return index
+
+
+def _png_names(exps: list[Experiment]) -> list[str]:
+    """File name stems of each experiment's PNGs: its scenario, numbered from
+    the second experiment of the same scenario on (-2, -3, ...)."""
+    seen: dict[str, int] = {}
+    names = []
+    for exp in exps:
+        seen[exp.scenario] = seen.get(exp.scenario, 0) + 1
+        k = seen[exp.scenario]
+        names.append(exp.scenario if k == 1 else f"{exp.scenario}-{k}")
+    return names

@@ -1,0 +1,107 @@
+"""pyksm.report.equalcpu: hinted modes against linear KSM by ksmd CPU across
+experiments, the bound at equal CPU, its table, figure and metrics.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pyksm.experiment import hostinfo
+from pyksm.report import aggregate, dataset, equalcpu, render
+from tests.unit.test_report_reps import write_config, write_rep
+
+HOST = hostinfo.HostInfo("cpu", 2, "6.1.0", "tcg", 0.1)
+
+
+def experiment(base: Path, modes: dict[str, tuple[int, int]], host: hostinfo.HostInfo) -> Path:
+    """``modes``: mode -> (pages_sharing, ksmd ticks over the 4 s run at
+    CLK_TCK 100: 40 ticks are 10 % of a CPU), three repetitions each."""
+    write_config(base, list(modes), 3)
+    for rep in (1, 2, 3):
+        for mode, (sharing, ticks) in modes.items():
+            write_rep(base, mode, rep, sharing + rep if sharing else 0, ticks=ticks + rep)
+    hostinfo.save(base, host)
+    return base
+
+
+@pytest.fixture
+def three(tmp_path: Path) -> list[Path]:
+    """ksm++ at ~10 % CPU with ksm (less CPU) in one experiment, and linear
+    KSM at two faster scan rates (more CPU) in two others."""
+    return [
+        experiment(
+            tmp_path / "headline" / "kernel-build", {"ksm": (0, 32), "ksm++": (900, 40)}, HOST
+        ),
+        experiment(tmp_path / "eq116" / "kernel-build", {"ksm@116:20": (100, 48)}, HOST),
+        experiment(tmp_path / "eq140" / "kernel-build", {"ksm@140:20": (300, 60)}, HOST),
+    ]
+
+
+def stats(paths: list[Path]) -> list[aggregate.ExperimentStats]:
+    return [aggregate.summarize(e) for e in dataset.find(paths)]
+
+
+def test_the_bound_is_the_cheapest_linear_mode_with_at_least_the_hinted_cpu(
+    three: list[Path],
+) -> None:
+    rows = equalcpu.compare(stats(three))
+    assert [(r.hinted.mode, r.linear.mode) for r in rows] == [
+        ("ksm++", "ksm"),
+        ("ksm++", "ksm@116:20"),
+        ("ksm++", "ksm@140:20"),
+    ]
+    assert [r.bound for r in rows] == [False, True, False]
+    ksm, eq116, eq140 = rows
+    assert ksm.cpu_ratio < 1 < eq116.cpu_ratio < eq140.cpu_ratio
+    # ksm shared nothing: no ratio, not an infinite one.
+    assert ksm.by_medians is None and ksm.by_ends is None
+    h, lin = eq116.hinted.captured.interval, eq116.linear.captured.interval
+    assert h.median is not None and lin.median is not None
+    assert eq116.by_medians == pytest.approx(h.median / lin.median)
+    assert h.low is not None and lin.high is not None
+    assert eq116.by_ends == pytest.approx(h.low / lin.high)
+    assert eq116.by_ends is not None and eq116.by_ends <= eq116.by_medians
+
+
+def test_no_bound_when_no_linear_mode_had_as_much_cpu(tmp_path: Path) -> None:
+    base = experiment(tmp_path / "a" / "apache", {"ksm": (0, 32), "ksm++": (900, 60)}, HOST)
+    rows = equalcpu.compare(stats([base]))
+    assert len(rows) == 1 and not rows[0].bound
+
+
+def test_other_machines_and_scenarios_are_not_compared(tmp_path: Path) -> None:
+    other = hostinfo.HostInfo("another cpu", 2, "6.1.0", "tcg", 0.1)
+    paths = [
+        experiment(tmp_path / "a" / "kernel-build", {"ksm++": (900, 40)}, HOST),
+        experiment(tmp_path / "b" / "kernel-build", {"ksm@116:20": (100, 48)}, other),
+        experiment(tmp_path / "c" / "apache", {"ksm@140:20": (100, 60)}, HOST),
+    ]
+    assert equalcpu.compare(stats(paths)) == []
+
+
+def test_report_has_the_table_figure_and_json_and_keeps_every_png(
+    three: list[Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "report"
+    index = render.write(dataset.find(three), out)
+    page = index.read_text()
+    assert "Hinted against linear KSM by ksmd CPU" in page
+    assert (out / "kernel-build-cpu-sharing.png").stat().st_size > 0
+    # Three experiments of one scenario: three sets of PNGs, none overwritten.
+    for stem in ("kernel-build", "kernel-build-2", "kernel-build-3"):
+        assert (out / f"{stem}-merges.png").exists()
+    doc = json.loads((out / "metrics.json").read_text())
+    bound = [r for r in doc["equal_cpu"] if r["lower_bound_at_equal_cpu"]]
+    assert [(r["hinted_mode"], r["linear_mode"]) for r in bound] == [("ksm++", "ksm@116:20")]
+    assert isinstance(bound[0]["captured_sharing_ratio_by_interval_ends"], float)
+    assert doc["equal_cpu"][0]["captured_sharing_ratio_by_medians"] is None
+
+
+def test_one_experiment_without_linear_twins_has_no_section(tmp_path: Path) -> None:
+    base = experiment(tmp_path / "a" / "kernel-build", {"ksm++": (900, 40)}, HOST)
+    out = tmp_path / "report"
+    page = render.write(dataset.find([base]), out).read_text()
+    assert "Hinted against linear KSM" not in page
+    assert json.loads((out / "metrics.json").read_text())["equal_cpu"] == []
