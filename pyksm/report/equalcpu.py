@@ -59,8 +59,9 @@ class EqualCpuRow:
 
     hinted: ModePoint
     linear: ModePoint
-    # The linear mode's median ksmd CPU over the hinted mode's.
-    cpu_ratio: float
+    # The linear mode's median ksmd CPU over the hinted mode's (None: the
+    # hinted mode used no measurable CPU).
+    cpu_ratio: float | None
     # Captured sharing, hinted over linear: medians, and the hinted mode's low
     # end over the linear mode's high end. None: the linear figure is below FLOOR.
     by_medians: float | None
@@ -135,7 +136,7 @@ def compare(stats: list[ExperimentStats]) -> list[EqualCpuRow]:
                 EqualCpuRow(
                     hinted=h,
                     linear=lin,
-                    cpu_ratio=lin.cpu_median / h.cpu_median if h.cpu_median > 0 else float("inf"),
+                    cpu_ratio=lin.cpu_median / h.cpu_median if h.cpu_median > 0 else None,
                     by_medians=_ratio(hi.median, li.median),
                     by_ends=_ratio(
                         hi.low if hi.low is not None else hi.median,

@@ -545,7 +545,7 @@ def equal_cpu_rows(rows: list[EqualCpuRow]) -> list[dict[str, str]]:
             "linear": f"{r.linear.mode} ({_where(r.linear.path)})",
             "ksmd CPU (%) hinted": cell(r.hinted.cpu, _f(".1f")),
             "ksmd CPU (%) linear": cell(r.linear.cpu, _f(".1f")),
-            "CPU linear / hinted": f"{r.cpu_ratio:.2f}x",
+            "CPU linear / hinted": "" if r.cpu_ratio is None else f"{r.cpu_ratio:.2f}x",
             "captured hinted": cell(r.hinted.captured, _f(".3f")),
             "captured linear": cell(r.linear.captured, _f(".3f")),
             "hinted / linear (medians)": _ratio_or_zero(r.by_medians),

@@ -21,7 +21,9 @@ def experiment(base: Path, modes: dict[str, tuple[int, int]], host: hostinfo.Hos
     write_config(base, list(modes), 3)
     for rep in (1, 2, 3):
         for mode, (sharing, ticks) in modes.items():
-            write_rep(base, mode, rep, sharing + rep if sharing else 0, ticks=ticks + rep)
+            write_rep(
+                base, mode, rep, sharing + rep if sharing else 0, ticks=ticks + rep if ticks else 0
+            )
     hostinfo.save(base, host)
     return base
 
@@ -54,6 +56,8 @@ def test_the_bound_is_the_cheapest_linear_mode_with_at_least_the_hinted_cpu(
     ]
     assert [r.bound for r in rows] == [False, True, False]
     ksm, eq116, eq140 = rows
+    assert ksm.cpu_ratio is not None and eq116.cpu_ratio is not None
+    assert eq140.cpu_ratio is not None
     assert ksm.cpu_ratio < 1 < eq116.cpu_ratio < eq140.cpu_ratio
     # ksm shared nothing: no ratio, not an infinite one.
     assert ksm.by_medians is None and ksm.by_ends is None
@@ -62,13 +66,26 @@ def test_the_bound_is_the_cheapest_linear_mode_with_at_least_the_hinted_cpu(
     assert eq116.by_medians == pytest.approx(h.median / lin.median)
     assert h.low is not None and lin.high is not None
     assert eq116.by_ends == pytest.approx(h.low / lin.high)
-    assert eq116.by_ends is not None and eq116.by_ends <= eq116.by_medians
+    assert eq116.by_ends is not None and eq116.by_medians is not None
+    assert eq116.by_ends <= eq116.by_medians
 
 
 def test_no_bound_when_no_linear_mode_had_as_much_cpu(tmp_path: Path) -> None:
     base = experiment(tmp_path / "a" / "apache", {"ksm": (0, 32), "ksm++": (900, 60)}, HOST)
     rows = equalcpu.compare(stats([base]))
     assert len(rows) == 1 and not rows[0].bound
+
+
+def test_a_hinted_mode_without_ksmd_cpu_has_no_cpu_ratio_and_the_report_is_written(
+    tmp_path: Path,
+) -> None:
+    base = experiment(tmp_path / "a" / "no-io", {"ksm": (0, 32), "ksm++": (0, 0)}, HOST)
+    rows = equalcpu.compare(stats([base]))
+    assert len(rows) == 1 and rows[0].cpu_ratio is None and rows[0].bound
+    out = tmp_path / "report"
+    render.write(dataset.find([base]), out)
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["equal_cpu"][0]["linear_over_hinted_ksmd_cpu_ratio"] is None
 
 
 def test_other_machines_and_scenarios_are_not_compared(tmp_path: Path) -> None:
