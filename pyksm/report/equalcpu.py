@@ -116,7 +116,9 @@ def _ratio(num: float | None, den: float | None) -> float | None:
 
 def compare(stats: list[ExperimentStats]) -> list[EqualCpuRow]:
     """Every hinted mode against every linear mode of its scenario and machine,
-    linear modes by rising CPU; empty when no such pair exists."""
+    linear modes by rising CPU. Only where a scenario has two linear modes or
+    more (scan rates): against one, the experiment's own ratios per
+    repetition pair say it all."""
     pts = points(stats)
     rows = []
     for h in (p for p in pts if p.hinted):
@@ -128,6 +130,8 @@ def compare(stats: list[ExperimentStats]) -> list[EqualCpuRow]:
             ),
             key=lambda p: p.cpu_median,
         )
+        if len(linear) < 2:
+            continue
         at_least = [p for p in linear if p.cpu_median >= h.cpu_median]
         bound = at_least[0] if at_least else None
         for lin in linear:

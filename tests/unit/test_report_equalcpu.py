@@ -71,17 +71,29 @@ def test_the_bound_is_the_cheapest_linear_mode_with_at_least_the_hinted_cpu(
 
 
 def test_no_bound_when_no_linear_mode_had_as_much_cpu(tmp_path: Path) -> None:
-    base = experiment(tmp_path / "a" / "apache", {"ksm": (0, 32), "ksm++": (900, 60)}, HOST)
+    base = experiment(
+        tmp_path / "a" / "apache",
+        {"ksm": (0, 32), "ksm@116:20": (10, 40), "ksm++": (900, 60)},
+        HOST,
+    )
     rows = equalcpu.compare(stats([base]))
-    assert len(rows) == 1 and not rows[0].bound
+    assert len(rows) == 2 and not any(r.bound for r in rows)
+
+
+def test_one_linear_mode_is_left_to_the_experiments_own_ratios(tmp_path: Path) -> None:
+    base = experiment(tmp_path / "a" / "apache", {"ksm": (0, 64), "ksm++": (900, 40)}, HOST)
+    assert equalcpu.compare(stats([base])) == []
 
 
 def test_a_hinted_mode_without_ksmd_cpu_has_no_cpu_ratio_and_the_report_is_written(
     tmp_path: Path,
 ) -> None:
-    base = experiment(tmp_path / "a" / "no-io", {"ksm": (0, 32), "ksm++": (0, 0)}, HOST)
+    base = experiment(
+        tmp_path / "a" / "no-io", {"ksm": (0, 32), "ksm@116:20": (0, 40), "ksm++": (0, 0)}, HOST
+    )
     rows = equalcpu.compare(stats([base]))
-    assert len(rows) == 1 and rows[0].cpu_ratio is None and rows[0].bound
+    assert len(rows) == 2 and all(r.cpu_ratio is None for r in rows)
+    assert [r.bound for r in rows] == [True, False]
     out = tmp_path / "report"
     render.write(dataset.find([base]), out)
     doc = json.loads((out / "metrics.json").read_text())
