@@ -2,18 +2,22 @@
 
 A scan rate buys linear KSM its CPU; a hinted mode uses what its hints make
 ksmd do. Runs at exactly equal CPU are rare, so this compares a hinted mode
-with every linear mode of the same scenario on the same machine (one
-experiment or several: ``pyksm report A B``), and names the *bound*: the
-linear mode with the least median ksmd CPU that is still at or above the
-hinted mode's. Linear KSM does not capture less when it scans faster (a
-faster scan visits every page no later), so that linear mode captures at
-least what linear KSM at the hinted mode's CPU would, and the hinted mode's
-ratio over it is a lower bound of the ratio at equal CPU.
+with every linear mode of its family (ksm++ and ksm++-adaptive with ksm at
+any scan rate, ksm++-nosmart with ksm-nosmart, ksm++-advisor with
+ksm-advisor), same scenario, same machine (one experiment or several:
+``pyksm report A B``), and names the *bound*: the linear mode with the least
+median ksmd CPU that is still at or above the hinted mode's. Assuming that
+linear KSM's captured sharing does not fall as its scan rate rises (a faster
+scan visits every page no later), that linear mode captures at least what
+linear KSM at the hinted mode's CPU would, and the hinted mode's ratio over
+it is a lower bound of the ratio of medians at equal ksmd CPU. Only ksmd's
+CPU is compared: the collector's, in hinted modes, is not in it.
 
 Ratios are of medians, and "at the ends": the hinted mode's lower interval
 end over the linear mode's upper end, the pessimistic reading of the two
-intervals. Experiments compare only when their machine (host.json: CPU
-model, CPU count, host kernel, accelerator) and test kernel release agree.
+intervals (n = 1: the values themselves). Experiments compare only when
+their machine (host.json: CPU model, CPU count, host kernel, accelerator)
+and test kernel release agree; results without host.json are left out.
 """
 
 from __future__ import annotations
@@ -25,7 +29,16 @@ from typing import Any
 from pyksm.experiment.hostinfo import HostInfo
 from pyksm.report.aggregate import ExperimentStats, Stat
 
-__all__ = ["CAPTURED", "CPU", "FLOOR", "EqualCpuRow", "ModePoint", "compare", "points"]
+__all__ = [
+    "CAPTURED",
+    "CPU",
+    "FLOOR",
+    "EqualCpuRow",
+    "ModePoint",
+    "compare",
+    "family",
+    "points",
+]
 
 CAPTURED = "captured_sharing_fraction"
 CPU = "ksmd_cpu_percent"
@@ -87,16 +100,30 @@ class EqualCpuRow:
         }
 
 
-def _machine(host: HostInfo | None, kernel: object) -> tuple[str, ...]:
-    if host is None:
-        return ("unknown host", str(kernel))
+def _machine(host: HostInfo, kernel: object) -> tuple[str, ...]:
     return (host.cpu_model, str(host.cpus), host.kernel, host.accel, str(kernel))
 
 
+def family(mode: str) -> str:
+    """The linear mode family a mode belongs to or is compared with: its
+    name without a scan rate (@P:MS) or a fixed interleave (=H:L), hinted
+    modes by their linear twin (ksm++-nosmart: ksm-nosmart), and the
+    adaptive interleave with plain ksm."""
+    head = mode.partition("@")[0].partition("=")[0]
+    linear = head.replace("ksm++", "ksm", 1)
+    return "ksm" if linear == "ksm-adaptive" else linear
+
+
 def points(stats: list[ExperimentStats]) -> list[ModePoint]:
-    """Every mode of every experiment that has both figures."""
+    """Every mode of every experiment (each directory once) that has both
+    figures and a machine record."""
     out = []
+    seen: set[Path] = set()
     for st in stats:
+        where = st.exp.path.resolve()
+        if st.exp.host is None or where in seen:
+            continue
+        seen.add(where)
         machine = _machine(st.exp.host, st.exp.config.get("kernel"))
         for mode, ms in st.modes.items():
             cpu, cap = ms.stats.get(CPU), ms.stats.get(CAPTURED)
@@ -115,10 +142,10 @@ def _ratio(num: float | None, den: float | None) -> float | None:
 
 
 def compare(stats: list[ExperimentStats]) -> list[EqualCpuRow]:
-    """Every hinted mode against every linear mode of its scenario and machine,
-    linear modes by rising CPU. Only where a scenario has two linear modes or
-    more (scan rates): against one, the experiment's own ratios per
-    repetition pair say it all."""
+    """Every hinted mode against every linear mode of its family, scenario and
+    machine, linear modes by rising CPU. Only where there are two such
+    linear modes or more (scan rates): against one, the experiment's own
+    ratios per repetition pair say it all."""
     pts = points(stats)
     rows = []
     for h in (p for p in pts if p.hinted):
@@ -126,7 +153,10 @@ def compare(stats: list[ExperimentStats]) -> list[EqualCpuRow]:
             (
                 p
                 for p in pts
-                if not p.hinted and p.scenario == h.scenario and p.machine == h.machine
+                if not p.hinted
+                and p.scenario == h.scenario
+                and p.machine == h.machine
+                and family(p.mode) == family(h.mode)
             ),
             key=lambda p: p.cpu_median,
         )

@@ -519,13 +519,16 @@ def pace_note(st: ExperimentStats) -> str:
 
 
 EQUAL_CPU_NOTE = (
-    "Each hinted mode against each linear mode of the same scenario and machine, across the "
-    "experiments given, by rising linear CPU. Captured sharing hinted / linear: of the medians, "
-    "and at the ends (the hinted mode's low end over the linear mode's high end); linear ≈ 0: "
-    "the linear mode captured less than 0.001. bound: the linear mode with the least ksmd CPU "
-    "at or above the hinted mode's (median); linear KSM does not capture less when it scans "
-    "faster, so the ratio over it is a lower bound of the ratio at equal ksmd CPU. With no "
-    "bound, no linear mode had that much CPU."
+    "Each hinted mode against each linear mode of its family (ksm++ and ksm++-adaptive: ksm at "
+    "any scan rate; ksm++-nosmart: ksm-nosmart; ksm++-advisor: ksm-advisor), same scenario, "
+    "machine and test kernel, across the experiments given, by rising linear CPU; shown where "
+    "there are two such linear modes or more. Captured sharing hinted / linear: of the medians, "
+    "and at the ends (the hinted mode's low end over the linear mode's high end; n = 1: the "
+    "values); linear ≈ 0: the linear mode captured less than 0.001. bound: the linear mode "
+    "with the least ksmd CPU at or above the hinted mode's (medians). Assuming linear KSM "
+    "captures no less when it scans faster, the ratio over the bound is a lower bound of the "
+    "ratio at equal ksmd CPU (the collector's CPU is not counted). With no bound, no linear "
+    "mode had that much CPU."
 )
 
 
@@ -733,9 +736,12 @@ def write(exps: list[Experiment], outdir: Path) -> Path:
             "<h2>Hinted against linear KSM by ksmd CPU</h2>"
             f"<p class='note'>{html.escape(EQUAL_CPU_NOTE)}</p>" + _html_table(equal_cpu_rows(eq))
         )
-        pts = equalcpu.points(stats)
+        # Only the modes the table compares (not other machines' or families').
+        shown = list(dict.fromkeys(p for r in eq for p in (r.hinted, r.linear)))
         for scenario in dict.fromkeys(r.hinted.scenario for r in eq):
-            png = figures.cpu_sharing_figure(pts, scenario, outdir / f"{scenario}-cpu-sharing.png")
+            png = figures.cpu_sharing_figure(
+                shown, scenario, outdir / f"{scenario}-cpu-sharing.png"
+            )
             parts.append(_img(png))
     parts.append("</body></html>")
     index = outdir / "index.html"

@@ -3,10 +3,12 @@ experiments, the bound at equal CPU, its table, figure and metrics.json."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from pyksm.experiment import hostinfo
 from pyksm.report import aggregate, dataset, equalcpu, render
@@ -100,14 +102,55 @@ def test_a_hinted_mode_without_ksmd_cpu_has_no_cpu_ratio_and_the_report_is_writt
     assert doc["equal_cpu"][0]["linear_over_hinted_ksmd_cpu_ratio"] is None
 
 
-def test_other_machines_and_scenarios_are_not_compared(tmp_path: Path) -> None:
+def test_other_machines_scenarios_and_families_are_not_compared(tmp_path: Path) -> None:
     other = hostinfo.HostInfo("another cpu", 2, "6.1.0", "tcg", 0.1)
     paths = [
         experiment(tmp_path / "a" / "kernel-build", {"ksm++": (900, 40)}, HOST),
-        experiment(tmp_path / "b" / "kernel-build", {"ksm@116:20": (100, 48)}, other),
-        experiment(tmp_path / "c" / "apache", {"ksm@140:20": (100, 60)}, HOST),
+        experiment(tmp_path / "b" / "kernel-build", {"ksm": (0, 32)}, HOST),
+        experiment(tmp_path / "c" / "kernel-build", {"ksm@116:20": (100, 48)}, other),
+        experiment(tmp_path / "d" / "apache", {"ksm@140:20": (100, 60)}, HOST),
+        experiment(tmp_path / "e" / "kernel-build", {"ksm-advisor": (100, 60)}, HOST),
+        experiment(tmp_path / "f" / "kernel-build", {"ksm@140:20": (300, 60)}, HOST),
     ]
-    assert equalcpu.compare(stats(paths)) == []
+    rows = equalcpu.compare(stats(paths))
+    assert [(r.linear.mode, r.linear.path.parent.name) for r in rows] == [
+        ("ksm", "b"),
+        ("ksm@140:20", "f"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("mode", "family"),
+    [
+        ("ksm", "ksm"),
+        ("ksm@116:20", "ksm"),
+        ("ksm++", "ksm"),
+        ("ksm++=4:1", "ksm"),
+        ("ksm++-adaptive", "ksm"),
+        ("ksm++@140:20", "ksm"),
+        ("ksm++-nosmart", "ksm-nosmart"),
+        ("ksm-advisor@140:20", "ksm-advisor"),
+        ("ksm++-advisor", "ksm-advisor"),
+    ],
+)
+def test_family(mode: str, family: str) -> None:
+    assert equalcpu.family(mode) == family
+
+
+def test_a_directory_given_twice_and_results_without_host_json_count_once_or_not(
+    three: list[Path], tmp_path: Path
+) -> None:
+    assert len(equalcpu.compare(stats([*three, three[1]]))) == 3
+    (three[2] / "host.json").unlink()
+    assert [r.linear.mode for r in equalcpu.compare(stats(three))] == ["ksm", "ksm@116:20"]
+
+
+def test_the_terminal_summary_shows_the_table_and_its_note(three: list[Path]) -> None:
+    console = Console(file=io.StringIO(), width=250)
+    render.terminal_summary(dataset.find(three), console)
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "hinted against linear KSM by ksmd CPU" in text and "bound" in text
+    assert "lower bound of the ratio at equal ksmd CPU" in text
 
 
 def test_report_has_the_table_figure_and_json_and_keeps_every_png(
