@@ -7,18 +7,22 @@ from __future__ import annotations
 import itertools
 import warnings
 from pathlib import Path
+from typing import Literal
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 from pyksm.analysis import steady
 from pyksm.report.dataset import Experiment, ModeRun
 from pyksm.report.equalcpu import ModePoint
 
 MIB_PER_PAGE = 4096 / 2**20
+LegendAt = Literal["best", "upper left", "lower left", "center right"]
 COLORS = {
     "ksm": "#1f77b4",
     "ksm++": "#d62728",
@@ -29,6 +33,15 @@ COLORS = {
 }
 # Modes COLORS does not name (ksm@116:20, ksm++=4:1, ...), in turn.
 EXTRA_COLORS = ("#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf")
+
+
+def _save(fig: Figure, ax: Axes, path: Path, legend: LegendAt) -> Path:
+    """Legend at ``legend``, layout, PNG at ``path``; the figure is closed."""
+    ax.legend(loc=legend, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
 
 
 def _on_grid(runs: list[ModeRun], key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -93,11 +106,7 @@ def merge_figure(exp: Experiment, path: Path) -> Path:
         f"{cfg.get('sleep_millisecs')} ms" + reps + ("" if exp.complete else " (PARTIAL)")
     )
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path, "upper left")
 
 
 # The bar issue 16 sets for ksm++ in the steady state (a reference line).
@@ -152,11 +161,7 @@ def steady_figure(exp: Experiment, path: Path, window_s: float) -> Path:
         + ("" if exp.complete else " (PARTIAL)")
     )
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path, "lower left")
 
 
 def lifetime_figure(exp: Experiment, path: Path) -> Path:
@@ -178,11 +183,7 @@ def lifetime_figure(exp: Experiment, path: Path) -> Path:
     ax.set_xticks(list(x), labels, fontsize=8)
     ax.set_ylabel("sharing opportunities")
     ax.set_title(f"{exp.scenario}: how long sharing opportunities lived (oracle)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path, "best")
 
 
 def cpu_sharing_figure(points: list[ModePoint], scenario: str, path: Path) -> Path:
@@ -226,8 +227,4 @@ def cpu_sharing_figure(points: list[ModePoint], scenario: str, path: Path) -> Pa
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(f"{scenario}: captured sharing by ksmd CPU (median, 95 % interval)")
     ax.grid(alpha=0.3)
-    ax.legend(loc="center right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path, "center right")
