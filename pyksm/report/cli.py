@@ -12,11 +12,13 @@ __all__ = ["register", "show_summary"]
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from pyksm.report import dataset, render
+    from pyksm.report import aggregate, dataset, render
 
     exps = dataset.find([Path(p) for p in args.results])
-    render.terminal_summary(exps, out)
-    index = render.write(exps, Path(args.out))
+    # Once: the bootstrap intervals are most of the report's time.
+    stats = [aggregate.summarize(exp) for exp in exps]
+    render.terminal_summary(exps, out, stats)
+    index = render.write(exps, Path(args.out), stats)
     err.print(f"report: {escape(str(index))} (PNGs and metrics.json beside it)")
     return 0
 

@@ -58,6 +58,11 @@ class ModePoint:
     captured: Stat
 
     @property
+    def where(self) -> str:
+        """The experiment's directory as OUTDIR/SCENARIO, to tell experiments apart."""
+        return "/".join(self.path.parts[-2:])
+
+    @property
     def hinted(self) -> bool:
         return self.mode.startswith("ksm++")
 

@@ -219,8 +219,7 @@ def cpu_sharing_figure(points: list[ModePoint], scenario: str, path: Path) -> Pa
             marker="D" if p.hinted else "o",
             markersize=7,
             linestyle="none",
-            label=f"{p.mode} (n = {cap.n})"
-            + (f", {'/'.join(p.path.parts[-2:])}" if names.count(p.mode) > 1 else ""),
+            label=f"{p.mode} (n = {cap.n})" + (f", {p.where}" if names.count(p.mode) > 1 else ""),
         )
     ax.set_xlabel("ksmd CPU (% of one CPU)")
     ax.set_ylabel("captured sharing (of the oracle)")

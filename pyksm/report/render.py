@@ -532,10 +532,6 @@ EQUAL_CPU_NOTE = (
 )
 
 
-def _where(path: Path) -> str:
-    return "/".join(path.parts[-2:])
-
-
 def _ratio_or_zero(v: float | None) -> str:
     return "linear ≈ 0" if v is None else f"{v:.1f}x"
 
@@ -544,11 +540,11 @@ def equal_cpu_rows(rows: list[EqualCpuRow]) -> list[dict[str, str]]:
     return [
         {
             "scenario": r.hinted.scenario,
-            "hinted": f"{r.hinted.mode} ({_where(r.hinted.path)})",
-            "linear": f"{r.linear.mode} ({_where(r.linear.path)})",
+            "hinted": f"{r.hinted.mode} ({r.hinted.where})",
+            "linear": f"{r.linear.mode} ({r.linear.where})",
             "ksmd CPU (%) hinted": cell(r.hinted.cpu, _f(".1f")),
             "ksmd CPU (%) linear": cell(r.linear.cpu, _f(".1f")),
-            "CPU linear / hinted": "" if r.cpu_ratio is None else f"{r.cpu_ratio:.2f}x",
+            "CPU linear / hinted": "" if r.cpu_ratio is None else _ratio_fmt(r.cpu_ratio),
             "captured hinted": cell(r.hinted.captured, _f(".3f")),
             "captured linear": cell(r.linear.captured, _f(".3f")),
             "hinted / linear (medians)": _ratio_or_zero(r.by_medians),
@@ -576,11 +572,12 @@ def _html_table(rows: list[dict[str, str]]) -> str:
     return f"<table>{head}{body}</table>"
 
 
-def terminal_summary(exps: list[Experiment], console: Console) -> None:
-    stats = []
-    for exp in exps:
-        st = aggregate.summarize(exp)
-        stats.append(st)
+def terminal_summary(
+    exps: list[Experiment], console: Console, stats: list[ExperimentStats] | None = None
+) -> None:
+    """``stats``: ``aggregate.summarize`` of each experiment, when the caller has them."""
+    stats = stats or [aggregate.summarize(exp) for exp in exps]
+    for exp, st in zip(exps, stats, strict=True):
         title = f"{exp.scenario} ({exp.path})" + ("" if exp.complete else " — PARTIAL RESULTS")
         console.print(_rich_table(title, mode_rows(st.modes)))
         console.print(oracle_note(exp), highlight=False, markup=False)
@@ -629,7 +626,8 @@ def _img(path: Path) -> str:
     return f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}">'
 
 
-def write(exps: list[Experiment], outdir: Path) -> Path:
+def write(exps: list[Experiment], outdir: Path, stats: list[ExperimentStats] | None = None) -> Path:
+    """``stats``: ``aggregate.summarize`` of each experiment, when the caller has them."""
     outdir.mkdir(parents=True, exist_ok=True)
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>pyksm merge report</title>",
@@ -642,7 +640,7 @@ def write(exps: list[Experiment], outdir: Path) -> Path:
         "moment). Captured sharing = ∫pages_sharing dt / ∫oracle dt; t50/t90 = the time from "
         "which on pages_sharing stays at or above 50 %/90 % of the oracle at each moment.</p>",
     ]
-    stats = [aggregate.summarize(exp) for exp in exps]
+    stats = stats or [aggregate.summarize(exp) for exp in exps]
     for name, exp, st in zip(_png_names(exps), exps, stats, strict=True):
         merge = figures.merge_figure(exp, outdir / f"{name}-merges.png")
         life = figures.lifetime_figure(exp, outdir / f"{name}-lifetimes.png")
