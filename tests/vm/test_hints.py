@@ -99,9 +99,11 @@ def test_hinted_pair_merges_past_stale_tree_nodes(
 def test_a_linear_page_finds_its_hinted_twin_within_the_round(
     boot: Boot, python: str, tmp_path: Path
 ) -> None:
-    """Every visit searches the hint tree: a page of the linear scan (B)
-    merges with a twin (A) that a hint put in the hint tree earlier in the
-    same round. On a series whose linear visits searched only the unstable
+    """A linear visit searches the hint tree when a hinted page with its
+    checksum went in this round (the kernel's per-round filter of those
+    checksums must never hide one): a page of the linear scan (B) merges
+    with a twin (A) that a hint put in the hint tree earlier in the same
+    round. On a series whose linear visits searched only the unstable
     tree, the pair waited for the next round."""
     out = tmp_path / "linear.json"
     result = boot([python, str(GUEST / "linear_finds_hinted.py"), str(out)])
