@@ -232,11 +232,14 @@ def linear_cost(window: float = 30.0, reps: int = 3) -> dict[str, object]:
     a linear visit.
 
     TCG on a shared 2-CPU host moves ksmd's CPU per page by several per cent
-    from one half minute to the next, so the modes alternate (off, on, on,
-    off, ...) for ``reps`` pairs and the ratio of each pair is kept; the
-    median of the pairs is the figure. Each window is preceded by a full
-    round at a fast rate (every page gets its rmap_item, hinted pages their
-    hint-tree nodes) and measured at 100 pages / 20 ms.
+    from one half minute to the next, so each rep runs three windows: off,
+    on, and a control that is off again (its ratio to off is what the
+    host's noise alone makes of two equal windows), in an order that
+    rotates so every mode takes every position equally often. The ratio of
+    each rep is kept; the median over the reps is the figure. Each window
+    is preceded by a full round at a fast rate (every page gets its
+    rmap_item, hinted pages their hint-tree nodes) and measured at 100
+    pages / 20 ms.
     """
     k.write("run", 2)
     if k.has("smart_scan"):
@@ -274,20 +277,24 @@ def linear_cost(window: float = 30.0, reps: int = 3) -> dict[str, object]:
 
     pairs: list[dict[str, float]] = []
     same_round = True
+    caps = {"off": 0, "on": 4096, "ctl": 0}
+    rotations = (("off", "on", "ctl"), ("on", "ctl", "off"), ("ctl", "off", "on"))
     for rep in range(reps):
-        order = (0, 4096) if rep % 2 == 0 else (4096, 0)
-        got: dict[int, float] = {}
-        for cap in order:
-            got[cap], same = window_us_per_page(cap)
+        got: dict[str, float] = {}
+        for mode in rotations[rep % 3]:
+            got[mode], same = window_us_per_page(caps[mode])
             same_round = same_round and same
         pairs.append(
             {
-                "us_per_page_off": got[0],
-                "us_per_page_on": got[4096],
-                "ratio_on_off": got[4096] / got[0],
+                "us_per_page_off": got["off"],
+                "us_per_page_on": got["on"],
+                "us_per_page_ctl": got["ctl"],
+                "ratio_on_off": got["on"] / got["off"],
+                "ratio_ctl_off": got["ctl"] / got["off"],
             }
         )
     ratios = [p["ratio_on_off"] for p in pairs]
+    controls = [p["ratio_ctl_off"] for p in pairs]
     k.write("run", 2)
     if k.has("smart_scan"):
         k.write("smart_scan", 1)
@@ -300,9 +307,13 @@ def linear_cost(window: float = 30.0, reps: int = 3) -> dict[str, object]:
         "same_round": same_round,
         "us_per_page_off": float(np.median([p["us_per_page_off"] for p in pairs])),
         "us_per_page_on": float(np.median([p["us_per_page_on"] for p in pairs])),
+        "us_per_page_ctl": float(np.median([p["us_per_page_ctl"] for p in pairs])),
         "ratio_on_off": float(np.median(ratios)),
         "ratio_min": min(ratios),
         "ratio_max": max(ratios),
+        "ratio_ctl_off": float(np.median(controls)),
+        "ratio_ctl_min": min(controls),
+        "ratio_ctl_max": max(controls),
     }
 
 
