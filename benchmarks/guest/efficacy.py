@@ -23,6 +23,8 @@ import ctypes
 import json
 import mmap
 import os
+import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,6 +44,12 @@ _age = os.environ.get("HINT_MAX_AGE_MS")
 HINT_MAX_AGE_MS = int(_age) if _age else None
 # hint_skip_volatility for the hinted run (the Security section's trade-off).
 SKIP_VOLATILITY = int(os.environ.get("HINT_SKIP_VOLATILITY", "1"))
+# PROFILE_S > 0: sample ksmd with perf for that many seconds after the reads
+# of the hinted run (perf's sampling slows ksmd: use it in a run of its own).
+PROFILE_S = float(os.environ.get("PROFILE_S", "0"))
+# What a hinted visit does per page that a visit of a run of pages could do
+# once: the page table walk, and the mm lookup, lock and vma search around it.
+PER_PAGE_SYMBOLS = ("walk_page_range_vma", "find_vma", "down_read", "up_read", "mmput_async")
 k = ksm.Ksm()
 
 
@@ -65,6 +73,85 @@ def reader(path: Path, hinted: bool, ready: int) -> None:
             off += n
     os.write(ready, b"x")
     time.sleep(TIMEOUT + 60)  # keep the memory until the parent kills us
+
+
+def perf_children(data: Path) -> dict[str, float]:
+    """Inclusive share (%) of ksmd's samples per kernel symbol."""
+    text = subprocess.run(
+        [
+            "perf",
+            "report",
+            "-i",
+            str(data),
+            "--stdio",
+            "--children",
+            "--sort",
+            "symbol",
+            "-g",
+            "none",
+            "--percent-limit",
+            "0.1",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    shares: dict[str, float] = {}
+    for line in text.splitlines():
+        m = re.match(r"\s*([\d.]+)%\s+[\d.]+%\s+\[k\]\s+(\S+)", line)
+        if m:
+            shares[m.group(2)] = float(m.group(1))
+    return shares
+
+
+def profile_hinted(seconds: float) -> dict[str, object]:
+    """Sample ksmd's kernel stacks for @seconds while it works through hints."""
+    data = Path("/tmp/pyksm-ksmd.perf")
+    ticks0, hinted0 = ksm.ksmd_cpu_ticks(), k.read_int("hint_pages_scanned")
+    scanned0 = k.read_int("pages_scanned")
+    subprocess.run(
+        [
+            "perf",
+            "record",
+            "-q",
+            "-e",
+            "cpu-clock",
+            "-F",
+            "499",
+            "-g",
+            "-o",
+            str(data),
+            "-p",
+            str(ksm.ksmd_pid()),
+            "--",
+            "sleep",
+            str(seconds),
+        ],
+        capture_output=True,
+        check=True,
+    )
+    cpu_s = (ksm.ksmd_cpu_ticks() - ticks0) / os.sysconf("SC_CLK_TCK")
+    hinted = k.read_int("hint_pages_scanned") - hinted0
+    scanned = k.read_int("pages_scanned") - scanned0
+    shares = perf_children(data)
+    per_page = sum(shares.get(sym, 0.0) for sym in PER_PAGE_SYMBOLS)
+    return {
+        "seconds": seconds,
+        "ksmd_cpu_s": cpu_s,
+        "pages_scanned": scanned,
+        "hint_pages_scanned": hinted,
+        "children_pct": shares,
+        "per_page_symbols": list(PER_PAGE_SYMBOLS),
+        "per_page_pct": per_page,
+        "walk_pct": shares.get("walk_page_range_vma", 0.0),
+        "walk_us_per_hinted_page": shares.get("walk_page_range_vma", 0.0)
+        / 100
+        * cpu_s
+        * 1e6
+        / max(hinted, 1),
+        "per_page_us_per_hinted_page": per_page / 100 * cpu_s * 1e6 / max(hinted, 1),
+        "ksmd_us_per_scanned_page": cpu_s * 1e6 / max(scanned, 1),
+    }
 
 
 def efficacy(hinted: bool, data: Path) -> dict[str, object]:
@@ -109,6 +196,7 @@ def efficacy(hinted: bool, data: Path) -> dict[str, object]:
             "pages_sharing": k.read_int("pages_sharing"),
         }
 
+    profile = profile_hinted(PROFILE_S) if hinted and PROFILE_S > 0 else None
     at_90: dict[str, float] | None = None
     window: dict[str, float] | None = None
     while time.monotonic() - t0 < TIMEOUT and (at_90 is None or window is None):
@@ -127,6 +215,8 @@ def efficacy(hinted: bool, data: Path) -> dict[str, object]:
         "hints_dropped_age": k.read_int("hints_dropped_age"),
         "hints_dropped_overflow": k.read_int("hints_dropped_overflow"),
     }
+    if profile is not None:
+        out["profile"] = profile
     for pid in kids:
         os.kill(pid, 9)
         os.waitpid(pid, 0)
