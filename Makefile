@@ -14,12 +14,13 @@ SYSTEM_PYTHON ?= /usr/bin/python3
 # headers, for bcc on a host kernel without kheaders), selftest deps, udev
 # (virtme-ng's script I/O ports), xxhsum (hash benchmark), busybox (QEMU guests),
 # e2fsprogs (the QEMU guests' shared disk: mke2fs -d), python3-ply and python3-git
-# (checkpatch's SPDX check, scripts/spdxcheck.py).
+# (checkpatch's SPDX check, scripts/spdxcheck.py), linux-perf (hints_bench's
+# PROFILE_S: perf record of ksmd in the test VM).
 APT_PACKAGES := build-essential flex bison bc libelf-dev \
 	libssl-dev dwarves cpio xz-utils zstd kmod rsync util-linux \
 	qemu-system-x86 python3 python3-venv python3-pip python3-bpfcc \
 	bpfcc-tools libnuma-dev udev linux-headers-amd64 xxhash busybox-static \
-	e2fsprogs python3-ply python3-git
+	e2fsprogs python3-ply python3-git linux-perf
 
 # The kernel source the series targets (kernel-patches/series, "# target:"),
 # pinned: Debian's security updates move linux-source-6.12 to newer stable
