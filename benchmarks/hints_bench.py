@@ -79,20 +79,21 @@ def run(console: Console) -> dict[str, Any]:
                 "unit": "%",
                 "goal": "(where a run-at-a-time walk would save)",
             },
+        ] + [
             {
-                "name": "  the same, per hinted page",
-                "value": prof["walk_us_per_hinted_page"],
+                "name": name,
+                "value": prof[key],
                 "unit": "µs",
                 "baseline": prof["ksmd_us_per_scanned_page"],
                 "goal": "(baseline: ksmd CPU per page it scanned)",
-            },
-            {
-                "name": "  walk, mmap lock, vma search, mmput per hinted page",
-                "value": prof["per_page_us_per_hinted_page"],
-                "unit": "µs",
-                "baseline": prof["ksmd_us_per_scanned_page"],
-                "goal": "(baseline: ksmd CPU per page it scanned)",
-            },
+            }
+            for name, key in (
+                ("  the same, per hinted page", "walk_us_per_hinted_page"),
+                (
+                    "  walk, mmap lock, vma search, mmput per hinted page",
+                    "per_page_us_per_hinted_page",
+                ),
+            )
         ]
     buf = r["buffer"]["free_drop_bytes"]
     metrics += [

@@ -24,6 +24,7 @@ import json
 import mmap
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -106,6 +107,8 @@ def perf_children(data: Path) -> dict[str, float]:
 
 def profile_hinted(seconds: float) -> dict[str, object]:
     """Sample ksmd's kernel stacks for @seconds while it works through hints."""
+    if shutil.which("perf") is None:
+        sys.exit("PROFILE_S needs perf (Debian: linux-perf; make setup installs it)")
     data = Path("/tmp/pyksm-ksmd.perf")
     ticks0, hinted0 = ksm.ksmd_cpu_ticks(), k.read_int("hint_pages_scanned")
     scanned0 = k.read_int("pages_scanned")
@@ -135,6 +138,11 @@ def profile_hinted(seconds: float) -> dict[str, object]:
     scanned = k.read_int("pages_scanned") - scanned0
     shares = perf_children(data)
     per_page = sum(shares.get(sym, 0.0) for sym in PER_PAGE_SYMBOLS)
+    walk = shares.get("walk_page_range_vma", 0.0)
+
+    def us_per_hinted_page(pct: float) -> float:
+        return pct / 100 * cpu_s * 1e6 / max(hinted, 1)
+
     return {
         "seconds": seconds,
         "ksmd_cpu_s": cpu_s,
@@ -143,13 +151,9 @@ def profile_hinted(seconds: float) -> dict[str, object]:
         "children_pct": shares,
         "per_page_symbols": list(PER_PAGE_SYMBOLS),
         "per_page_pct": per_page,
-        "walk_pct": shares.get("walk_page_range_vma", 0.0),
-        "walk_us_per_hinted_page": shares.get("walk_page_range_vma", 0.0)
-        / 100
-        * cpu_s
-        * 1e6
-        / max(hinted, 1),
-        "per_page_us_per_hinted_page": per_page / 100 * cpu_s * 1e6 / max(hinted, 1),
+        "walk_pct": walk,
+        "walk_us_per_hinted_page": us_per_hinted_page(walk),
+        "per_page_us_per_hinted_page": us_per_hinted_page(per_page),
         "ksmd_us_per_scanned_page": cpu_s * 1e6 / max(scanned, 1),
     }
 
