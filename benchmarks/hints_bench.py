@@ -95,6 +95,16 @@ def run(console: Console) -> dict[str, Any]:
                 ),
             )
         ]
+        metrics += [  # the lookups, by caller: which tree each one searched
+            {
+                "name": f"  {sym} from {caller}",
+                "value": pct,
+                "unit": "%",
+                "goal": "(share of ksmd's samples)",
+            }
+            for sym, by in prof.get("callers_pct", {}).items()
+            for caller, pct in list(by.items())[:4]
+        ]
     buf = r["buffer"]["free_drop_bytes"]
     metrics += [
         {

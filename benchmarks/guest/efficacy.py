@@ -51,6 +51,9 @@ PROFILE_S = float(os.environ.get("PROFILE_S", "0"))
 # What a hinted visit does per page that a visit of a run of pages could do
 # once: the page table walk, and the mm lookup, lock and vma search around it.
 PER_PAGE_SYMBOLS = ("walk_page_range_vma", "find_vma", "down_read", "up_read", "mmput_async")
+# Tree calls whose samples the profile splits by caller: mtree_load serves both the
+# rmap_index and vma_lookup() (inlined, so its samples show under mtree_load).
+CALLERS_OF = ("mtree_load", "mt_prev", "mtree_insert", "mtree_store", "link_new_rmap_item")
 k = ksm.Ksm()
 
 
@@ -105,6 +108,40 @@ def perf_children(data: Path) -> dict[str, float]:
     return shares
 
 
+def perf_callers(data: Path, symbols: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """For each of @symbols, the share (%) of all ksmd samples spent in it,
+    split by the two frames that called it ("caller < its caller")."""
+    text = subprocess.run(
+        ["perf", "script", "-i", str(data), "-F", "ip,sym"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    counts: dict[str, dict[str, int]] = {sym: {} for sym in symbols}
+    total = 0
+    for stack in text.split("\n\n"):
+        frames = [
+            m.group(1).split("+")[0]
+            for m in re.finditer(r"^\s*[0-9a-f]+\s+(\S+)", stack, re.MULTILINE)
+        ]
+        if not frames:
+            continue
+        total += 1
+        for sym in symbols:
+            if sym not in frames:
+                continue
+            i = frames.index(sym)
+            while i < len(frames) and frames[i] == sym:
+                i += 1
+            above = frames[i : i + 2] or ["(top)"]
+            key = " < ".join(above)
+            counts[sym][key] = counts[sym].get(key, 0) + 1
+    return {
+        sym: {key: 100 * n / max(total, 1) for key, n in sorted(by.items(), key=lambda kv: -kv[1])}
+        for sym, by in counts.items()
+    }
+
+
 def profile_hinted(seconds: float) -> dict[str, object]:
     """Sample ksmd's kernel stacks for @seconds while it works through hints."""
     if shutil.which("perf") is None:
@@ -149,6 +186,7 @@ def profile_hinted(seconds: float) -> dict[str, object]:
         "pages_scanned": scanned,
         "hint_pages_scanned": hinted,
         "children_pct": shares,
+        "callers_pct": perf_callers(data, CALLERS_OF),
         "per_page_symbols": list(PER_PAGE_SYMBOLS),
         "per_page_pct": per_page,
         "walk_pct": walk,
