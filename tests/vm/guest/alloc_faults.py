@@ -381,7 +381,10 @@ results["hint_rmap_item"] = attempts
 # GFP_NOWAIT and its GFP_KERNEL attempt (times 2), and the whole index is
 # destroyed. Lookups then index the list again: the run, faulted back in
 # and hinted, merges with its twins, and every page keeps its contents.
-RUN = range(512, 640)
+# The index holds one entry per 16-page chunk, and only erasing enough
+# neighbouring entries to empty a leaf allocates: the run spans 32 chunks,
+# two leaves' worth.
+RUN = range(512, 1024)
 a.map.madvise(mmap.MADV_DONTNEED, RUN.start * PAGE, len(RUN) * PAGE)
 arm_ksmd(2)
 scans = k.read_int("full_scans")
