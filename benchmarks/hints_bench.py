@@ -95,7 +95,7 @@ def run(console: Console) -> dict[str, Any]:
                 ),
             )
         ]
-        metrics += [  # the lookups, by caller: which tree each one searched
+        metrics += [  # the tree calls, by caller: which tree each one worked on
             {
                 "name": f"  {sym} from {caller}",
                 "value": pct,

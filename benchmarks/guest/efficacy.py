@@ -52,8 +52,15 @@ PROFILE_S = float(os.environ.get("PROFILE_S", "0"))
 # once: the page table walk, and the mm lookup, lock and vma search around it.
 PER_PAGE_SYMBOLS = ("walk_page_range_vma", "find_vma", "down_read", "up_read", "mmput_async")
 # Tree calls whose samples the profile splits by caller: mtree_load serves both the
-# rmap_index and vma_lookup() (inlined, so its samples show under mtree_load).
-CALLERS_OF = ("mtree_load", "mt_prev", "mtree_insert", "mtree_store", "link_new_rmap_item")
+# rmap_index and vma_lookup() (inlined, so its samples show under mtree_load);
+# mtree_insert() and mtree_store() leave no frame of their own (tail calls).
+CALLERS_OF = (
+    "mtree_load",
+    "mt_prev",
+    "mtree_insert_range",
+    "mtree_store_range",
+    "link_new_rmap_item",
+)
 k = ksm.Ksm()
 
 
