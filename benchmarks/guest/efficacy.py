@@ -86,65 +86,52 @@ def reader(path: Path, hinted: bool, ready: int) -> None:
     time.sleep(TIMEOUT + 60)  # keep the memory until the parent kills us
 
 
-def perf_children(data: Path) -> dict[str, float]:
-    """Inclusive share (%) of ksmd's samples per kernel symbol."""
-    text = subprocess.run(
-        [
-            "perf",
-            "report",
-            "-i",
-            str(data),
-            "--stdio",
-            "--children",
-            "--sort",
-            "symbol",
-            "-g",
-            "none",
-            "--percent-limit",
-            "0.1",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    shares: dict[str, float] = {}
-    for line in text.splitlines():
-        m = re.match(r"\s*([\d.]+)%\s+[\d.]+%\s+\[k\]\s+(\S+)", line)
-        if m:
-            shares[m.group(2)] = float(m.group(1))
-    return shares
-
-
-def perf_callers(data: Path, symbols: tuple[str, ...]) -> dict[str, dict[str, float]]:
-    """For each of @symbols, the share (%) of all ksmd samples spent in it,
-    split by the two frames that called it ("caller < its caller")."""
+def perf_stacks(data: Path) -> list[list[str]]:
+    """ksmd's sampled kernel stacks, innermost frame first (`perf script`)."""
     text = subprocess.run(
         ["perf", "script", "-i", str(data), "-F", "ip,sym"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    counts: dict[str, dict[str, int]] = {sym: {} for sym in symbols}
-    total = 0
-    for stack in text.split("\n\n"):
-        frames = [
+    stacks = (
+        [
             m.group(1).split("+")[0]
-            for m in re.finditer(r"^\s*[0-9a-f]+\s+(\S+)", stack, re.MULTILINE)
+            for m in re.finditer(r"^\s*[0-9a-f]+\s+(\S+)", block, re.MULTILINE)
         ]
-        if not frames:
-            continue
-        total += 1
+        for block in text.split("\n\n")
+    )
+    return [frames for frames in stacks if frames]
+
+
+def perf_children(stacks: list[list[str]]) -> dict[str, float]:
+    """Inclusive share (%) of ksmd's samples per kernel symbol (≥ 0.1 %)."""
+    counts: dict[str, int] = {}
+    for frames in stacks:
+        for sym in set(frames):
+            counts[sym] = counts.get(sym, 0) + 1
+    shares = {sym: 100 * n / max(len(stacks), 1) for sym, n in counts.items()}
+    return {sym: pct for sym, pct in sorted(shares.items(), key=lambda kv: -kv[1]) if pct >= 0.1}
+
+
+def perf_callers(stacks: list[list[str]], symbols: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """For each of @symbols, the share (%) of all ksmd samples spent in it,
+    split by the two frames that called it ("caller < its caller")."""
+    counts: dict[str, dict[str, int]] = {sym: {} for sym in symbols}
+    for frames in stacks:
         for sym in symbols:
             if sym not in frames:
                 continue
             i = frames.index(sym)
             while i < len(frames) and frames[i] == sym:
                 i += 1
-            above = frames[i : i + 2] or ["(top)"]
-            key = " < ".join(above)
+            key = " < ".join(frames[i : i + 2] or ["(top)"])
             counts[sym][key] = counts[sym].get(key, 0) + 1
     return {
-        sym: {key: 100 * n / max(total, 1) for key, n in sorted(by.items(), key=lambda kv: -kv[1])}
+        sym: {
+            key: 100 * n / max(len(stacks), 1)
+            for key, n in sorted(by.items(), key=lambda kv: -kv[1])
+        }
         for sym, by in counts.items()
     }
 
@@ -180,7 +167,8 @@ def profile_hinted(seconds: float) -> dict[str, object]:
     cpu_s = (ksm.ksmd_cpu_ticks() - ticks0) / os.sysconf("SC_CLK_TCK")
     hinted = k.read_int("hint_pages_scanned") - hinted0
     scanned = k.read_int("pages_scanned") - scanned0
-    shares = perf_children(data)
+    stacks = perf_stacks(data)
+    shares = perf_children(stacks)
     per_page = sum(shares.get(sym, 0.0) for sym in PER_PAGE_SYMBOLS)
     walk = shares.get("walk_page_range_vma", 0.0)
 
@@ -193,7 +181,7 @@ def profile_hinted(seconds: float) -> dict[str, object]:
         "pages_scanned": scanned,
         "hint_pages_scanned": hinted,
         "children_pct": shares,
-        "callers_pct": perf_callers(data, CALLERS_OF),
+        "callers_pct": perf_callers(stacks, CALLERS_OF),
         "per_page_symbols": list(PER_PAGE_SYMBOLS),
         "per_page_pct": per_page,
         "walk_pct": walk,
