@@ -12,10 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-from mergeable import PAGE, Region, ksm_for_hints, text_page, wait_counter
+from mergeable import PAGE, Region, hint_region_traced, ksm_for_hints, text_page, wait_counter
 
-from pyksm.experiment.hintpairs import HintTrace
-from pyksm.kernel import hints, ksm, wire
+from pyksm.kernel import ksm
 
 PAGES = 96
 # Holes the walk must pass over: every 7th page and a run across a batch's end
@@ -30,12 +29,8 @@ for i in sorted(HOLES):
     region.map.madvise(mmap.MADV_DONTNEED, i * PAGE, PAGE)
 present = [region.addr + i * PAGE for i in range(PAGES) if i not in HOLES]
 
-tracer = HintTrace()
+tracer, scanned0 = hint_region_traced(k, region)
 out: dict[str, object] = {"available": tracer.available()}
-tracer.start()
-scanned0 = k.read_int("hint_pages_scanned")
-with hints.HintWriter() as w:
-    w.send([wire.Hint(os.getpid(), region.addr, region.size)])
 k.write("run", 1)
 wait_counter(k, "hint_pages_scanned", scanned0 + len(present), poll=0.05, timeout=60)
 time.sleep(1)  # room for a visit too many to show up

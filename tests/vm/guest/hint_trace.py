@@ -4,16 +4,14 @@ tracepoint through pyksm.experiment.hintpairs.HintTrace, on the real kernel."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-from mergeable import PAGE, Region  # the script's own directory is on sys.path
+from mergeable import PAGE, Region, hint_region_traced  # the script's own directory is on sys.path
 
 from pyksm.deadline import wait_for
-from pyksm.experiment.hintpairs import HintTrace
-from pyksm.kernel import hints, ksm, wire
+from pyksm.kernel import ksm
 
 k = ksm.Ksm()
 k.unmerge(then=2)
@@ -22,12 +20,8 @@ region = Region(32)
 for i in range(32):
     region.fill(i, (b"%08d" % (i % 16)) * (PAGE // 8))  # pages i and i + 16 are equal
 
-tracer = HintTrace()
+tracer, scanned0 = hint_region_traced(k, region)
 out: dict[str, object] = {"available": tracer.available()}
-tracer.start()
-scanned0 = k.read_int("hint_pages_scanned")
-with hints.HintWriter() as w:
-    w.send([wire.Hint(os.getpid(), region.addr, region.size)])
 k.write("pages_to_scan", 100)
 k.write("run", 1)
 wait_for(

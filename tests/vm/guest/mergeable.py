@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import ctypes
 import mmap
+import os
 
 from pyksm.deadline import wait_for
-from pyksm.kernel import ksm
+from pyksm.experiment.hintpairs import HintTrace
+from pyksm.kernel import hints, ksm, wire
 
 PAGE = mmap.PAGESIZE
 
@@ -60,3 +62,15 @@ def wait_counter(
 
     wait_for(reached, timeout, f"{counter} reaching {at_least}", poll=poll)
     return seen[-1]
+
+
+def hint_region_traced(k: ksm.Ksm, region: Region) -> tuple[HintTrace, int]:
+    """Start tracing hinted visits, then hint all of ``region`` through
+    debugfs. Returns the tracer (stop it for the visits) and
+    hint_pages_scanned before the hint."""
+    tracer = HintTrace()
+    tracer.start()
+    scanned0 = k.read_int("hint_pages_scanned")
+    with hints.HintWriter() as w:
+        w.send([wire.Hint(os.getpid(), region.addr, region.size)])
+    return tracer, scanned0
