@@ -48,8 +48,8 @@ SKIP_VOLATILITY = int(os.environ.get("HINT_SKIP_VOLATILITY", "1"))
 # PROFILE_S > 0: sample ksmd with perf for that many seconds after the reads
 # of the hinted run (perf's sampling slows ksmd: use it in a run of its own).
 PROFILE_S = float(os.environ.get("PROFILE_S", "0"))
-# What a hinted visit does per page that a visit of a run of pages could do
-# once: the page table walk, and the mm lookup, lock and vma search around it.
+# What a hinted visit does around its merge: the page table walk (once per batch
+# of up to 16 pages since patch 17), and the mm lookup, lock and vma search.
 PER_PAGE_SYMBOLS = ("walk_page_range_vma", "find_vma", "down_read", "up_read", "mmput_async")
 # Tree calls whose samples the profile splits by caller: mtree_load serves both the
 # rmap_index and vma_lookup() (inlined, so its samples show under mtree_load);
@@ -173,6 +173,7 @@ def profile_hinted(seconds: float) -> dict[str, object]:
     # Every visit's walk: scan_get_next_rmap_item() and ksm_hint_visit() are both
     # inlined into ksm_scan_thread, so no frame tells a hinted walk from a linear one.
     walk = shares.get("walk_page_range_vma", 0.0)
+    us_per_scanned = cpu_s * 1e6 / max(scanned, 1)
 
     def us_per_hinted_page(pct: float) -> float:
         return pct / 100 * cpu_s * 1e6 / max(hinted, 1)
@@ -187,9 +188,9 @@ def profile_hinted(seconds: float) -> dict[str, object]:
         "per_page_symbols": list(PER_PAGE_SYMBOLS),
         "per_page_pct": per_page,
         "walk_pct": walk,
-        "walk_us_per_scanned_page": walk / 100 * cpu_s * 1e6 / max(scanned, 1),
+        "walk_us_per_scanned_page": walk / 100 * us_per_scanned,
         "per_page_us_per_hinted_page": us_per_hinted_page(per_page),
-        "ksmd_us_per_scanned_page": cpu_s * 1e6 / max(scanned, 1),
+        "ksmd_us_per_scanned_page": us_per_scanned,
     }
 
 
