@@ -27,6 +27,7 @@ __all__ = [
     "existing_file",
     "listen_address",
     "memory_size",
+    "no_special_file",
     "nonneg_float",
     "nonneg_int",
     "open_fd",
@@ -145,11 +146,25 @@ def _pseudo(path: Path) -> Path | None:
     return None
 
 
+def _special(path: Path) -> bool:
+    """A FIFO, a socket or a device: opening or reading it could wait forever."""
+    return path.exists() and not path.is_file() and not path.is_dir()
+
+
+def no_special_file(path: Path) -> Path:
+    """``path``, unless a FIFO, a socket or a device is in its place (PyksmError)."""
+    if _special(path):
+        raise PyksmError(f"{path}: not a regular file")
+    return path
+
+
 def existing_file(text: str) -> Path:
     """A file that exists (to read)."""
     path = Path(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a directory")
+    if _special(path):
+        raise argparse.ArgumentTypeError(f"{text} is not a regular file")
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"{text}: no such file")
     return path
@@ -175,6 +190,8 @@ def output_file(text: str) -> Path:
         raise argparse.ArgumentTypeError(f"{text}: {root} is not a place for output files")
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a directory")
+    if _special(path):
+        raise argparse.ArgumentTypeError(f"{text} is not a regular file")
     parent = path.parent
     if not parent.is_dir():
         what = "is not a directory" if parent.exists() else "does not exist"

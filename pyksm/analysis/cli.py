@@ -159,7 +159,7 @@ def _convert(name: str, text: str) -> Any:
             return text
         if name in ("smart_scan", "hint_skip_volatility"):
             return text.lower() in ("1", "true", "yes", "on")
-        if name in ("sleep_ms", "hint_max_age_ms", "start"):
+        if name in ("sleep_ms", "hint_max_age_ms", "start", "adapt_period_ms"):
             return float(text)
         return int(text)
     except ValueError:

@@ -94,45 +94,84 @@ class HintTrace:
         return out
 
 
+_PID_MAX = 2**31 - 1  # the arrays' int32
+_U64 = 2**64
+
+
 def _load_npz(path: Path) -> HintTrace:
     try:
         with np.load(path) as z:
+            raw = {k: z[k] for k in ("time", "pid", "start", "len")}
+            for k, a in raw.items():
+                if a.ndim != 1 or a.dtype.kind not in "iuf":
+                    raise PyksmError(
+                        f"{path}: array {k} is {a.dtype} of shape {a.shape}, expected 1-D numbers"
+                    )
+            time = raw["time"].astype(np.float64)
+            if not np.all(np.isfinite(time)):
+                raise PyksmError(f"{path}: a hint time is not a finite number")
+            # Before the casts below, which would wrap them silently.
+            if np.any(raw["pid"] <= 0) or np.any(raw["pid"] > _PID_MAX):
+                raise PyksmError(f"{path}: a pid is not a process id")
+            if np.any(raw["start"] < 0) or np.any(raw["len"] < 0):
+                raise PyksmError(f"{path}: a start or len is negative")
             return HintTrace(
-                time=z["time"].astype(np.float64),
-                pid=z["pid"].astype(np.int32),
-                start=z["start"].astype(np.uint64),
-                len=z["len"].astype(np.uint64),
+                time=time,
+                pid=raw["pid"].astype(np.int32),
+                start=raw["start"].astype(np.uint64),
+                len=raw["len"].astype(np.uint64),
             )
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, TypeError) as e:
         raise PyksmError(f"{path}: not a readable hint trace ({e})") from None
     except KeyError as e:
         raise PyksmError(f"{path}: hint trace lacks array {e}") from None
 
 
+def _lines(path: Path) -> list[str]:
+    try:
+        return path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise PyksmError(f"{path}: not a readable hint trace ({e})") from None
+
+
+def _record(where: str, t: float, pid: int, start: int, length: int) -> tuple[float, int, int, int]:
+    """One hint, if the arrays can hold it (else a one-line error naming the line)."""
+    if not np.isfinite(t):
+        raise PyksmError(f"{where}: hint time {t} is not a finite number")
+    if not 0 < pid <= _PID_MAX:
+        raise PyksmError(f"{where}: pid {pid} is not a process id")
+    for name, v in (("start", start), ("len", length)):
+        if not 0 <= v < _U64:
+            raise PyksmError(f"{where}: {name} {v} is not 0..2^64-1")
+    return t, pid, start, length
+
+
 def _load_jsonl(path: Path) -> HintTrace:
     rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(_lines(path), 1):
         if not line.strip():
             continue
         try:
             d = json.loads(line)
-            rows.append((float(d["time"]), int(d["pid"]), int(d["start"]), int(d["len"])))
-        except (ValueError, KeyError, TypeError) as e:
+            rec = (float(d["time"]), int(d["pid"]), int(d["start"]), int(d["len"]))
+        except (ValueError, KeyError, TypeError, OverflowError) as e:
             raise PyksmError(f"{path}:{n}: bad hint record ({e})") from None
+        rows.append(_record(f"{path}:{n}", *rec))
     return HintTrace.from_records(rows)
 
 
 def _load_text(path: Path) -> HintTrace:
     rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(_lines(path), 1):
         parts = line.split("#", 1)[0].split()
         if not parts:
             continue
         try:
             t, pid, start, length = parts
-            rows.append((float(t), int(pid), int(start, 0), int(length, 0)))
+            rec = (float(t), int(pid), int(start, 0), int(length, 0))
         except ValueError:
             raise PyksmError(f"{path}:{n}: expected TIME PID START LEN, got {line!r}") from None
+        rows.append(_record(f"{path}:{n}", *rec))
     return HintTrace.from_records(rows)
 
 

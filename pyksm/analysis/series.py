@@ -75,6 +75,8 @@ class SnapshotSeries:
                 )
         if self.raw is not None and self.raw.shape != (n, 4096):
             raise PyksmError(f"snapshot series: raw pages have shape {self.raw.shape}")
+        if not np.all(np.isfinite(self.times)):
+            raise PyksmError("snapshot series: a snapshot time is not a finite number")
         if t > 1 and np.any(np.diff(self.times) < 0):
             raise PyksmError("snapshot series: times go backwards")
 

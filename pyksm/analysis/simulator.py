@@ -38,6 +38,7 @@ snapshot time (the state when that snapshot was taken).
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, NamedTuple
 
@@ -49,6 +50,7 @@ from pyksm.analysis.hinttrace import HintTrace
 from pyksm.analysis.series import SnapshotSeries
 from pyksm.control.interleave import (
     DEFAULT_LADDER,
+    MAX_TERM,
     Law,
     LawState,
     Observation,
@@ -82,6 +84,14 @@ COUNTERS = (
 
 # hint_interleave's bound in the KSM++ series: H <= 16 L, L >= 1.
 MAX_HINT_RATIO = 16
+# The KSM++ series' KSM_HINTS_MAX_CAPACITY; pages_to_scan is an unsigned int.
+MAX_HINT_CAPACITY = 1 << 16
+UINT_MAX = 2**32 - 1
+INT_MAX = 2**31 - 1
+# ksmd batches (compiled) and adaptive periods (a Python loop) one run may
+# take: beyond, it would not end.
+MAX_STEPS = 10**8
+MAX_PERIODS = 10**6
 
 
 @dataclass(frozen=True)
@@ -113,21 +123,54 @@ class ScanParams:
             )
         if self.pages_to_scan <= 0 or self.sleep_ms <= 0:
             raise PyksmError("pages_to_scan and sleep_ms must be positive")
+        # The kernel's bounds (and what the simulator's int64/int32 arrays hold).
+        _bounded("pages_to_scan", self.pages_to_scan, 1, UINT_MAX)
+        _bounded("sleep_ms", self.sleep_ms, 0, np.inf)
+        _bounded("hint_capacity", self.hint_capacity, 0, MAX_HINT_CAPACITY)
+        _bounded("hint_max_age_ms", self.hint_max_age_ms, 0, np.inf)
+        _bounded("max_page_sharing", self.max_page_sharing, 2, INT_MAX)
+        _bounded("seed", self.seed, 0, UINT_MAX)
+        if self.start is not None:
+            _bounded("start", self.start, 0, np.inf)
         if self.max_page_sharing < 2:
             raise PyksmError("max_page_sharing must be at least 2")
         if min(self.interleave) < 0 or self.hint_capacity < 0:
             raise PyksmError("interleave and hint_capacity must not be negative")
         hint, linear = self.interleave
         # As the kernel's hint_interleave: the linear scan keeps a share.
-        if linear < 1 or hint > MAX_HINT_RATIO * linear:
+        if linear < 1 or hint > MAX_HINT_RATIO * linear or max(hint, linear) > MAX_TERM:
             raise PyksmError(
                 f"interleave {hint}:{linear}: L must be at least 1 and H at most "
-                f"{MAX_HINT_RATIO} x L (the kernel refuses it)"
+                f"{MAX_HINT_RATIO} x L, both at most {MAX_TERM} (the kernel refuses it)"
             )
         if self.adaptive_interleave:
             check_ladder(self.interleave_ladder)
             if self.adapt_period_ms <= 0:
                 raise PyksmError("adapt_period_ms must be positive")
+            _bounded("adapt_period_ms", self.adapt_period_ms, 0, np.inf)
+
+
+def _bounded(name: str, value: float, low: float, high: float) -> None:
+    """``low <= value <= high`` and finite, or a one-line error naming the parameter."""
+    # The range first: a huge int is no float (isfinite would overflow).
+    if not (low <= value <= high and math.isfinite(value)):
+        top = "" if high == np.inf else f" and at most {high}"
+        raise PyksmError(f"{name} {value}: must be a finite number, at least {low}{top}")
+
+
+def _step_check(what: str, ms: float, start: float, end: float, most: int) -> None:
+    """Refuse a step (ksmd's sleep, the adaptive period) the run could not finish
+    with: too many steps over the snapshots, or one too small to move the clock."""
+    dt = ms / 1000.0
+    steps = max(end - start, 0.0) / dt
+    if steps > most:
+        raise PyksmError(
+            f"{what} {ms:g} ms over {end - start:.6g} s of snapshots is {steps:.3g} steps, "
+            f"more than {most:.0e}: raise {what}"
+        )
+    edge = max(abs(start), abs(end))
+    if end > start and edge + dt == edge:
+        raise PyksmError(f"{what} {ms:g} ms is too small for a clock at {edge:g} s: raise {what}")
 
 
 @dataclass
@@ -606,6 +649,10 @@ def simulate(
     counters = np.zeros(len(COUNTERS), dtype=np.int64)
     ncontent = int(inp.content.max()) + 1 if inp.content.size else 0
     start = float(inp.times[0]) if params.start is None else float(params.start)
+    end = float(inp.times[-1]) if T else start
+    _step_check("sleep_ms", params.sleep_ms, start, end, MAX_STEPS)
+    if params.adaptive_interleave:
+        _step_check("adapt_period_ms", params.adapt_period_ms, start, end, MAX_PERIODS)
     cfg = _Config(
         pages_to_scan=int(params.pages_to_scan),
         dt=float(params.sleep_ms) / 1000.0,

@@ -9,6 +9,7 @@ raises PyksmError with a one-line reason.
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,8 @@ def load(path: Path) -> SnapshotSeries:
                 a = z[k]
                 if a.dtype != dtype:
                     raise PyksmError(f"{path}: array {k} has dtype {a.dtype}, expected {dtype}")
+                if a.ndim != 1:
+                    raise PyksmError(f"{path}: array {k} has shape {a.shape}, expected 1-D")
                 arrays[k] = a
             raw = z["raw"] if "raw" in names else None
     except PyksmError:
@@ -91,4 +94,21 @@ def load(path: Path) -> SnapshotSeries:
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
         raise PyksmError(f"{path}: truncated or unreadable snapshot file ({e})") from None
     ksm = meta.pop("ksm", [])
+    _check_meta(path, meta, ksm)
     return SnapshotSeries(raw=raw, meta=meta, ksm=ksm, **arrays)
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_meta(path: Path, meta: dict[str, Any], ksm: Any) -> None:
+    """The metadata the analysis reads has the types it expects."""
+    for name in ("ksm_start", "t0_monotonic"):
+        if meta.get(name) is not None and not _finite(meta[name]):
+            raise PyksmError(f"{path}: metadata {name} is {meta[name]!r:.40}, not a number")
+    rows_ok = isinstance(ksm, list) and all(
+        isinstance(row, dict) and all(v is None or _finite(v) for v in row.values()) for row in ksm
+    )
+    if not rows_ok:
+        raise PyksmError(f"{path}: metadata ksm is not a list of KSM counter objects")

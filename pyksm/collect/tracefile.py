@@ -18,6 +18,7 @@ a partial record is refused with a one-line error.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import struct
@@ -73,9 +74,14 @@ def _check_size(path: Path, size: int) -> int:
 
 def inspect(path: Path) -> TraceInfo:
     try:
-        with open(path, "rb") as f:
+        # O_NONBLOCK: a FIFO opens at once (and is refused) instead of waiting for a writer.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise PyksmError(f"{path}: not a regular file")
             head = f.read(HEADER.size)
-            size = os.fstat(f.fileno()).st_size
+            size = st.st_size
     except OSError as e:
         raise PyksmError(f"{path}: {e.strerror}") from None
     created = _check_header(path, head)
@@ -93,11 +99,14 @@ class TraceWriter:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        # O_NONBLOCK: a FIFO is refused (ENXIO, or not a regular file below) at
+        # once instead of waiting for a reader; writes to a regular file never block.
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK
         try:
             self.fd = os.open(path, flags, 0o600)
         except OSError as e:
-            raise PyksmError(f"{path}: {e.strerror}") from None
+            why = "not a regular file" if e.errno == errno.ENXIO else e.strerror
+            raise PyksmError(f"{path}: {why}") from None
         self._buf: list[bytes] = []
         self.written = 0
         self.created = False

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from pyksm.argtypes import no_special_file
 from pyksm.errors import PyksmError
 
 __all__ = ["FILE", "HostInfo", "describe", "load", "probe", "save"]
@@ -69,6 +70,7 @@ def load(directory: Path) -> HostInfo | None:
     path = directory / FILE
     if not path.exists():
         return None
+    no_special_file(path)
     try:
         doc: Any = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:

@@ -189,6 +189,9 @@ class RandomRead:
         for name in ("seed", "count", "rate"):
             if getattr(self, name) < 0:
                 raise PyksmError(f"random read: {name} must be >= 0")
+            # The agent's shell arithmetic is 64-bit: keep well inside it.
+            if getattr(self, name) > 2**31 - 1:
+                raise PyksmError(f"random read: {name} must be at most 2147483647")
         return f"random {_tree_path(self.path)} {self.seed} {self.count} {self.rate}"
 
 

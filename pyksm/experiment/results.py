@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
+from pyksm.argtypes import no_special_file
 from pyksm.errors import PyksmError
 from pyksm.probes import ksmd_visits
 from pyksm.procfs import CpuTimes, cpu_times
@@ -35,6 +36,7 @@ __all__ = [
     "Summary",
     "WorkloadOutcome",
     "mode_reps",
+    "read_json",
     "read_samples",
     "read_summary",
     "rep_dir",
@@ -48,6 +50,17 @@ _REP_DIR = re.compile(r"rep-(\d+)")
 # Counters of /proc/vmstat the runner samples every second, beside KSM's
 # sysfs values (written flat in samples.jsonl like them).
 VMSTAT_COUNTERS = ("cow_ksm",)
+
+
+def read_json(path: Path) -> Any:
+    """A results directory's JSON file (config.json, summary.json, host.json)."""
+    no_special_file(path)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise PyksmError(f"{path}: not JSON ({e.msg})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise PyksmError(f"{path}: cannot read ({e})") from None
 
 
 def rep_dir(scenario_dir: Path, mode: str, rep: int) -> Path:
@@ -443,6 +456,7 @@ class Summary:
 def read_samples(path: Path) -> list[Sample]:
     """Every whole sample; a torn last line (a run cut short) is left out."""
     rows: list[Sample] = []
+    no_special_file(path)
     try:
         with path.open() as fh:
             for lineno, line in enumerate(fh, 1):
@@ -466,10 +480,4 @@ def read_summary(path: Path) -> Summary | None:
     """The summary, or None when the mode did not finish (no file)."""
     if not path.exists():
         return None
-    try:
-        obj = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise PyksmError(f"{path}: not JSON ({e.msg})") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise PyksmError(f"{path}: cannot read ({e})") from None
-    return Summary.from_json(obj, str(path))
+    return Summary.from_json(read_json(path), str(path))

@@ -144,5 +144,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r.add_argument("command", nargs=argparse.REMAINDER)
     r.set_defaults(func=cmd_vm_run)
     s = vmp.add_parser("scan-log", help="list kernel bug reports in a saved console log")
-    s.add_argument("log")
+    s.add_argument("log", type=argtypes.existing_file)
     s.set_defaults(func=cmd_vm_scan_log)

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from pyksm import argtypes
+from pyksm.errors import PyksmError
 from pyksm.terminal import err, escape, out
 
 __all__ = ["register", "show_summary"]
@@ -18,7 +19,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     # Once: the bootstrap intervals are most of the report's time.
     stats = [aggregate.summarize(exp) for exp in exps]
     render.terminal_summary(exps, out, stats)
-    index = render.write(exps, Path(args.out), stats)
+    try:
+        index = render.write(exps, Path(args.out), stats)
+    except OSError as e:  # a full disk, a directory in a file's place, ...
+        where = e.filename or args.out
+        raise PyksmError(f"{where}: cannot write the report ({e.strerror or e})") from None
     err.print(f"report: {escape(str(index))} (PNGs and metrics.json beside it)")
     return 0
 

@@ -4,7 +4,6 @@ repetition."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,14 @@ import numpy as np
 from pyksm.errors import PyksmError
 from pyksm.experiment import hostinfo
 from pyksm.experiment.hostinfo import HostInfo
-from pyksm.experiment.results import Sample, Summary, mode_reps, read_samples, read_summary
+from pyksm.experiment.results import (
+    Sample,
+    Summary,
+    mode_reps,
+    read_json,
+    read_samples,
+    read_summary,
+)
 
 
 @dataclass
@@ -103,14 +109,16 @@ def load(path: Path) -> Experiment:
     cfg_path = path / "config.json"
     if not cfg_path.exists():
         raise PyksmError(f"{path} has no config.json: not a pyksm experiment directory")
-    try:
-        config = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e:
-        raise PyksmError(f"{cfg_path}: not JSON ({e.msg})") from None
+    config = read_json(cfg_path)
     if not isinstance(config, dict) or not isinstance(config.get("modes", []), list):
         raise PyksmError(f"{cfg_path}: field 'modes' is not a list of mode names")
     scenario_doc = config.get("scenario", {})
-    scenario = str(scenario_doc.get("name", path.name) if isinstance(scenario_doc, dict) else "")
+    if not isinstance(scenario_doc, dict):
+        # The report reads scenario.description, .steady_window_s, ... from it.
+        raise PyksmError(
+            f"{cfg_path}: field 'scenario' is {type(scenario_doc).__name__}, expected an object"
+        )
+    scenario = str(scenario_doc.get("name", path.name))
     reps: dict[str, list[ModeRun]] = {}
     for mode in config.get("modes", []):
         if not isinstance(mode, str) or not mode or "/" in mode or mode in (".", ".."):

@@ -18,6 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from pyksm.analysis import steady
+from pyksm.argtypes import no_special_file
 from pyksm.report.dataset import Experiment, ModeRun
 from pyksm.report.equalcpu import ModePoint
 
@@ -39,8 +40,10 @@ def _save(fig: Figure, ax: Axes, path: Path, legend: LegendAt) -> Path:
     """Legend at ``legend``, layout, PNG at ``path``; the figure is closed."""
     ax.legend(loc=legend, fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        fig.savefig(no_special_file(path))
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -16,6 +16,7 @@ from rich.table import Table
 from pyksm.analysis import steady
 from pyksm.analysis.intervals import CONFIDENCE, RESAMPLES, SEED
 from pyksm.analysis.steady import SteadyState
+from pyksm.argtypes import no_special_file
 from pyksm.experiment import hostinfo
 from pyksm.experiment.results import IO_PACE_OK
 from pyksm.kernel.ksm import MergeFailures
@@ -742,11 +743,11 @@ def write(exps: list[Experiment], outdir: Path, stats: list[ExperimentStats] | N
             )
             parts.append(_img(png))
     parts.append("</body></html>")
-    index = outdir / "index.html"
+    index = no_special_file(outdir / "index.html")
     index.write_text("\n".join(parts))
     doc = aggregate.metrics_json(stats)
     doc["equal_cpu"] = [r.to_json() for r in eq]
-    (outdir / "metrics.json").write_text(json.dumps(doc, indent=1, allow_nan=False))
+    no_special_file(outdir / "metrics.json").write_text(json.dumps(doc, indent=1, allow_nan=False))
     return index
 
 

@@ -10,11 +10,16 @@ Placeholders in an argv are made per test under ``tmp_path``:
 garbage, ``{empty}`` an empty file, ``{json}`` broken JSON, ``{results}`` a
 results directory with broken samples, ``{red}`` a missing path with
 ``[red]`` in it (rich markup must print as is), ``{pid}`` a process that
-exited.
+exited, ``{fifo}`` a named pipe (opening it would wait for the other end),
+``{npz}`` a small valid snapshot file. ``{tmp}`` also holds broken hint
+traces and snapshots (``*.txt``, ``*.jsonl``, ``*.npz``), results
+directories broken one way each (``broken/res-*``) and a good one
+(``good``) with report directories in the way (``out-*``).
 """
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import subprocess
@@ -61,6 +66,8 @@ CASES: list[Case] = [
     c("vm scan-log {tmp}/missing.log", "missing.log"),
     c("vm scan-log {tmp}", "directory"),
     c("vm scan-log {red}", "[red]"),
+    c("vm scan-log {fifo}", "not a regular file"),
+    c("vm scan-log /dev/zero", "not a regular file"),
     # ksm
     c("ksm show --pid -1", "--pid"),
     c("ksm show --pid 0", "--pid"),
@@ -105,6 +112,7 @@ CASES: list[Case] = [
     c("collect -p 1 --record /proc/pyksm.trace", "/proc"),
     c("collect -p 1 --record {junk}", "not a pyksm hint trace"),
     c("collect -p 1 --record {red}/t", "[red]"),
+    c("collect -p 1 --record {fifo}", "not a regular file"),
     c("collect --qmp {tmp}/missing.qmp --record {tmp}/t", "missing.qmp"),
     c("collect --qmp {file} --record {tmp}/t", "file.txt"),
     c("collect -p 1 --record {tmp}/t --syscalls ,", "--syscalls"),
@@ -131,6 +139,9 @@ CASES: list[Case] = [
     c("trace show {junk}", "not a pyksm hint trace"),
     c("trace show {empty}", "empty.bin"),
     c("trace show {red}", "[red]"),
+    c("trace show {fifo}", "not a regular file"),
+    c("trace show /dev/zero", "not a regular file"),
+    c("hint --replay {fifo}", "not a regular file"),
     # snapshot / analyze / simulate
     c(f"snapshot -p {MISSING_PID} -n 1 -o {{tmp}}/s.npz", MISSING_PID),
     c("snapshot -p {pid} -n 1 -o {tmp}/s.npz", "no process"),
@@ -162,6 +173,32 @@ CASES: list[Case] = [
     c("simulate {junk} --sweep bogus=1", "--sweep"),
     c("simulate {junk} --sweep pages_to_scan=", "--sweep"),
     c("simulate {junk} --sweep pages_to_scan=-1", "--sweep"),
+    c("analyze {fifo}", "not a regular file"),
+    c("analyze {npz} -o {fifo}", "not a regular file"),
+    c("analyze {npz} --hints /dev/zero", "not a regular file"),
+    c("analyze {tmp}/nan-times.npz", "finite"),
+    c("analyze {tmp}/snap-2d.npz", "1-D"),
+    c("simulate {tmp}/snap-meta.npz", "ksm_start"),
+    c("analyze {npz} --hints {tmp}/hints-2d.npz", "1-D"),
+    c("analyze {npz} --hints {tmp}/hints-nan.npz", "finite"),
+    c("analyze {npz} --hints {tmp}/latin1.txt", "latin1.txt"),
+    c("analyze {npz} --hints {tmp}/latin1.jsonl", "latin1.jsonl"),
+    c("analyze {npz} --hints {tmp}/negstart.txt", "start -4096"),
+    c("analyze {npz} --hints {tmp}/hugelen.txt", "len"),
+    c("analyze {npz} --hints {tmp}/bigpid.jsonl", "pid"),
+    c("simulate {npz} --hints {tmp}/nantime.txt", "finite"),
+    c("simulate {npz} --pages-to-scan 99999999999999999999", "pages_to_scan"),
+    c("simulate {npz} --hint-capacity 99999999999999999999", "hint_capacity"),
+    c("simulate {npz} --hint-capacity 65537", "at most 65536"),
+    c("simulate {npz} --sleep-ms 1e-300", "sleep_ms"),
+    c("simulate {npz} --sweep sleep_ms=1e-300", "sleep_ms"),
+    c("simulate {npz} --sweep sleep_ms=nan", "sleep_ms"),
+    c("simulate {npz} --sweep hint_capacity=99999999999999999999", "hint_capacity"),
+    c("simulate {npz} --sweep seed=99999999999999999999", "seed"),
+    c("simulate {npz} --sweep max_page_sharing=99999999999999999999", "max_page_sharing"),
+    c("simulate {npz} --sweep interleave=1:99999999999999999999", "at most 1000"),
+    c("simulate {npz} --sweep start=nan", "start"),
+    c("simulate {npz} --sweep adaptive_interleave=1 --sweep adapt_period_ms=1e-3", "adapt_period"),
     # experiment / report / demo
     c("experiment run kernel-build --duration 0", "--duration", heavy=True),
     c("experiment run kernel-build --duration -1", "--duration", heavy=True),
@@ -173,6 +210,7 @@ CASES: list[Case] = [
     c("experiment run kernel-build --scan-rate x", "scan"),
     c("experiment run kernel-build --scan-rate 0:20", "scan", heavy=True),
     c("experiment run kernel-build --scan-rate 100:-1", "scan", heavy=True),
+    c("experiment run kernel-build --scan-rate 99999999999999999999:20", "at most", heavy=True),
     c("experiment run kernel-build --modes bogus", "bogus"),
     c("experiment run kernel-build --modes=", "--modes", heavy=True),
     c("experiment run kernel-build --warm-up -1", "--warm-up"),
@@ -190,6 +228,7 @@ CASES: list[Case] = [
     c("experiment qemu-guest --aio native --cache writeback", "needs cache=none", heavy=True),
     c("experiment qemu-guest --workload tar --path ../etc", "disk path", heavy=True),
     c("experiment qemu-guest --workload random --rate -1", "--rate", heavy=True),
+    c("experiment qemu-guest --workload random --rate 99999999999999999999", "rate", heavy=True),
     c("experiment qemu-guest --memory 0", "--memory", heavy=True),
     c("experiment qemu-guest --kernel {tmp}/no-bzImage", "no-bzImage", heavy=True),
     c("experiment run no-such-scenario", "no-such-scenario"),
@@ -216,6 +255,12 @@ CASES: list[Case] = [
     c("report {red}", "[red]"),
     c("report {results} --out {file}", "file.txt"),
     c("report {results} --out /proc/pyksm-report", "/proc"),
+    c("report {tmp}/broken/res-fifo-samples", "not a regular file"),
+    c("report {tmp}/broken/res-config-dir", "config.json"),
+    c("report {tmp}/broken/res-config-bin", "config.json"),
+    c("report {tmp}/broken/res-scenario-list", "'scenario'"),
+    c("report {tmp}/good --out {tmp}/out-fifo", "not a regular file"),
+    c("report {tmp}/good --out {tmp}/out-dir", "cannot write the report"),
     c("demo --duration 0", "--duration", heavy=True),
     c("demo --duration -5", "--duration", heavy=True),
     c("demo --duration 1e9", "at most", heavy=True),
@@ -228,6 +273,7 @@ CASES: list[Case] = [
     c("top x", "interval"),
     c("top --once --prometheus {tmp}/no/dir/ksm.prom", "no/dir"),
     c("top --once --prometheus /proc/ksm.prom", "/proc"),
+    c("top --once --prometheus {fifo}", "not a regular file"),
     c("top --once --listen nonsense", "--listen"),
     c("top --once --listen 127.0.0.1:99999", "--listen"),
     # the top level
@@ -278,6 +324,11 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     with TraceWriter(tmp / "ok.trace"):
         pass
     (tmp / "cache").mkdir()
+    os.mkfifo(tmp / "fifo")
+    _snapshot_files(tmp)
+    _hint_files(tmp)
+    _broken_results(tmp, results)
+    _good_results(tmp)
     return {
         "tmp": str(tmp),
         "file": str(tmp / "file.txt"),
@@ -288,7 +339,86 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "trace": str(tmp / "ok.trace"),
         "red": str(tmp / "[red]missing"),
         "pid": _exited_pid(),
+        "fifo": str(tmp / "fifo"),
+        "npz": str(tmp / "ok.npz"),
     }
+
+
+def _snapshot_files(tmp: Path) -> None:
+    """ok.npz (5 snapshots of 8 pages) and nan-times.npz (one time is NaN)."""
+    import numpy as np
+
+    from pyksm.analysis import storage
+    from pyksm.analysis.series import SnapshotSeries
+
+    t, per = 5, 8
+    n = t * per
+    series = SnapshotSeries(
+        times=np.arange(t, dtype=np.float64),
+        offsets=np.arange(t + 1, dtype=np.int64) * per,
+        pid=np.full(n, 100, np.int32),
+        vaddr=(np.tile(np.arange(per), t) * 4096 + 0x10000).astype(np.uint64),
+        hash=(np.tile(np.arange(per) % 3, t) + 1).astype(np.uint64),
+        flags=np.zeros(n, np.uint8),
+        pfn=np.zeros(n, np.uint64),
+        meta={"page_size": 4096, "pids": [100], "interval": 1.0},
+    )
+    storage.save(series, tmp / "ok.npz")
+    series.times[2] = np.nan  # checked when built, not when saved
+    storage.save(series, tmp / "nan-times.npz")
+    z = dict(np.load(tmp / "ok.npz"))
+    np.savez(tmp / "snap-2d.npz", **{**z, "times": z["times"].reshape(-1, 1)})
+    meta = {**json.loads(bytes(z["meta"]).decode()), "ksm_start": "soon"}
+    np.savez(
+        tmp / "snap-meta.npz", **{**z, "meta": np.frombuffer(json.dumps(meta).encode(), np.uint8)}
+    )
+    one = np.array([1])
+    np.savez(tmp / "hints-2d.npz", time=np.zeros((1, 1)), pid=one, start=one, len=one)
+    np.savez(tmp / "hints-nan.npz", time=np.array([np.nan]), pid=one, start=one, len=one)
+
+
+def _hint_files(tmp: Path) -> None:
+    (tmp / "latin1.txt").write_bytes(b"0 100 0x1000 4096 # caf\xe9\n")
+    (tmp / "latin1.jsonl").write_bytes(b'{"time": 0, "pid": 100, "start": 1, "len": 1}\xff\n')
+    (tmp / "negstart.txt").write_text("0 100 -0x1000 4096\n")
+    (tmp / "hugelen.txt").write_text(f"0 100 0x1000 {2**64}\n")
+    (tmp / "nantime.txt").write_text("nan 100 0x1000 4096\n")
+    (tmp / "bigpid.jsonl").write_text('{"time": 0, "pid": 99999999999, "start": 1, "len": 1}\n')
+
+
+def _broken_results(tmp: Path, good: Path) -> None:
+    """Copies of the results fixture, each broken in one more way."""
+    import shutil
+
+    def copy(name: str) -> Path:
+        return Path(shutil.copytree(good, tmp / "broken" / name))
+
+    d = copy("res-fifo-samples")
+    (d / "ksm" / "samples.jsonl").unlink()
+    os.mkfifo(d / "ksm" / "samples.jsonl")
+    d = copy("res-config-dir")
+    (d / "config.json").unlink()
+    (d / "config.json").mkdir()
+    d = copy("res-config-bin")
+    (d / "config.json").write_bytes(b'{"modes": ["ksm"], "scenario": "caf\xe9"}')
+    d = copy("res-scenario-list")
+    (d / "config.json").write_text('{"scenario": ["kernel-build"], "modes": ["ksm"]}')
+
+
+def _good_results(tmp: Path) -> None:
+    """good/kernel-build: a results directory that makes a report; out-fifo and
+    out-dir: report directories where index.html is a FIFO, a directory."""
+    d = tmp / "good" / "kernel-build"
+    (d / "ksm").mkdir(parents=True)
+    (d / "config.json").write_text('{"scenario": {"name": "kernel-build"}, "modes": ["ksm"]}')
+    rows = (
+        {"t": float(t), "pages_sharing": t, "oracle": 10, "oracle_file": 0, "ksmd_ticks": t}
+        for t in range(5)
+    )
+    (d / "ksm" / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp / "out-fifo").mkdir()
+    os.mkfifo(tmp / "out-fifo" / "index.html")
+    (tmp / "out-dir" / "index.html").mkdir(parents=True)
 
 
 @dataclass
