@@ -101,7 +101,7 @@ vm: setup
 	$(PYKSM) kernel build
 	$(PYTEST) -q -m "vm and not vagrant and not nested_qemu" tests/vm
 
-# Two real QEMU guests inside the test VM (nested TCG): ~11 minutes.
+# Real QEMU guests inside the test VM (nested TCG): ~20 minutes.
 vm-qemu: setup
 	$(PYKSM) kernel build
 	$(PYTEST) -q -m nested_qemu tests/vm

@@ -297,7 +297,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="statistics as JSON (with an INTERVAL: JSON Lines, one object a line)",
     )
-    c.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
+    c.add_argument("--ebpf", action="store_true", help="print the chosen BPF program and exit")
     c.add_argument(
         "--min-bytes",
         type=argtypes.nonneg_int,
