@@ -13,6 +13,7 @@ in ``LOADERS`` by file suffix.
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -136,7 +137,7 @@ def _lines(path: Path) -> list[str]:
 
 def _record(where: str, t: float, pid: int, start: int, length: int) -> tuple[float, int, int, int]:
     """One hint, if the arrays can hold it (else a one-line error naming the line)."""
-    if not np.isfinite(t):
+    if not math.isfinite(t):
         raise PyksmError(f"{where}: hint time {t} is not a finite number")
     if not 0 < pid <= _PID_MAX:
         raise PyksmError(f"{where}: pid {pid} is not a process id")

@@ -60,6 +60,7 @@ from pyksm.control.interleave import (
     decide,
 )
 from pyksm.errors import PyksmError
+from pyksm.kernel.ksm import INT_MAX, UINT_MAX
 
 __all__ = ["ScanParams", "SimInput", "SimResult", "simulate", "sweep"]
 
@@ -84,10 +85,8 @@ COUNTERS = (
 
 # hint_interleave's bound in the KSM++ series: H <= 16 L, L >= 1.
 MAX_HINT_RATIO = 16
-# The KSM++ series' KSM_HINTS_MAX_CAPACITY; pages_to_scan is an unsigned int.
+# The KSM++ series' KSM_HINTS_MAX_CAPACITY.
 MAX_HINT_CAPACITY = 1 << 16
-UINT_MAX = 2**32 - 1
-INT_MAX = 2**31 - 1
 # ksmd batches (compiled) and adaptive periods (a Python loop) one run may
 # take: beyond, it would not end.
 MAX_STEPS = 10**8
@@ -123,7 +122,8 @@ class ScanParams:
             )
         if self.pages_to_scan <= 0 or self.sleep_ms <= 0:
             raise PyksmError("pages_to_scan and sleep_ms must be positive")
-        # The kernel's bounds (and what the simulator's int64/int32 arrays hold).
+        # The kernel's bounds (and what the simulator's int64/int32 arrays hold),
+        # finite numbers only.
         _bounded("pages_to_scan", self.pages_to_scan, 1, UINT_MAX)
         _bounded("sleep_ms", self.sleep_ms, 0, np.inf)
         _bounded("hint_capacity", self.hint_capacity, 0, MAX_HINT_CAPACITY)
@@ -132,10 +132,8 @@ class ScanParams:
         _bounded("seed", self.seed, 0, UINT_MAX)
         if self.start is not None:
             _bounded("start", self.start, 0, np.inf)
-        if self.max_page_sharing < 2:
-            raise PyksmError("max_page_sharing must be at least 2")
-        if min(self.interleave) < 0 or self.hint_capacity < 0:
-            raise PyksmError("interleave and hint_capacity must not be negative")
+        if min(self.interleave) < 0:
+            raise PyksmError("interleave must not be negative")
         hint, linear = self.interleave
         # As the kernel's hint_interleave: the linear scan keeps a share.
         if linear < 1 or hint > MAX_HINT_RATIO * linear or max(hint, linear) > MAX_TERM:
@@ -147,7 +145,7 @@ class ScanParams:
             check_ladder(self.interleave_ladder)
             if self.adapt_period_ms <= 0:
                 raise PyksmError("adapt_period_ms must be positive")
-            _bounded("adapt_period_ms", self.adapt_period_ms, 0, np.inf)
+            _bounded("adapt_period_ms", self.adapt_period_ms, 0, np.inf)  # and finite
 
 
 def _bounded(name: str, value: float, low: float, high: float) -> None:

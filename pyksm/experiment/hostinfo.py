@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from pyksm.argtypes import no_special_file
 from pyksm.errors import PyksmError
+from pyksm.experiment.results import read_json
 
 __all__ = ["FILE", "HostInfo", "describe", "load", "probe", "save"]
 
@@ -70,11 +70,7 @@ def load(directory: Path) -> HostInfo | None:
     path = directory / FILE
     if not path.exists():
         return None
-    no_special_file(path)
-    try:
-        doc: Any = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PyksmError(f"{path}: not a host record ({e})") from None
+    doc: Any = read_json(path)
     want = {f.name: f.type for f in fields(HostInfo)}
     if not isinstance(doc, dict) or set(doc) != set(want):
         raise PyksmError(f"{path}: not a host record (fields {', '.join(sorted(want))})")

@@ -176,9 +176,6 @@ def schedule(modes: list[str], repeat: int) -> list[Step]:
     return [Step(r + 1, modes[(r + i) % n]) for r in range(repeat) for i in range(n)]
 
 
-UINT_MAX = 2**32 - 1
-
-
 def parse_scan_rate(text: str) -> tuple[int, int]:
     """ "PAGES:MILLISECONDS" -> (pages_to_scan, sleep_millisecs)."""
     pages, sep, ms = text.partition(":")
@@ -190,9 +187,11 @@ def parse_scan_rate(text: str) -> tuple[int, int]:
         raise PyksmError(f"scan rate {text!r} is not PAGES:MILLISECONDS (e.g. 100:20)") from None
     if rate[0] < 1 or rate[1] < 0:
         raise PyksmError(f"scan rate {text!r}: PAGES must be >= 1 and MILLISECONDS >= 0")
-    if max(rate) > UINT_MAX:
+    if max(rate) > ksm.UINT_MAX:
         # ksm/pages_to_scan and ksm/sleep_millisecs are unsigned ints: the VM would refuse it.
-        raise PyksmError(f"scan rate {text!r}: PAGES and MILLISECONDS must be at most {UINT_MAX}")
+        raise PyksmError(
+            f"scan rate {text!r}: PAGES and MILLISECONDS must be at most {ksm.UINT_MAX}"
+        )
     return rate
 
 
