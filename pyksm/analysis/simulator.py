@@ -131,7 +131,8 @@ class ScanParams:
         _bounded("max_page_sharing", self.max_page_sharing, 2, INT_MAX)
         _bounded("seed", self.seed, 0, UINT_MAX)
         if self.start is not None:
-            _bounded("start", self.start, 0, np.inf)
+            # The series clock: ksmd may have started before the first snapshot.
+            _bounded("start", self.start, -np.inf, np.inf)
         if min(self.interleave) < 0:
             raise PyksmError("interleave must not be negative")
         hint, linear = self.interleave
@@ -152,8 +153,10 @@ def _bounded(name: str, value: float, low: float, high: float) -> None:
     """``low <= value <= high`` and finite, or a one-line error naming the parameter."""
     # The range first: a huge int is no float (isfinite would overflow).
     if not (low <= value <= high and math.isfinite(value)):
-        top = "" if high == np.inf else f" and at most {high}"
-        raise PyksmError(f"{name} {value}: must be a finite number, at least {low}{top}")
+        bounds = [f"at least {low}"] if low != -np.inf else []
+        bounds += [f"at most {high}"] if high != np.inf else []
+        where = f", {' and '.join(bounds)}" if bounds else ""
+        raise PyksmError(f"{name} {value}: must be a finite number{where}")
 
 
 def _step_check(what: str, ms: float, start: float, end: float, most: int) -> None:

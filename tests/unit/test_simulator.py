@@ -49,6 +49,17 @@ def test_hints_merge_in_the_second_batch() -> None:
     assert plain.pages_sharing.tolist() == [0, 0, 0]
 
 
+def test_ksmd_may_start_before_the_first_snapshot() -> None:
+    # The lab starts ksmd, then takes its first snapshot: ksm_start < 0 on the
+    # series clock. A scan started 1 s early is one step ahead of one at t=0.
+    inp = SimInput.from_series(series([[1, 1, 2, 3]] * 3, [0.0, 4.5, 5.5]))
+    early = simulate(inp, replace(ONE_PER_SECOND, start=-1.0))
+    assert early.pages_sharing.tolist() == [0, 0, 1]
+    assert simulate(inp, ONE_PER_SECOND).pages_sharing.tolist() == [0, 0, 0]
+    with pytest.raises(PyksmError, match=r"start nan: must be a finite number$"):
+        simulate(inp, replace(ONE_PER_SECOND, start=float("nan")))
+
+
 def test_copy_on_write_break_is_seen_at_the_next_visit() -> None:
     # merged at t=4; site 1 changes at t=10 and is visited at t=10
     s = series([[1, 1], [1, 1], [1, 2], [1, 2]], [0.0, 4.5, 10.0, 10.5])
