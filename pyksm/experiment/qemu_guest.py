@@ -466,7 +466,15 @@ class Guest:
             try:
                 ln = self._line(end)
             except PyksmError as e:
-                raise PyksmError(f"guest {cmd!r}: no DONE within {timeout:g} s ({e})") from None
+                why = str(e)
+                # A guest that kept reporting is slow, not silent: say how far it got.
+                if progress and not self._eof:
+                    last = progress[-1]
+                    why = (
+                        f"still running, last PROGRESS at {last.elapsed_ms / 1000:.1f} s: "
+                        f"{last.read_bytes / 2**20:.1f} MiB read"
+                    )
+                raise PyksmError(f"guest {cmd!r}: no DONE within {timeout:g} s ({why})") from None
             reply = parse_reply(ln)
             if isinstance(reply, AgentError):
                 raise PyksmError(f"guest {cmd!r}: {reply.text}")

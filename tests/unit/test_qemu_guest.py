@@ -150,6 +150,9 @@ while read -r cmd arg; do
   cat) echo "@pyksm DONE cmd=cat status=1 elapsed_ms=5 read_bytes=0 files=0" ;;
   progress) echo "@pyksm DONE cmd=progress status=0 elapsed_ms=0 read_bytes=0 files=0" ;;
   hang) exec sleep 60 ;;
+  random) while :; do
+            echo "@pyksm PROGRESS cmd=random elapsed_ms=1500 read_bytes=3145728"; sleep 0.1
+          done ;;
   off) echo "@pyksm BYE"; exit 0 ;;
   *) echo "@pyksm ERROR cmd=$cmd unknown command" ;;
   esac
@@ -203,6 +206,16 @@ def test_a_guest_that_hangs_in_a_workload_times_out_and_leaves_nothing(
     assert guest.proc.returncode == -9
     assert children() == before
     assert open_fds() == fds
+
+
+def test_a_slow_workload_times_out_with_how_far_it_got(tmp_path: Path, fake_qemu: str) -> None:
+    guest = _guest(tmp_path, fake_qemu)
+    try:
+        with pytest.raises(PyksmError, match=r"no DONE within 0.5 s \(still running, last "
+                           r"PROGRESS at 1.5 s: 3.0 MiB read\)$"):  # fmt: skip
+            guest.run(qg.RandomRead("kernel", 1, 10, 2), timeout=0.5)
+    finally:
+        guest.close(timeout=0.5)
 
 
 PANICKING_GUEST = r"""#!/bin/sh
