@@ -127,12 +127,12 @@ KNOBS: dict[str, Knob] = {
 FAILED_PREFIX = "hint_pages_failed_"
 HINT_KNOBS = tuple(n for n, k in KNOBS.items() if k.since == "KSM++")
 STATS = tuple(n for n, k in KNOBS.items() if not k.writable)  # read-only values
+MONOTONIC = frozenset(n for n, k in KNOBS.items() if k.monotonic)
 
 # What the kernel's knob types hold: pages_to_scan and sleep_millisecs are
 # unsigned ints, max_page_sharing an int.
 UINT_MAX = 2**32 - 1
 INT_MAX = 2**31 - 1
-MONOTONIC = frozenset(n for n, k in KNOBS.items() if k.monotonic)
 
 
 @dataclass(frozen=True)
