@@ -5,6 +5,10 @@ Per snapshot (:func:`per_snapshot`): the grouping figures of
 *anchor* (the page that would stay) and n - 1 opportunities; the anchor is the
 group's first page in the order (anonymous before file, unhinted before
 hinted, then site), so the split per category is exact and sums to the total.
+``opp_file_cross`` is the part of ``opp_file`` across processes: per content,
+the processes holding it minus one (the rest are copies within one process,
+e.g. a guest's own copy of a block in its page cache, which no read on the
+host saw).
 
 Lifetimes (:func:`lifetimes`): an opportunity is "the k-th redundant copy of
 content c" (k = 1 .. n_c - 1). It is alive in a snapshot when that snapshot
@@ -33,6 +37,7 @@ __all__ = [
     "FINE_BINS",
     "SEED_BINS",
     "Lifetimes",
+    "cross_process_excess",
     "histogram",
     "lifetimes",
     "mark_hinted",
@@ -65,6 +70,22 @@ def mark_hinted(series: SnapshotSeries, hints: HintTrace) -> None:
         flags[sl][hit] |= np.uint8(Flag.HINTED)
 
 
+def _holders(h: npt.NDArray[np.uint64], pid: npt.ArrayLike) -> npt.NDArray[np.uint64]:
+    """Distinct (content, pid) pairs as a 2 x K array sorted by content."""
+    pairs = np.stack([h.astype(np.uint64), np.asarray(pid).astype(np.uint64)])
+    out: npt.NDArray[np.uint64] = np.unique(pairs, axis=1)
+    return out
+
+
+def cross_process_excess(h: npt.NDArray[np.uint64], pid: npt.ArrayLike) -> int:
+    """Sum over contents of (processes holding it - 1): the opportunities a
+    page of one process can find only in another's memory."""
+    if not h.size:
+        return 0
+    pairs = _holders(h, pid)
+    return int(pairs.shape[1] - np.unique(pairs[0]).size)
+
+
 def per_snapshot(series: SnapshotSeries) -> list[dict[str, float]]:
     """One row per snapshot: time, grouping figures, opportunities by category."""
     rows: list[dict[str, float]] = []
@@ -85,6 +106,7 @@ def per_snapshot(series: SnapshotSeries) -> list[dict[str, float]]:
         row["opp_anon"] = int(np.count_nonzero(redundant & ~is_file[order]))
         row["opp_file"] = int(np.count_nonzero(redundant & is_file[order]))
         row["opp_hinted"] = int(np.count_nonzero(redundant & hinted[order]))
+        row["opp_file_cross"] = cross_process_excess(hz[is_file], series.pid[sl][nz][is_file])
         row["ksm_pages"] = int(np.count_nonzero(f & Flag.KSM))
         rows.append(row)
     return rows

@@ -12,7 +12,11 @@ Per snapshot:
   ``pages_sharing`` counts for the observed processes; ``kernel_sharing_nonzero``
   the same for merged pages whose content is not all zero (the share KSM got of
   ``opportunities``, which leave zero pages out); ``kernel_sharing_file`` for
-  merged pages flagged FILE (the share KSM got of ``opp_file``).
+  merged pages flagged FILE (the share KSM got of ``opp_file``);
+  ``kernel_sharing_file_cross`` the part of that across processes (the share
+  KSM got of ``opp_file_cross``): per KSM page, the processes mapping it minus
+  one, summed per content and capped at the processes holding that content
+  minus one.
 - ``recall`` = kernel_sharing / (opportunities + zero_opportunities).
 - ``wrong``: merged pages whose content differs from the content most pages
   of their PFN show. KSM maps one physical page for all of them, so any such page
@@ -92,6 +96,28 @@ def _sharing(pfn: np.ndarray) -> int:
     return int(pfn.size - np.unique(pfn).size)
 
 
+def _cross_sharing(
+    pfn: npt.NDArray[np.uint64],
+    pid: npt.NDArray[np.int32],
+    h: npt.NDArray[np.uint64],
+    merged: npt.NDArray[np.bool_],
+) -> int:
+    """Sharing across processes among the ``merged`` pages (of the pages
+    ``pfn``, ``pid``, ``h``, which hold every present copy of their contents)."""
+    if not merged.any():
+        return 0
+    mp, mpid, mh = pfn[merged], pid[merged].astype(np.uint64), h[merged]
+    first = np.unique(mp, return_index=True)[1]  # first page of each PFN, by PFN
+    pfn_pid = np.unique(np.stack([mp, mpid]), axis=1)
+    procs = np.unique(pfn_pid[0], return_counts=True)[1]  # per PFN, the same order
+    content, inv = np.unique(mh[first], return_inverse=True)
+    per_content = np.bincount(inv, weights=procs - 1).astype(np.int64)
+    holders = np.unique(np.stack([h, pid.astype(np.uint64)]), axis=1)
+    hc, hn = np.unique(holders[0], return_counts=True)
+    cap = hn[np.searchsorted(hc, content)] - 1
+    return int(np.minimum(per_content, cap).sum())
+
+
 def validate(series: SnapshotSeries) -> list[dict[str, float]]:
     """One row per snapshot: oracle figures plus kernel_sharing, recall, precision."""
     ksm_any = _check_pfns(series)
@@ -103,7 +129,7 @@ def validate(series: SnapshotSeries) -> list[dict[str, float]]:
     prev_steady = np.empty(0, np.bool_)
     for i, row in enumerate(rows):
         sl = series.span(i)
-        pfn, h, s = series.pfn[sl], series.hash[sl], sites[sl]
+        pfn, h, s, pid = series.pfn[sl], series.hash[sl], sites[sl], series.pid[sl]
         ksm = ksm_any[sl] & _shared_pfn(pfn, ksm_any[sl])
         kp = pfn[ksm]
         n_ksm = int(kp.size)
@@ -128,6 +154,12 @@ def validate(series: SnapshotSeries) -> list[dict[str, float]]:
             kernel_sharing=kernel_sharing,
             kernel_sharing_nonzero=_sharing(pfn[ksm & nonzero]),
             kernel_sharing_file=_sharing(pfn[ksm & nonzero & is_file]),
+            kernel_sharing_file_cross=_cross_sharing(
+                pfn[nonzero & is_file],
+                pid[nonzero & is_file],
+                h[nonzero & is_file],
+                ksm[nonzero & is_file],
+            ),
             recall=kernel_sharing / possible if possible else 1.0,
             ksm_pages=n_ksm,
             checked=int(checked.sum()),

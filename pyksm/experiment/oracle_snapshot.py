@@ -17,7 +17,11 @@ the snapshots into figures:
   ledger scenarios' ∫ pages_sharing dt / ∫ oracle dt. The guests booted the
   same kernel and initramfs, so part of both is boot content that linear
   KSM merges in the warm-up already; ``file_sharing`` / ``file`` is the part
-  the workload's reads created (disk blocks);
+  the workload's reads created (disk blocks); ``file_cross`` /
+  ``file_cross_sharing`` the part of those across guests (per block, the
+  guests holding it minus one): what hints can reach. The rest are copies of
+  a block within one guest (a reader's buffer beside the page cache, or a
+  freed frame that still holds one), made where no host read path sees them;
 - precision (merged pages whose content disagrees with their PFN's: must be
   none) and the recall of long-lived opportunities
   (:func:`pyksm.analysis.validate.long_lived_recall`);
@@ -115,6 +119,8 @@ class SnapshotFigures:
     zero_pages: int
     kernel_sharing: int  # merged non-zero pages among the guests minus their PFNs
     file_sharing: int  # the same for pages holding a disk block (I/O-born)
+    file_cross: int  # disk-block opportunities across guests (of ``file``)
+    file_cross_sharing: int  # kernel sharing across guests among disk-block pages
     ksm_pages: int
     checked: int  # merged pages whose content was compared (not UNSTABLE)
     wrong: int
@@ -136,6 +142,8 @@ def figures(series: SnapshotSeries, seconds: list[float] | None = None) -> list[
             zero_pages=int(r["zero_pages"]),
             kernel_sharing=int(r["kernel_sharing_nonzero"]),
             file_sharing=int(r["kernel_sharing_file"]),
+            file_cross=int(r["opp_file_cross"]),
+            file_cross_sharing=int(r["kernel_sharing_file_cross"]),
             ksm_pages=int(r["ksm_pages"]),
             checked=int(r["checked"]),
             wrong=int(r["wrong"]),
@@ -188,6 +196,7 @@ def validation(
         "peak_kernel_sharing": max((r.kernel_sharing for r in rows), default=0),
         "peak_file_opportunities": max((r.file for r in rows), default=0),
         "peak_file_sharing": max((r.file_sharing for r in rows), default=0),
+        "peak_file_cross_opportunities": max((r.file_cross for r in rows), default=0),
     }
 
 

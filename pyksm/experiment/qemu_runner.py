@@ -358,6 +358,8 @@ def _measure(
                     **state,
                     "sysfs_pages_sharing": state["pages_sharing"],
                     "guests_sharing_file": o.file_sharing if o else 0,
+                    "guests_sharing_file_cross": o.file_cross_sharing if o else 0,
+                    "oracle_file_cross": o.file_cross if o else 0,
                 },
             )
             samples.write(row.to_json() + "\n")

@@ -105,8 +105,10 @@ class Sample:
     """One second of a mode's run (a line of samples.jsonl).
 
     ``counters`` are the KSM values read that second (``pages_sharing`` and
-    the others of ``/sys/kernel/mm/ksm``); they are written flat, beside the
-    other fields, as before.
+    the others of ``/sys/kernel/mm/ksm``), and for real guests the snapshot
+    oracle's disk-block figures (``guests_sharing_file``,
+    ``guests_sharing_file_cross``, ``oracle_file_cross``); they are written
+    flat, beside the other fields, as before.
     """
 
     t: float

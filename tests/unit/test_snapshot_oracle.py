@@ -54,6 +54,32 @@ def test_disk_blocks_are_the_file_part() -> None:
     assert (merged.kernel_sharing, merged.file_sharing) == (2, 1)
 
 
+def _cross_row(a_ksm: dict[int, int], b_ksm: dict[int, int]) -> osn.SnapshotFigures:
+    # guest 1: block 1 in its page cache and in a reader's buffer, block 7
+    # twice; guest 2: block 1 once, and an anonymous page
+    disk = np.unique(hash_pages(pages([1, 7]))[0])
+    s = merge(snapshot([1, 1, 7, 7], pid=1, ksm_pfn=a_ksm), snapshot([1, 2], pid=2, ksm_pfn=b_ksm))
+    osn.mark_disk(s["flags"], s["hash"], disk)
+    (row,) = osn.figures(SnapshotSeries.build([s], [0.0]))
+    return row
+
+
+def test_disk_blocks_across_guests_are_split_from_copies_within_one() -> None:
+    none = _cross_row({}, {})
+    assert (none.file, none.file_cross, none.file_sharing, none.file_cross_sharing) == (3, 1, 0, 0)
+    # guest 1 merges its own two copies of each block: nothing across guests
+    own = _cross_row({0: 9000, 1: 9000, 2: 9007, 3: 9007}, {})
+    assert (own.file_sharing, own.file_cross_sharing) == (2, 0)
+    # all three copies of block 1 on one KSM page: 2 shared, 1 of them across
+    all3 = _cross_row({0: 9000, 1: 9000}, {0: 9000})
+    assert (all3.file_sharing, all3.file_cross_sharing) == (2, 1)
+    # block 1 on two KSM pages, each mapped by both guests: still one
+    # opportunity across two guests
+    two = _cross_row({0: 9000, 1: 9001}, {0: 9000})
+    assert two.file_cross_sharing == 1
+    assert two.file_cross_sharing <= two.file_cross
+
+
 def test_disk_hashes_of_a_file_skip_zero_blocks(tmp_path: Path) -> None:
     img = tmp_path / "disk.img"
     img.write_bytes(pages([3, 0, 3, 4]).tobytes())
@@ -148,7 +174,11 @@ def test_captured_sharing_is_the_ratio_of_the_integrals(tmp_path: Path) -> None:
             ksmd_ticks=t,
             oracle=opp,
             oracle_file=opp // 2,
-            counters={"guests_sharing_file": ks // 2},
+            counters={
+                "guests_sharing_file": ks // 2,
+                "guests_sharing_file_cross": ks // 4,
+                "oracle_file_cross": opp // 4,
+            },
         )
         for t, (ks, opp) in enumerate([(0, 0), (0, 100), (50, 100), (100, 100), (100, 100)])
     ]
@@ -164,6 +194,10 @@ def test_captured_sharing_is_the_ratio_of_the_integrals(tmp_path: Path) -> None:
     assert m.captured == pytest.approx(200 / 350)
     # the disk-block part: ∫ = 0+12.5+37.5+50 = 100 over 25+50+50+50 = 175
     assert validation.captured_file(run) == pytest.approx(100 / 175)
+    # across guests: half of the disk-block opportunities; ∫ (0, 0, 12, 25, 25)
+    # = 49.5 of ∫ 87.5
+    assert validation.cross_share(run) == pytest.approx(0.5)
+    assert validation.captured_file_cross(run) == pytest.approx(49.5 / 87.5)
 
 
 def _holder(content: bytes) -> subprocess.Popen[str]:
