@@ -32,6 +32,13 @@ sharing, time to 50/90 % of the oracle, ksmd CPU, hint statistics, the load.
   by the kernel's cause (hint_pages_failed_<cause>), over the run: what the
   runner recorded in summary.json, else the first and last samples; None
   on a kernel without these counters.
+- disk blocks (real QEMU guests, snapshot oracle): captured sharing of the
+  pages holding a block of the guests' shared disk (∫ the guests' sharing
+  among them dt / ∫ their opportunities dt), the share of those
+  opportunities that lie across guests (per block, the guests holding it
+  minus one; the rest are copies within one guest), and the captured
+  sharing of that part. None for the ledger scenarios and for runs from
+  before the split.
 - guest read throughput (real QEMU guests): MiB each guest's workload read
   from the shared disk per host second it took (command to DONE), and over
   all guests their MiB over their seconds summed. A workload that did not
@@ -92,6 +99,10 @@ class ModeMetrics:
     guest_read_mib_s_by_guest: dict[str, float | None] | None = None
     # The guests whose figure is partial (unfinished, read until the run's end).
     guest_read_partial: tuple[str, ...] = ()
+    # Disk blocks (see the module docstring).
+    disk_captured: float | None = None
+    disk_cross_share: float | None = None
+    disk_cross_captured: float | None = None
     # Per sample: pages_sharing and ksmd's CPU seconds since the run's start
     # (for cpu_to_reach against another mode's level).
     sharing_curve: np.ndarray = field(
@@ -169,6 +180,36 @@ def captured(t: np.ndarray, sharing: np.ndarray, oracle: np.ndarray) -> float:
     """∫ pages_sharing dt / ∫ oracle dt (trapezoids); 0 without oracle."""
     area = _integral(oracle, t)
     return _integral(sharing, t) / area if area else 0.0
+
+
+def _counter_integral(run: ModeRun, name: str) -> float | None:
+    if not run.rows or name not in run.rows[0].counters:
+        return None
+    return _integral(np.array([r.get(name, 0) for r in run.rows], dtype=float), run.t)
+
+
+def captured_file(run: ModeRun) -> float | None:
+    """∫ the guests' sharing among disk-block pages dt / ∫ disk-block
+    opportunities dt: captured sharing of what the reads created (the boot
+    content both guests share is merged in the warm-up, in every mode)."""
+    shared = _counter_integral(run, "guests_sharing_file")
+    area = _integral(run.oracle_file, run.t) if run.rows else 0.0
+    return shared / area if shared is not None and area else None
+
+
+def cross_share(run: ModeRun) -> float | None:
+    """∫ disk-block opportunities across guests dt / ∫ all disk-block
+    opportunities dt."""
+    cross = _counter_integral(run, "oracle_file_cross")
+    area = _integral(run.oracle_file, run.t) if run.rows else 0.0
+    return cross / area if cross is not None and area else None
+
+
+def captured_file_cross(run: ModeRun) -> float | None:
+    """captured_file of the disk blocks across guests: what hints can reach."""
+    shared = _counter_integral(run, "guests_sharing_file_cross")
+    area = _counter_integral(run, "oracle_file_cross")
+    return shared / area if shared is not None and area else None
 
 
 def diagnosis(run: ModeRun) -> Diagnosis | None:
@@ -258,6 +299,9 @@ def compute(run: ModeRun, steady_window_s: float | None = None) -> ModeMetrics:
         guest_read_mib_s=reads,
         guest_read_mib_s_by_guest=reads_by_guest,
         guest_read_partial=tuple(w.name for w in workloads if w.partial),
+        disk_captured=captured_file(run),
+        disk_cross_share=cross_share(run),
+        disk_cross_captured=captured_file_cross(run),
         sharing_curve=run.pages_sharing,
         ksmd_cpu_s_curve=run.ksmd_ticks / clk,
     )

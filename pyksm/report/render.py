@@ -290,7 +290,7 @@ def counter_rows(st: ExperimentStats, group: CounterGroup) -> list[dict[str, str
             continue
         rows.append(
             {"mode": ms.mode, "n": str(ms.n)}
-            | {col: cell(stats.get(q.key), _f(".0f")) for col, q in group.columns}
+            | {col: cell(stats.get(q.key), _f(group.fmt)) for col, q in group.columns}
         )
     return rows
 

@@ -11,19 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
+from pyksm.report.dataset import Experiment
+from pyksm.report.metrics import captured_file, captured_file_cross, cross_share
 
-from pyksm.report.dataset import Experiment, ModeRun
-from pyksm.report.metrics import _integral
-
-__all__ = [
-    "captured_file",
-    "captured_file_cross",
-    "cross_share",
-    "oracle_kind",
-    "oracle_note",
-    "validation_rows",
-]
+__all__ = ["oracle_kind", "oracle_note", "validation_rows"]
 
 
 def oracle_kind(exp: Experiment) -> str:
@@ -51,37 +42,6 @@ def oracle_note(exp: Experiment) -> str:
 
 def _fmt(v: Any, spec: str) -> str:
     return "" if v is None else format(v, spec)
-
-
-def _counter_integral(run: ModeRun, name: str) -> float | None:
-    if not run.rows or name not in run.rows[0].counters:
-        return None
-    return _integral(np.array([r.get(name, 0) for r in run.rows], dtype=float), run.t)
-
-
-def captured_file(run: ModeRun) -> float | None:
-    """∫ the guests' sharing among disk-block pages dt / ∫ disk-block
-    opportunities dt: captured sharing of what the reads created (the boot
-    content both guests share is merged in the warm-up, in every mode)."""
-    shared = _counter_integral(run, "guests_sharing_file")
-    area = _integral(run.oracle_file, run.t) if run.rows else 0.0
-    return shared / area if shared is not None and area else None
-
-
-def cross_share(run: ModeRun) -> float | None:
-    """∫ disk-block opportunities across guests dt / ∫ all disk-block
-    opportunities dt (the rest are copies within one guest; runs from before
-    the split: None)."""
-    cross = _counter_integral(run, "oracle_file_cross")
-    area = _integral(run.oracle_file, run.t) if run.rows else 0.0
-    return cross / area if cross is not None and area else None
-
-
-def captured_file_cross(run: ModeRun) -> float | None:
-    """captured_file of the disk blocks across guests: what hints can reach."""
-    shared = _counter_integral(run, "guests_sharing_file_cross")
-    area = _counter_integral(run, "oracle_file_cross")
-    return shared / area if shared is not None and area else None
 
 
 def validation_rows(exp: Experiment) -> list[dict[str, str]]:

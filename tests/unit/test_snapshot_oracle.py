@@ -18,7 +18,7 @@ from pyksm.analysis.pagehash import hash_pages
 from pyksm.analysis.series import SnapshotSeries
 from pyksm.experiment import oracle_snapshot as osn
 from pyksm.experiment.results import Sample, Summary
-from pyksm.report import dataset, metrics, validation
+from pyksm.report import dataset, metrics
 from tests.unit.analysis_memory import merge, pages, snapshot
 
 
@@ -193,11 +193,13 @@ def test_captured_sharing_is_the_ratio_of_the_integrals(tmp_path: Path) -> None:
     # ∫ks = 0+25+75+100 = 200; ∫opp = 50+100+100+100 = 350
     assert m.captured == pytest.approx(200 / 350)
     # the disk-block part: ∫ = 0+12.5+37.5+50 = 100 over 25+50+50+50 = 175
-    assert validation.captured_file(run) == pytest.approx(100 / 175)
+    assert metrics.captured_file(run) == pytest.approx(100 / 175)
     # across guests: half of the disk-block opportunities; ∫ (0, 0, 12, 25, 25)
     # = 49.5 of ∫ 87.5
-    assert validation.cross_share(run) == pytest.approx(0.5)
-    assert validation.captured_file_cross(run) == pytest.approx(49.5 / 87.5)
+    assert metrics.cross_share(run) == pytest.approx(0.5)
+    assert metrics.captured_file_cross(run) == pytest.approx(49.5 / 87.5)
+    assert (m.disk_captured, m.disk_cross_share) == (pytest.approx(100 / 175), 0.5)
+    assert m.disk_cross_captured == pytest.approx(49.5 / 87.5)
 
 
 def _holder(content: bytes) -> subprocess.Popen[str]:
