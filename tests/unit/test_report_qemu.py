@@ -46,7 +46,12 @@ def write_qemu_rep(base: Path, mode: str, rep: int, workloads: list[WorkloadOutc
     d.mkdir(parents=True)
     with (d / "samples.jsonl").open("w") as fh:
         for t in range(3):
-            row = Sample(float(t), 100 * t, 10 * t, 400, 400, counters={"cow_ksm": 7 * t})
+            disk = {
+                "guests_sharing_file": 50 * t,
+                "guests_sharing_file_cross": 40 * t,
+                "oracle_file_cross": 300,
+            }
+            row = Sample(float(t), 100 * t, 10 * t, 400, 400, counters={"cow_ksm": 7 * t, **disk})
             fh.write(row.to_json() + "\n")
     plus = mode.startswith("ksm++")
     summary = Summary(
@@ -223,6 +228,14 @@ def test_the_qemu_report_shows_diagnosis_failures_and_throughput(
     ksm = doc["experiments"][0]["modes"]["ksm"]
     assert ksm["guest_read_throughput"]["vs_ksm_ratio"] is None
     assert ksm["diagnosis"]["cow_ksm_count"]["values"] == [5, 10, 15]
+    # disk blocks: ∫ sharing 100 of ∫ 800; across guests ∫ 600 of 800, 80 of it shared
+    disk = ksm["disk_blocks"]
+    assert disk["captured_fraction"]["median"] == pytest.approx(100 / 800)
+    assert disk["across_guests_fraction"]["median"] == pytest.approx(0.75)
+    assert disk["captured_across_guests_fraction"]["median"] == pytest.approx(80 / 600)
+    rows = {r["mode"]: r for r in render.counter_rows(st, aggregate.DISK_BLOCKS)}
+    assert rows["ksm++"]["across guests"] == "0.750"
+    assert "qemu-kernel-build: disk blocks (snapshot oracle)" in shown
 
 
 def test_an_unfinished_workload_read_until_the_runs_end_has_a_partial_figure() -> None:
