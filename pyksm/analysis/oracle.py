@@ -39,6 +39,7 @@ __all__ = [
     "Lifetimes",
     "cross_process_excess",
     "histogram",
+    "holders",
     "lifetimes",
     "mark_hinted",
     "per_snapshot",
@@ -70,11 +71,13 @@ def mark_hinted(series: SnapshotSeries, hints: HintTrace) -> None:
         flags[sl][hit] |= np.uint8(Flag.HINTED)
 
 
-def _holders(h: npt.NDArray[np.uint64], pid: npt.ArrayLike) -> npt.NDArray[np.uint64]:
-    """Distinct (content, pid) pairs as a 2 x K array sorted by content."""
-    pairs = np.stack([h.astype(np.uint64), np.asarray(pid).astype(np.uint64)])
-    out: npt.NDArray[np.uint64] = np.unique(pairs, axis=1)
-    return out
+def holders(
+    h: npt.NDArray[np.uint64], pid: npt.ArrayLike
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64]]:
+    """(sorted distinct contents of ``h``, how many processes hold each)."""
+    pairs = np.unique(np.stack([h.astype(np.uint64), np.asarray(pid).astype(np.uint64)]), axis=1)
+    content, procs = np.unique(pairs[0], return_counts=True)
+    return content, procs.astype(np.int64)
 
 
 def cross_process_excess(h: npt.NDArray[np.uint64], pid: npt.ArrayLike) -> int:
@@ -82,8 +85,7 @@ def cross_process_excess(h: npt.NDArray[np.uint64], pid: npt.ArrayLike) -> int:
     page of one process can find only in another's memory."""
     if not h.size:
         return 0
-    pairs = _holders(h, pid)
-    return int(pairs.shape[1] - np.unique(pairs[0]).size)
+    return int((holders(h, pid)[1] - 1).sum())
 
 
 def per_snapshot(series: SnapshotSeries) -> list[dict[str, float]]:

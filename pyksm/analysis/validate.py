@@ -47,7 +47,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-from pyksm.analysis.oracle import Lifetimes, lifetimes, per_snapshot
+from pyksm.analysis.oracle import Lifetimes, holders, lifetimes, per_snapshot
 from pyksm.analysis.series import Flag, SnapshotSeries
 from pyksm.errors import PyksmError
 
@@ -112,8 +112,7 @@ def _cross_sharing(
     procs = np.unique(pfn_pid[0], return_counts=True)[1]  # per PFN, the same order
     content, inv = np.unique(mh[first], return_inverse=True)
     per_content = np.bincount(inv, weights=procs - 1).astype(np.int64)
-    holders = np.unique(np.stack([h, pid.astype(np.uint64)]), axis=1)
-    hc, hn = np.unique(holders[0], return_counts=True)
+    hc, hn = holders(h, pid)
     cap = hn[np.searchsorted(hc, content)] - 1
     return int(np.minimum(per_content, cap).sum())
 
@@ -136,6 +135,7 @@ def validate(series: SnapshotSeries) -> list[dict[str, float]]:
         kernel_sharing = _sharing(kp)
         nonzero = (series.flags[sl] & Flag.ZERO) == 0
         is_file = (series.flags[sl] & Flag.FILE) != 0
+        disk = nonzero & is_file
         steady = (series.flags[sl] & Flag.UNSTABLE) == 0
         checked = ksm & steady
         wrong = _wrong_in_pfn_groups(pfn[checked], h[checked])
@@ -153,13 +153,8 @@ def validate(series: SnapshotSeries) -> list[dict[str, float]]:
         row.update(
             kernel_sharing=kernel_sharing,
             kernel_sharing_nonzero=_sharing(pfn[ksm & nonzero]),
-            kernel_sharing_file=_sharing(pfn[ksm & nonzero & is_file]),
-            kernel_sharing_file_cross=_cross_sharing(
-                pfn[nonzero & is_file],
-                pid[nonzero & is_file],
-                h[nonzero & is_file],
-                ksm[nonzero & is_file],
-            ),
+            kernel_sharing_file=_sharing(pfn[ksm & disk]),
+            kernel_sharing_file_cross=_cross_sharing(pfn[disk], pid[disk], h[disk], ksm[disk]),
             recall=kernel_sharing / possible if possible else 1.0,
             ksm_pages=n_ksm,
             checked=int(checked.sum()),

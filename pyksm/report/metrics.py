@@ -188,28 +188,34 @@ def _counter_integral(run: ModeRun, name: str) -> float | None:
     return _integral(np.array([r.get(name, 0) for r in run.rows], dtype=float), run.t)
 
 
+def _ratio(num: float | None, den: float | None) -> float | None:
+    return num / den if num is not None and den else None
+
+
+def _file_area(run: ModeRun) -> float:
+    """∫ disk-block opportunities dt."""
+    return _integral(run.oracle_file, run.t) if run.rows else 0.0
+
+
 def captured_file(run: ModeRun) -> float | None:
     """∫ the guests' sharing among disk-block pages dt / ∫ disk-block
     opportunities dt: captured sharing of what the reads created (the boot
     content both guests share is merged in the warm-up, in every mode)."""
-    shared = _counter_integral(run, "guests_sharing_file")
-    area = _integral(run.oracle_file, run.t) if run.rows else 0.0
-    return shared / area if shared is not None and area else None
+    return _ratio(_counter_integral(run, "guests_sharing_file"), _file_area(run))
 
 
 def cross_share(run: ModeRun) -> float | None:
     """∫ disk-block opportunities across guests dt / ∫ all disk-block
     opportunities dt."""
-    cross = _counter_integral(run, "oracle_file_cross")
-    area = _integral(run.oracle_file, run.t) if run.rows else 0.0
-    return cross / area if cross is not None and area else None
+    return _ratio(_counter_integral(run, "oracle_file_cross"), _file_area(run))
 
 
 def captured_file_cross(run: ModeRun) -> float | None:
     """captured_file of the disk blocks across guests: what hints can reach."""
-    shared = _counter_integral(run, "guests_sharing_file_cross")
-    area = _counter_integral(run, "oracle_file_cross")
-    return shared / area if shared is not None and area else None
+    return _ratio(
+        _counter_integral(run, "guests_sharing_file_cross"),
+        _counter_integral(run, "oracle_file_cross"),
+    )
 
 
 def diagnosis(run: ModeRun) -> Diagnosis | None:
