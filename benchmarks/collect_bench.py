@@ -135,7 +135,6 @@ VM_GUEST = Path(__file__).parent / "guest" / "collect_overhead.py"
 # machine. realtime: plain TCG, two vCPUs; guest time is host time, and load
 # from other work on this machine shows up as noise of +-20 % per run.
 CLOCK = os.environ.get("COLLECT_BENCH_CLOCK", "icount")
-ICOUNT_OPTS = ["-icount", "shift=0,sleep=off"]
 # Layers the VM part compares (collect_overhead.py's names): what they attach,
 # and whether the 0.9 goal applies (the configurations meant for QEMU hosts:
 # --qemu's syscalls, and --layer vfs, which is vfs-fentry there).
@@ -177,7 +176,7 @@ def _vm(console: Console) -> dict[str, Any]:
                 timeout=7200,
                 memory="3G",
                 cpus=1 if icount else 2,
-                qemu_opts=ICOUNT_OPTS if icount else [],
+                qemu_opts=vm.ICOUNT_QEMU_OPTS if icount else [],
                 env={k: v for k, v in os.environ.items() if k in ("LOOP_MIB", "CYCLES")},
             )
         )

@@ -141,7 +141,7 @@ def profile_hinted(seconds: float) -> dict[str, object]:
     if shutil.which("perf") is None:
         sys.exit("PROFILE_S needs perf (Debian: linux-perf; make setup installs it)")
     data = Path("/tmp/pyksm-ksmd.perf")
-    ticks0, hinted0 = ksm.ksmd_cpu_ticks(), k.read_int("hint_pages_scanned")
+    cpu0, hinted0 = ksmd_cpu_s(), k.read_int("hint_pages_scanned")
     scanned0 = k.read_int("pages_scanned")
     subprocess.run(
         [
@@ -164,7 +164,7 @@ def profile_hinted(seconds: float) -> dict[str, object]:
         capture_output=True,
         check=True,
     )
-    cpu_s = (ksm.ksmd_cpu_ticks() - ticks0) / os.sysconf("SC_CLK_TCK")
+    cpu_s = ksmd_cpu_s() - cpu0
     hinted = k.read_int("hint_pages_scanned") - hinted0
     scanned = k.read_int("pages_scanned") - scanned0
     stacks = perf_stacks(data)
@@ -220,19 +220,18 @@ def efficacy(hinted: bool, data: Path) -> dict[str, object]:
     for _ in kids:
         os.read(r, 1)
     t0 = time.monotonic()
-    ticks0, scanned0 = ksm.ksmd_cpu_ticks(), k.read_int("pages_scanned")
+    cpu0, scanned0 = ksmd_cpu_s(), k.read_int("pages_scanned")
     full0 = k.read_int("full_scans")
     target = 0.9 * (FILE_MIB << 20) // PAGE
-    hz = os.sysconf("SC_CLK_TCK")
 
     def cost() -> dict[str, float]:
-        ticks = ksm.ksmd_cpu_ticks() - ticks0
+        cpu = ksmd_cpu_s() - cpu0
         scanned = k.read_int("pages_scanned") - scanned0
         return {
             "seconds": time.monotonic() - t0,
             "pages_scanned": scanned,
-            "ksmd_cpu_s": ticks / hz,
-            "ksmd_us_per_page": ticks * 1e6 / hz / max(scanned, 1),
+            "ksmd_cpu_s": cpu,
+            "ksmd_us_per_page": cpu * 1e6 / max(scanned, 1),
             "pages_sharing": k.read_int("pages_sharing"),
         }
 
@@ -301,7 +300,13 @@ def madvise_ingest(seconds: float = 3.0) -> dict[str, float]:
 
 
 def ksmd_cpu_s() -> float:
-    return ksm.ksmd_cpu_ticks() / os.sysconf("SC_CLK_TCK")
+    """ksmd's CPU time: the scheduler's exact sum (schedstat), not tick samples.
+
+    At HZ=250 a tick samples whoever runs every 4 ms, and ksmd runs in bursts
+    of about a millisecond every 20 ms: over a 30 s window the tick count of
+    ksmd moved by a few per cent between equal windows.
+    """
+    return ksm.ksmd_runtime_ns() / 1e9
 
 
 def wait_full_scans(n: int, timeout: float = 900) -> None:
@@ -362,9 +367,10 @@ def linear_cost(window: float = 30.0, reps: int = 3) -> dict[str, object]:
     a linear visit.
 
     TCG on a shared 2-CPU host moves ksmd's CPU per page by several per cent
-    from one half minute to the next, so each rep runs three windows: off,
-    on, and a control that is off again (its ratio to off is what the
-    host's noise alone makes of two equal windows), in an order that
+    from one half minute to the next (HINTS_BENCH_CLOCK=icount removes the
+    host from it: then ksmd's CPU is its instruction count), so each rep runs
+    three windows: off, on, and a control that is off again (its ratio to
+    off is what the host's noise alone makes of two equal windows), in an order that
     rotates so every mode takes every position equally often. The ratio of
     each rep is kept; the median over the reps is the figure. Each window
     is preceded by a full round at a fast rate (every page gets its

@@ -296,6 +296,28 @@ def cpu_ticks(pid: int) -> int | None:
     return int(f[11]) + int(f[12])
 
 
+def parse_schedstat(text: str) -> int:
+    """The first field of /proc/PID/schedstat: time on a CPU, in ns.
+
+    Unlike utime + stime, which sample the running task at each tick (4 ms at
+    HZ=250), this is the scheduler's exact sum, so a thread that runs in bursts
+    shorter than a tick, as ksmd does, is measured without sampling noise.
+    """
+    fields = text.split()
+    if len(fields) != 3 or not all(f.isdigit() for f in fields):
+        raise PyksmError(f"unexpected /proc/PID/schedstat: {text.strip()[:60]!r}")
+    return int(fields[0])
+
+
+def runtime_ns(pid: int) -> int | None:
+    """A task's time on a CPU in ns (needs CONFIG_SCHED_INFO); None once it is gone."""
+    try:
+        text = (Path("/proc") / str(pid) / "schedstat").read_text()
+    except OSError:
+        return None
+    return parse_schedstat(text)
+
+
 def ksmd_pid() -> int:
     for p in Path("/proc").iterdir():
         if p.name.isdigit():
@@ -313,6 +335,14 @@ def ksmd_cpu_ticks() -> int:
     if ticks is None:
         raise PyksmError("cannot read ksmd's /proc/PID/stat")
     return ticks
+
+
+def ksmd_runtime_ns() -> int:
+    """ksmd's time on a CPU in ns, from /proc/PID/schedstat (CONFIG_SCHED_INFO)."""
+    ns = runtime_ns(ksmd_pid())
+    if ns is None:
+        raise PyksmError("cannot read ksmd's /proc/PID/schedstat (CONFIG_SCHED_INFO?)")
+    return ns
 
 
 def idle_ticks() -> int:

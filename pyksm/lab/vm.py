@@ -26,6 +26,13 @@ from pyksm.errors import PyksmError
 from pyksm.lab import accel, console
 from pyksm.lab.build import repo_root
 
+# QEMU options for instruction-counted guest time: one guest nanosecond per
+# guest instruction (TCG only, one vCPU thread), and an idle guest skips ahead
+# to its next timer instead of sleeping. A guest task's CPU time then measures
+# the work it did, whatever else loads this machine. Benchmarks choose it with
+# their *_CLOCK=icount variables.
+ICOUNT_QEMU_OPTS = ["-icount", "shift=0,sleep=off"]
+
 # Exit codes of `pyksm vm run` besides the command's own.
 EXIT_TIMEOUT = 124
 EXIT_KERNEL_REPORT = 125
@@ -44,8 +51,7 @@ class VmRequest:
     append: list[str] = field(default_factory=list)
     cwd: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
-    # Extra QEMU arguments (vng --qemu-opts), e.g. ["-icount", "shift=0,sleep=off"]
-    # for instruction-counted guest time (benchmarks/guest/collect_overhead.py).
+    # Extra QEMU arguments (vng --qemu-opts), e.g. ICOUNT_QEMU_OPTS.
     qemu_opts: list[str] = field(default_factory=list)
 
 
