@@ -176,7 +176,7 @@ def _vm(console: Console) -> dict[str, Any]:
                 timeout=7200,
                 memory="3G",
                 cpus=1 if icount else 2,
-                qemu_opts=vm.ICOUNT_QEMU_OPTS if icount else [],
+                icount=icount,
                 env={k: v for k, v in os.environ.items() if k in ("LOOP_MIB", "CYCLES")},
             )
         )

@@ -20,7 +20,7 @@ from pyksm.lab import vm
 GUEST = Path(__file__).parent / "guest" / "efficacy.py"
 # The VM's clock. realtime (default): plain TCG, two vCPUs, guest time is host
 # time. icount: guest time counts guest instructions (one vCPU; see
-# vm.ICOUNT_QEMU_OPTS), so ksmd's CPU per page is its instructions per page
+# vm.VmRequest.icount), so ksmd's CPU per page is its instructions per page
 # and other load on this machine does not move it. Meant for the linear-visit
 # cost (EFFICACY=0): with one vCPU the efficacy runs' readers and ksmd share
 # a CPU, which changes what they measure.
@@ -42,7 +42,7 @@ def run(console: Console) -> dict[str, Any]:
                 outdir=Path(tmp),
                 timeout=3600 * (3 if icount else 1),
                 cpus=1 if icount else 2,
-                qemu_opts=vm.ICOUNT_QEMU_OPTS if icount else [],
+                icount=icount,
                 env={
                     k: v
                     for k, v in os.environ.items()

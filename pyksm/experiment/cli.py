@@ -66,6 +66,7 @@ def cmd_experiment_run(args: argparse.Namespace) -> int:
         trace_hints=args.trace_hints,
         visit_cost=args.visit_cost,
         repeat=args.repeat,
+        icount=args.clock == "icount",
     )
     if args.show is not None:
         args.show(path)
@@ -88,6 +89,7 @@ def cmd_experiment_matrix(args: argparse.Namespace) -> int:
         trace_hints=args.trace_hints,
         visit_cost=args.visit_cost,
         repeat=args.repeat,
+        icount=args.clock == "icount",
     )
     if args.show is not None:
         for path in paths:
@@ -143,6 +145,14 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="time ksmd's visits by kind (hinted, linear of a hinted page, linear) with "
         "kprobes (bpf/ksmd_visits.c), and their tree searches where the kernel keeps "
         "unstable_tree_walk() out of line; the report's 'ksmd visits' table",
+    )
+    p.add_argument(
+        "--clock",
+        choices=("realtime", "icount"),
+        default="realtime",
+        help="the test VM's clock: realtime (two vCPUs; host load moves CPU times) or icount "
+        "(one vCPU, guest time counts guest instructions: ksmd's CPU figures measure its "
+        "work whatever loads the host; ledger scenarios only)",
     )
     p.add_argument("--outdir", "-o", type=argtypes.output_dir, default="pyksm-results")
 

@@ -44,7 +44,10 @@ def run(
     trace_hints: bool = False,
     repeat: int = 1,
     visit_cost: bool = False,
+    icount: bool = False,
 ) -> Path:
+    """``icount``: the test VM's clock counts guest instructions, on one vCPU
+    (vm.VmRequest.icount), so ksmd's CPU figures measure its work alone."""
     sc = scenarios.lookup(scenario)
     dur = scenarios.check_duration(sc.duration_s if duration is None else duration)
     plan = runner.schedule(modes, repeat)
@@ -54,13 +57,16 @@ def run(
     for m in modes:
         runner.mode_config(m)
     if isinstance(sc, QemuScenario):
-        runner.refuse_for_real_qemu(sc.name, trace_hints=trace_hints, visit_cost=visit_cost)
+        runner.refuse_for_real_qemu(
+            sc.name, trace_hints=trace_hints, visit_cost=visit_cost, icount=icount
+        )
     kernel = kernel or kbuild.build(kbuild.BuildRequest(), console)
     outdir.mkdir(parents=True, exist_ok=True)
     real = _guest_image(sc, outdir, console)
     # Real guests boot in every run (nested TCG): their boot deadlines on top.
     boot_s = len(plan) * sc.step_budget_s(0) if isinstance(sc, QemuScenario) else 0.0
     reps = f", {repeat} repetitions interleaved" if repeat > 1 else ""
+    reps += ", instruction-counted clock" if icount else ""
     console.print(
         f"experiment [bold]{sc.name}[/]: modes {', '.join(modes)}{reps}, {dur:.0f} s each, "
         f"scan {scan_rate} (pages:ms), kernel {kernel.release} → {outdir / sc.name}"
@@ -91,9 +97,11 @@ def run(
             bzimage=kernel.bzimage,
             command=cmd,
             memory="4G",
-            cpus=2,
+            cpus=1 if icount else 2,
             outdir=outdir,
-            timeout=vm_timeout(len(plan), dur) + boot_s,
+            # icount: a busy guest second takes a few host seconds
+            timeout=(vm_timeout(len(plan), dur) + boot_s) * (3 if icount else 1),
+            icount=icount,
         )
     )
     if (outdir / sc.name).is_dir():  # the runner made it: record what it ran on
@@ -143,6 +151,7 @@ def run_matrix(
     trace_hints: bool = False,
     repeat: int = 1,
     visit_cost: bool = False,
+    icount: bool = False,
 ) -> list[Path]:
     """Every scenario in turn, one VM boot each (the kernel is built once).
     A scenario that fails is reported and the next one runs; the failures
@@ -169,6 +178,7 @@ def run_matrix(
                 trace_hints=trace_hints,
                 repeat=repeat,
                 visit_cost=visit_cost,
+                icount=icount,
             )
             done.append(path)
         except PyksmError as e:

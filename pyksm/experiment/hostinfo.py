@@ -31,7 +31,7 @@ class HostInfo:
     cpu_model: str
     cpus: int
     kernel: str  # the host's, not the test VM's
-    accel: str  # the test VM's accelerator: kvm or tcg
+    accel: str  # the test VM's accelerator: kvm, tcg, or tcg+icount (vm.VmRequest.icount)
     loadavg_1m_before: float
 
 
@@ -83,6 +83,13 @@ def load(directory: Path) -> HostInfo | None:
 
 
 def describe(info: HostInfo) -> str:
+    if info.accel == "tcg+icount":
+        return (
+            f"host: {info.cpu_model}, {info.cpus} CPUs, Linux {info.kernel}; the test VM ran on "
+            "QEMU TCG with an instruction-counted clock (one guest ns per guest instruction, "
+            "one vCPU): CPU times count instructions, whatever loaded the host (load average "
+            f"{info.loadavg_1m_before:.2f} before the run)."
+        )
     return (
         f"host: {info.cpu_model}, {info.cpus} CPUs, Linux {info.kernel}; the test VM ran on "
         f"{'KVM' if info.accel == 'kvm' else 'QEMU ' + info.accel.upper()}; load average "

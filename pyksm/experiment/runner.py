@@ -647,9 +647,17 @@ def main() -> int:
     return 0
 
 
-def refuse_for_real_qemu(scenario: str, *, trace_hints: bool, visit_cost: bool) -> None:
-    """--trace-hints and --visit-cost watch the ledger guests' runs only."""
-    for flag, on in (("--trace-hints", trace_hints), ("--visit-cost", visit_cost)):
+def refuse_for_real_qemu(
+    scenario: str, *, trace_hints: bool, visit_cost: bool, icount: bool = False
+) -> None:
+    """--trace-hints and --visit-cost watch the ledger guests' runs only;
+    --clock icount would run nested guests on one instruction-counted vCPU."""
+    flags = (
+        ("--trace-hints", trace_hints),
+        ("--visit-cost", visit_cost),
+        ("--clock icount", icount),
+    )
+    for flag, on in flags:
         if on:
             raise PyksmError(f"{flag}: not for real-QEMU scenarios ({scenario})")
 

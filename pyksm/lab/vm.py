@@ -26,11 +26,11 @@ from pyksm.errors import PyksmError
 from pyksm.lab import accel, console
 from pyksm.lab.build import repo_root
 
-# QEMU options for instruction-counted guest time: one guest nanosecond per
-# guest instruction (TCG only, one vCPU thread), and an idle guest skips ahead
-# to its next timer instead of sleeping. A guest task's CPU time then measures
-# the work it did, whatever else loads this machine. Benchmarks choose it with
-# their *_CLOCK=icount variables.
+# QEMU options for instruction-counted guest time (VmRequest.icount): one
+# guest nanosecond per guest instruction (TCG only, all vCPUs on one host
+# thread), and an idle guest skips ahead to its next timer instead of
+# sleeping. A guest task's CPU time then measures the work it did, whatever
+# else loads this machine.
 ICOUNT_QEMU_OPTS = ["-icount", "shift=0,sleep=off"]
 
 # Exit codes of `pyksm vm run` besides the command's own.
@@ -51,8 +51,11 @@ class VmRequest:
     append: list[str] = field(default_factory=list)
     cwd: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
-    # Extra QEMU arguments (vng --qemu-opts), e.g. ICOUNT_QEMU_OPTS.
+    # Extra QEMU arguments (vng --qemu-opts).
     qemu_opts: list[str] = field(default_factory=list)
+    # Guest time counts guest instructions (ICOUNT_QEMU_OPTS; TCG even where
+    # KVM works). Meant for one vCPU: more share one host thread.
+    icount: bool = False
 
 
 @dataclass
@@ -104,7 +107,7 @@ def build_argv(req: VmRequest, kvm: bool) -> list[str]:
         "--cpus",
         str(req.cpus),
     ]
-    if not kvm:
+    if not kvm or req.icount:
         argv.append("--disable-kvm")
     dirs = [repo_root(), req.outdir, *req.rwdirs]
     seen: set[Path] = set()
@@ -121,8 +124,9 @@ def build_argv(req: VmRequest, kvm: bool) -> list[str]:
     for a in append:
         argv += ["--append", a]
     argv += ["--exec", _guest_script(req)]
-    if req.qemu_opts:  # vng wants these last
-        argv += ["--qemu-opts", shlex.join(req.qemu_opts)]
+    opts = [*req.qemu_opts, *(ICOUNT_QEMU_OPTS if req.icount else [])]
+    if opts:  # vng wants these last
+        argv += ["--qemu-opts", shlex.join(opts)]
     return argv
 
 
@@ -137,7 +141,7 @@ def run(req: VmRequest, show_console: bool = False) -> VmResult:
     if not req.bzimage.exists():
         raise PyksmError(f"kernel image {req.bzimage} not found", hint="pyksm kernel build")
     req.outdir.mkdir(parents=True, exist_ok=True)
-    kvm, reason = accel.use_kvm(req.bzimage)
+    kvm, reason = (False, "icount needs TCG") if req.icount else accel.use_kvm(req.bzimage)
     argv = build_argv(req, kvm)
     console_log = req.outdir / "console.log"
     output_log = req.outdir / "output.log"
@@ -199,7 +203,7 @@ def run(req: VmRequest, show_console: bool = False) -> VmResult:
         reports=reports,
         console_log=console_log,
         output_log=output_log,
-        accel="kvm" if kvm else "tcg",
+        accel="kvm" if kvm else "tcg+icount" if req.icount else "tcg",
         seconds=seconds,
     )
 

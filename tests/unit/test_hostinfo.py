@@ -41,6 +41,8 @@ def test_round_trip_and_old_results_without_it(tmp_path: Path) -> None:
     assert hostinfo.load(tmp_path / "elsewhere") is None
     assert "KVM" in hostinfo.describe(info)
     assert "QEMU TCG" in hostinfo.describe(hostinfo.HostInfo("cpu", 2, "6.1.0", "tcg", 0.1))
+    icount = hostinfo.describe(hostinfo.HostInfo("cpu", 2, "6.1.0", "tcg+icount", 0.1))
+    assert "instruction-counted" in icount and "one vCPU" in icount
 
 
 @pytest.mark.parametrize(

@@ -114,6 +114,16 @@ def test_the_host_refuses_trace_hints_before_building_anything(tmp_path: Path) -
     assert not list(tmp_path.iterdir())
 
 
+def test_the_host_refuses_an_icount_clock_for_real_qemu(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from pyksm.experiment import host
+
+    with pytest.raises(PyksmError, match="--clock icount: not for real-QEMU"):
+        host.run("qemu-apache", ["ksm"], None, "100:20", tmp_path, Console(), icount=True)
+    assert not list(tmp_path.iterdir())
+
+
 def test_visit_cost_is_refused_for_real_qemu_before_building_anything(tmp_path: Path) -> None:
     from rich.console import Console
 

@@ -40,6 +40,19 @@ def test_qemu_opts_go_last_as_one_argument(tmp_path: Path) -> None:
     assert argv[-2:] == ["--qemu-opts", "-icount shift=0,sleep=off"]
 
 
+def test_icount_is_tcg_with_its_options_last(tmp_path: Path) -> None:
+    req = vm.VmRequest(
+        bzimage=tmp_path / "bzImage",
+        command=["true"],
+        outdir=tmp_path,
+        qemu_opts=["-no-hpet"],
+        icount=True,
+    )
+    argv = vm.build_argv(req, kvm=True)  # KVM would refuse -icount
+    assert "--disable-kvm" in argv
+    assert argv[-2:] == ["--qemu-opts", "-no-hpet " + " ".join(vm.ICOUNT_QEMU_OPTS)]
+
+
 def test_guest_imports_pyksm_from_this_checkout(tmp_path: Path) -> None:
     """The guest gets PYTHONPATH=<this checkout> (a worktree's tests must not run
     the code the venv's editable install points at); the request may override it."""
