@@ -585,25 +585,9 @@ def _need(cpu: dict[str, int], task: str) -> int:
     return cpu[task]
 
 
-# ksmd's utime + stime, kept beside its exact figure for comparison.
-KSMD_SAMPLED = "ksmd (tick samples)"
-
-
 def _ticks(tasks: dict[str, int]) -> dict[str, int]:
-    """CPU ticks (USER_HZ) of each task that can be read now.
-
-    utime + stime sample the task that runs at each timer tick. ksmd sleeps
-    on that timer and runs a burst shorter than a tick after it wakes, so
-    its samples can be far off; its figure comes from the scheduler's exact
-    sum (/proc/PID/schedstat), and the samples are kept as KSMD_SAMPLED.
-    """
-    out = {n: t for n, pid in tasks.items() if (t := ksm.cpu_ticks(pid)) is not None}
-    pid = tasks.get("ksmd")
-    ns = ksm.runtime_ns(pid) if pid is not None and "ksmd" in out else None
-    if ns is not None:
-        out[KSMD_SAMPLED] = out["ksmd"]
-        out["ksmd"] = ns * os.sysconf("SC_CLK_TCK") // 1_000_000_000
-    return out
+    """CPU ticks of each task that can be read now."""
+    return {n: t for n, pid in tasks.items() if (t := ksm.cpu_ticks(pid)) is not None}
 
 
 def main() -> int:
