@@ -300,11 +300,12 @@ def madvise_ingest(seconds: float = 3.0) -> dict[str, float]:
 
 
 def ksmd_cpu_s() -> float:
-    """ksmd's CPU time: the scheduler's exact sum (schedstat), not tick samples.
+    """ksmd's CPU time in ns (schedstat) rather than USER_HZ ticks.
 
-    At HZ=250 a tick samples whoever runs every 4 ms, and ksmd runs in bursts
-    of about a millisecond every 20 ms: over a 30 s window the tick count of
-    ksmd moved by a few per cent between equal windows.
+    utime + stime add up to the same exact runtime, but in 10 ms steps: over
+    a 30 s window in which ksmd runs about 1.5 s that is up to 0.7 % apart
+    between equal windows, more than the effects the linear-visit cost
+    looks for on an instruction-counted clock.
     """
     return ksm.ksmd_runtime_ns() / 1e9
 

@@ -299,9 +299,8 @@ def cpu_ticks(pid: int) -> int | None:
 def parse_schedstat(text: str) -> int:
     """The first field of /proc/PID/schedstat: time on a CPU, in ns.
 
-    Unlike utime + stime, which sample the running task at each tick (4 ms at
-    HZ=250), this is the scheduler's exact sum, so a thread that runs in bursts
-    shorter than a tick, as ksmd does, is measured without sampling noise.
+    /proc/PID/stat's utime + stime add up to the same runtime (the kernel
+    scales its tick samples to it), but in USER_HZ ticks of 10 ms.
     """
     fields = text.split()
     if len(fields) != 3 or not all(f.isdigit() for f in fields):
