@@ -214,6 +214,8 @@ CASES: list[Case] = [
     c("experiment run kernel-build --modes bogus", "bogus"),
     c("experiment run kernel-build --modes=", "--modes", heavy=True),
     c("experiment run kernel-build --warm-up -1", "--warm-up"),
+    c("experiment run kernel-build --clock bogus", "--clock"),
+    c("experiment run qemu-apache --clock icount", "--clock icount: not for real-QEMU"),
     c("experiment run kernel-build --outdir /proc/pyksm", "/proc", heavy=True),
     c("experiment run kernel-build --outdir {file}", "not a directory", heavy=True),
     # the real-QEMU guests: refused before anything is built or booted
