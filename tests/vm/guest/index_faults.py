@@ -27,6 +27,11 @@ FAILSLAB = Path("/sys/kernel/debug/failslab")
 PAGES = 4096
 CHURN_S = float(os.environ.get("PYKSM_CHURN_S", "20"))
 TIMES = 1_000_000
+# The churn goes on past CHURN_S until failslab has failed this many of
+# ksmd's allocations (the test wants more than 100), for at most 6 x
+# CHURN_S: on a loaded host a debug kernel churned too few rounds in 20 s
+# (91 failures), which tested too little rather than something wrong.
+MIN_INJECTED = 150
 
 k = ksm.Ksm()
 hints.ensure_debugfs()
@@ -78,7 +83,11 @@ scans_faulty0 = k.read_int("full_scans")
 t0 = time.monotonic()
 rounds = 0
 try:
-    while time.monotonic() - t0 < CHURN_S:
+    while True:
+        elapsed = time.monotonic() - t0
+        failed = TIMES - int((FAILSLAB / "times").read_text())
+        if elapsed >= 6 * CHURN_S or (elapsed >= CHURN_S and failed >= MIN_INJECTED):
+            break
         # A block goes away (its rmap_items are freed as the scan passes
         # it) and comes back with new contents at the same addresses.
         first = rng.randrange(0, PAGES - 64)
