@@ -175,7 +175,6 @@ def _vm(console: Console) -> dict[str, Any]:
                 outdir=Path(tmpdir),
                 timeout=7200,
                 memory="3G",
-                cpus=1 if icount else 2,
                 icount=icount,
                 env={k: v for k, v in os.environ.items() if k in ("LOOP_MIB", "CYCLES")},
             )

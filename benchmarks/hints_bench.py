@@ -41,7 +41,6 @@ def run(console: Console) -> dict[str, Any]:
                 memory="4G",
                 outdir=Path(tmp),
                 timeout=3600 * (3 if icount else 1),
-                cpus=1 if icount else 2,
                 icount=icount,
                 env={
                     k: v

@@ -97,7 +97,7 @@ def run(
             bzimage=kernel.bzimage,
             command=cmd,
             memory="4G",
-            cpus=1 if icount else 2,
+            cpus=2,
             outdir=outdir,
             # icount: a busy guest second takes a few host seconds
             timeout=(vm_timeout(len(plan), dur) + boot_s) * (3 if icount else 1),

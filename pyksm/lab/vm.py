@@ -54,7 +54,8 @@ class VmRequest:
     # Extra QEMU arguments (vng --qemu-opts).
     qemu_opts: list[str] = field(default_factory=list)
     # Guest time counts guest instructions (ICOUNT_QEMU_OPTS; TCG even where
-    # KVM works). Meant for one vCPU: more share one host thread.
+    # KVM works) on one vCPU, whatever ``cpus`` says: more would share one
+    # host thread and each run at a fraction of the clock.
     icount: bool = False
 
 
@@ -105,7 +106,7 @@ def build_argv(req: VmRequest, kvm: bool) -> list[str]:
         "--memory",
         req.memory,
         "--cpus",
-        str(req.cpus),
+        "1" if req.icount else str(req.cpus),
     ]
     if not kvm or req.icount:
         argv.append("--disable-kvm")

@@ -50,6 +50,7 @@ def test_icount_is_tcg_with_its_options_last(tmp_path: Path) -> None:
     )
     argv = vm.build_argv(req, kvm=True)  # KVM would refuse -icount
     assert "--disable-kvm" in argv
+    assert argv[argv.index("--cpus") + 1] == "1"
     assert argv[-2:] == ["--qemu-opts", "-no-hpet " + " ".join(vm.ICOUNT_QEMU_OPTS)]
 
 
