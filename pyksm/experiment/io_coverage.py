@@ -22,8 +22,12 @@ since Linux 6.6). Both need root (mount); this runs inside the test VM.
 recording collector per layer; once they are attached, every cell's guest
 boots at the same time, then each guest in turn drops and tars and is
 powered off. ``measure_cell`` is one cell alone. A cell whose guest does
-not boot or whose tar fails is a result with ``error`` set; every guest,
-collector and mount is released on every path (one ExitStack).
+not boot or whose tar fails is a result with ``error`` set; a tar that is
+still running at its timeout is measured up to its last PROGRESS and marked
+(``cut_short``; PARTIAL in the table): under a loaded host a nested guest can
+be slower than any fixed timeout, and what it read is still a coverage
+figure. Every guest, collector and mount is released on every path (one
+ExitStack).
 
 ``python -m pyksm.experiment.io_coverage`` is the part inside the VM;
 ``run_in_vm`` the host side (builds the guest image, boots the test kernel).
@@ -187,12 +191,15 @@ class CellResult:
     coverage: float = 0.0  # inside_ram_bytes / guest_read_bytes
     events_by_probe: dict[str, int] = field(default_factory=dict)
     files: int = 0
-    tar_status: int | None = None
+    tar_status: int | None = None  # None: no DONE (see cut_short)
     boot_seconds: float | None = None  # QEMU start to READY (the cells boot at once)
     tar_seconds: float | None = None  # host clock, tar command to DONE
     wall_seconds: float = 0.0  # of the whole measure() that made it (shared by its cells)
     collector_bpf: dict[str, int] = field(default_factory=dict)  # its layer's (ringbuf_full, ...)
     error: str | None = None
+    # A tar with no DONE in time, measured up to its last PROGRESS (PARTIAL in
+    # the table): why it was cut short. guest_read_bytes is what it had read.
+    cut_short: str | None = None
 
     @property
     def cell(self) -> Cell:
@@ -266,6 +273,12 @@ def format_table(results: Sequence[CellResult]) -> list[str]:
             reach = "yes" if r.reaches else "no"
             if r.reaches != r.expected_to_reach:
                 reach += " (unexpected)"
+            if r.cut_short is not None:
+                reach += " PARTIAL"
+                notes.append(
+                    f"  {r.cell.name}: PARTIAL, coverage of the {_mib(r.guest_read_bytes)} MiB "
+                    f"read up to the last PROGRESS: {r.cut_short}"
+                )
         rows.append(
             (
                 r.aio,
@@ -402,19 +415,43 @@ class _Tar:
     pid: int
     ram: list[tuple[int, int]]
     since_ns: int
-    until_ns: int
-    result: qemu_guest.WorkloadResult
+    until_ns: int  # DONE, or the last PROGRESS of a tar cut short
+    read_bytes: int
+    files: int
+    status: int | None  # None: cut short (no DONE within the timeout)
+    host_seconds: float
+    cut_short: str | None = None  # why, for a tar cut short
 
 
 def _drop_and_tar(g: qemu_guest.Guest, memory_mib: int, timeout: float) -> _Tar:
+    """Drop the guest's caches and tar its disk. A tar with no DONE within
+    ``timeout`` that reported PROGRESS is cut short at its last PROGRESS: its
+    window ends there and its bytes are those the PROGRESS counted, so coverage
+    is still measured, on what it read. One that never reported raises."""
     drop = g.run(qemu_guest.DropCaches(), timeout=DROP_TIMEOUT_S)
     if not drop.ok:
         raise PyksmError(f"drop caches: status {drop.done.status}")
     ram = qemu_guest.guest_ram(g.pid, memory_mib)
+    seen: list[tuple[int, qemu_guest.Progress]] = []
     since = time.monotonic_ns()
-    result = g.run(qemu_guest.Tar("."), timeout=timeout)
+    try:
+        result = g.run(
+            qemu_guest.Tar("."),
+            timeout=timeout,
+            on_progress=lambda p: seen.append((time.monotonic_ns(), p)),
+        )
+    except PyksmError as e:
+        if not seen or seen[-1][1].read_bytes <= 0:
+            raise
+        at, last = seen[-1]
+        return _Tar(
+            g.pid, ram, since, at, last.read_bytes, 0, None, (at - since) / 1e9, cut_short=str(e)
+        )
     until = time.monotonic_ns()
-    return _Tar(g.pid, ram, since, until, result)
+    done = result.done
+    return _Tar(
+        g.pid, ram, since, until, done.read_bytes, done.files, done.status, result.host_seconds
+    )
 
 
 def measure(
@@ -500,12 +537,13 @@ def measure(
                 say(f"io-coverage: {c.name}: booted in {g.boot_seconds:.0f} s; drop, tar")
                 tar = _drop_and_tar(g, memory_mib, tar_timeout)
                 tars[i] = tar
-                r.guest_read_bytes = tar.result.done.read_bytes
-                r.files = tar.result.done.files
-                r.tar_status = tar.result.done.status
-                r.tar_seconds = round(tar.result.host_seconds, 1)
-                if not tar.result.ok:
-                    r.error = f"tar exited {tar.result.done.status}"
+                r.guest_read_bytes = tar.read_bytes
+                r.files = tar.files
+                r.tar_status = tar.status
+                r.tar_seconds = round(tar.host_seconds, 1)
+                r.cut_short = tar.cut_short
+                if tar.status not in (0, None):
+                    r.error = f"tar exited {tar.status}"
             except PyksmError as e:
                 r.error = str(e)
             finally:

@@ -6,8 +6,10 @@ recording collector, leaving nothing behind."""
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -153,7 +155,8 @@ def test_at_once_reports_errors_and_releases_what_finishes_late() -> None:
 
 
 # The agent's protocol; every line it handles goes to $PIDS (its pid and the
-# command) so the fake collector can stamp events for it. aio=native: QEMU fails.
+# command) so the fake collector can stamp events for it. aio=native: QEMU fails;
+# $TARMODE makes the tar outlive its timeout.
 FAKE_QEMU = r"""#!/bin/sh
 case "$*" in *aio=native*) echo "qemu: aio=native unsupported here"; exit 1 ;; esac
 echo "$$ boot" >> "$PIDS"
@@ -162,6 +165,10 @@ while read -r cmd arg; do
   case "$cmd" in
   drop) echo "@pyksm DONE cmd=drop status=0 elapsed_ms=1 read_bytes=0 files=0" ;;
   tar) echo "$$ tar" >> "$PIDS"; sleep 0.3
+       case "${TARMODE:-}" in  # slow: reports, then outlives the timeout; silent: only the latter
+       slow) echo "@pyksm PROGRESS cmd=tar elapsed_ms=300 read_bytes=8192"; sleep 5 ;;
+       silent) sleep 5 ;;
+       esac
        echo "@pyksm DONE cmd=tar status=0 elapsed_ms=300 read_bytes=12288 files=3" ;;
   off) echo "@pyksm BYE"; exit 0 ;;
   *) echo "@pyksm ERROR cmd=$cmd unknown command" ;;
@@ -284,3 +291,33 @@ def test_a_collector_that_does_not_start_fails_its_layers_cells_only(
     assert out[0].error is None and out[0].traced_bytes == 12288
     assert out[1].error is not None and "no BTF" in out[1].error
     assert out[1].boot_seconds is not None and out[1].tar_seconds is None  # booted, not run
+
+
+@pytest.mark.parametrize("mode", ["slow", "silent"])
+def test_a_tar_past_its_timeout_is_measured_to_its_last_progress_or_fails(
+    mode: str,
+    tmp_path: Path,
+    fake_guest: tuple[str, guest_image.GuestImage],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    qemu, image = fake_guest
+    monkeypatch.setenv("TARMODE", mode)
+    before = children()
+    (r,) = io.measure(image, [io.DEFAULT_CELLS[0]], tmp_path / "w", qemu=qemu, boot_timeout=10,
+                      tar_timeout=1.5, place=lambda stack, src, mp, fs: src, say=lambda s: None,
+                      collector=lambda layer, trace, log: FakeRecorder(layer, trace,
+                                                                       tmp_path / "pids"))  # fmt: skip
+    assert children() == before
+    if mode == "silent":  # nothing to measure: an error, as before
+        assert r.error is not None and "no DONE within 1.5 s" in r.error
+        assert r.cut_short is None and r.traced_bytes == 0
+        return
+    assert r.error is None
+    assert r.cut_short is not None and "no DONE within 1.5 s" in r.cut_short
+    assert r.tar_status is None and r.guest_read_bytes == 8192  # the PROGRESS's count
+    assert r.traced_bytes == 12288  # the tar's event, inside the window up to the PROGRESS
+    assert r.tar_seconds is not None and r.tar_seconds < 1.5
+    lines = io.format_table([r])
+    assert "PARTIAL" in lines[1]
+    assert any("PARTIAL, coverage of the 0.0 MiB read" in ln for ln in lines)
+    assert io.CellResult.from_dict(json.loads(json.dumps(asdict(r)))) == r

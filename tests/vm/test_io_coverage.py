@@ -4,7 +4,8 @@ its whole disk while ``pyksm collect --qemu --record --layer L`` records; of
 the bytes the guest read, the share traced into its RAM must be >= 95 % for
 aio=threads (syscalls layer), aio=native with cache=none (syscalls) and
 aio=io_uring (vfs layer); aio=io_uring with the syscalls layer is recorded
-to show that layer does not reach it.
+to show that layer does not reach it. A tar still running at its timeout (a
+loaded host) counts, marked PARTIAL, if it read at least half the disk's files.
 
 ``PYKSM_COVERAGE_CELLS=aio/cache/layer,...`` picks other cells,
 ``PYKSM_COVERAGE_DISK_MIB`` the disk's size (default 40: 23 MiB of files; at 32 mke2fs runs out of blocks);
@@ -54,7 +55,10 @@ def test_each_guest_io_mode_is_covered_by_the_layer_that_reaches_it(
     for r in run.cells:
         if r.expected_to_reach:
             assert r.error is None, f"{r.cell.name}: {r.error}"
-            assert r.tar_status == 0 and r.guest_read_bytes > 0, r
+            if r.cut_short is None:
+                assert r.tar_status == 0 and r.guest_read_bytes > 0, r
+            else:  # slow, not unseen: coverage of what it read, at least half its files
+                assert r.guest_read_bytes >= run.disk.get("file_bytes", 0) // 2 > 0, r
             assert r.coverage >= io_coverage.COVERED, f"{r.cell.name}: {r.coverage:.3f}"
         elif r.error is None:
             # e.g. io_uring seen by the syscalls layer: it makes no read syscall
