@@ -10,6 +10,8 @@ Modes (same seeded workload each time, KSM fully unmerged in between):
   ksm-advisor    linear KSM with the scan-time advisor
   ksm++-advisor  KSM++ with the scan-time advisor
   ksm++-adaptive KSM++ with the collector's adaptive hint_interleave
+  ksm++-advisor-adaptive  both: the advisor sets pages_to_scan, the
+                 collector the share of it that goes to hints
 
 A mode may carry its own scan rate, MODE@PAGES:MS (e.g. ksm@175:20): linear
 KSM given the ksmd CPU that KSM++ used, to compare the two at equal cost.
@@ -72,6 +74,7 @@ MODES = (
     "ksm-advisor",
     "ksm++-advisor",
     "ksm++-adaptive",
+    "ksm++-advisor-adaptive",
 )
 # Sampled every second: every read-only value, and pages_to_scan (the
 # scan-time advisor changes it).

@@ -451,13 +451,15 @@ class ExperimentStats:
 def baseline_of(mode: str, present: Collection[str]) -> str | None:
     """The linear mode whose repetitions ``mode``'s ratios divide by: its
     linear twin where the experiment ran it (ksm++-nosmart: ksm-nosmart,
-    ksm++-advisor@140:20: ksm-advisor@140:20), else ksm; None for ksm itself
+    ksm++-advisor@140:20: ksm-advisor@140:20, ksm++-advisor-adaptive:
+    ksm-advisor), else ksm; None for ksm itself
     or when neither ran."""
     if mode == BASE:
         return None
     head, at, rate = mode.partition("@")
     if head.startswith("ksm++"):
-        twin = head.partition("=")[0].replace("ksm++", "ksm", 1) + at + rate
+        twin = head.partition("=")[0].replace("ksm++", "ksm", 1).removesuffix("-adaptive")
+        twin += at + rate
         if twin in present:
             return twin
     return BASE if BASE in present else None

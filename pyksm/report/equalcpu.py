@@ -112,11 +112,11 @@ def _machine(host: HostInfo, kernel: object) -> tuple[str, ...]:
 def family(mode: str) -> str:
     """The linear mode family a mode belongs to or is compared with: its
     name without a scan rate (@P:MS) or a fixed interleave (=H:L), hinted
-    modes by their linear twin (ksm++-nosmart: ksm-nosmart), and the
-    adaptive interleave with plain ksm."""
+    modes by their linear twin (ksm++-nosmart: ksm-nosmart), an adaptive
+    interleave with the same (ksm++-adaptive: ksm, ksm++-advisor-adaptive:
+    ksm-advisor)."""
     head = mode.partition("@")[0].partition("=")[0]
-    linear = head.replace("ksm++", "ksm", 1)
-    return "ksm" if linear == "ksm-adaptive" else linear
+    return head.replace("ksm++", "ksm", 1).removesuffix("-adaptive")
 
 
 def points(stats: list[ExperimentStats]) -> list[ModePoint]:

@@ -15,10 +15,15 @@ def test_every_named_mode_parses_to_its_settings() -> None:
         "ksm++-nosmart",
         "ksm++-advisor",
         "ksm++-adaptive",
+        "ksm++-advisor-adaptive",
     ]
-    assert [m for m, c in got.items() if c.adaptive] == ["ksm++-adaptive"]
+    assert [m for m, c in got.items() if c.adaptive] == ["ksm++-adaptive", "ksm++-advisor-adaptive"]
     assert [m for m, c in got.items() if not c.smart_scan] == ["ksm-nosmart", "ksm++-nosmart"]
-    assert [m for m, c in got.items() if c.advisor] == ["ksm-advisor", "ksm++-advisor"]
+    assert [m for m, c in got.items() if c.advisor] == [
+        "ksm-advisor",
+        "ksm++-advisor",
+        "ksm++-advisor-adaptive",
+    ]
     assert all(c.scan_rate is None for c in got.values())
     assert all(c.interleave == (1, 1) for c in got.values())
 
@@ -37,6 +42,7 @@ def test_a_ksm_plus_plus_mode_may_carry_a_fixed_interleave() -> None:
     [
         ("ksm=4:1", "only a ksm\\+\\+ mode that is not adaptive"),
         ("ksm++-adaptive=4:1", "only a ksm\\+\\+ mode that is not adaptive"),
+        ("ksm++-advisor-adaptive=4:1", "only a ksm\\+\\+ mode that is not adaptive"),
         ("ksm++=4:0", "L must be at least 1"),
         ("ksm++=17:1", "H at most 16 x L"),
         ("ksm++=4", "is not H:L"),

@@ -131,6 +131,7 @@ def test_other_machines_scenarios_and_families_are_not_compared(tmp_path: Path) 
         ("ksm++-nosmart", "ksm-nosmart"),
         ("ksm-advisor@140:20", "ksm-advisor"),
         ("ksm++-advisor", "ksm-advisor"),
+        ("ksm++-advisor-adaptive", "ksm-advisor"),
     ],
 )
 def test_family(mode: str, family: str) -> None:

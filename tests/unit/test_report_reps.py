@@ -289,6 +289,8 @@ def test_ksmd_cost_to_reach_ksms_peak_per_pair_and_per_saved_page(tmp_path: Path
         ("ksm++-nosmart", ["ksm", "ksm++-nosmart"], "ksm"),
         ("ksm++-advisor", ["ksm-advisor", "ksm++-advisor"], "ksm-advisor"),
         ("ksm++-adaptive", ["ksm", "ksm++-adaptive"], "ksm"),
+        ("ksm++-advisor-adaptive", ["ksm", "ksm-advisor", "ksm++-advisor-adaptive"], "ksm-advisor"),
+        ("ksm++-advisor-adaptive", ["ksm", "ksm++-advisor-adaptive"], "ksm"),
         ("ksm++=4:1", ["ksm", "ksm++=4:1"], "ksm"),
         ("ksm++@140:20", ["ksm", "ksm@140:20", "ksm++@140:20"], "ksm@140:20"),
         ("ksm-nosmart", ["ksm", "ksm-nosmart"], "ksm"),
