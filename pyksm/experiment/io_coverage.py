@@ -193,7 +193,7 @@ class CellResult:
     files: int = 0
     tar_status: int | None = None  # None: no DONE (see cut_short)
     boot_seconds: float | None = None  # QEMU start to READY (the cells boot at once)
-    tar_seconds: float | None = None  # host clock, tar command to DONE
+    tar_seconds: float | None = None  # host clock, tar command to DONE (or last PROGRESS)
     wall_seconds: float = 0.0  # of the whole measure() that made it (shared by its cells)
     collector_bpf: dict[str, int] = field(default_factory=dict)  # its layer's (ringbuf_full, ...)
     error: str | None = None
