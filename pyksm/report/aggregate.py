@@ -71,6 +71,7 @@ __all__ = [
     "Stat",
     "Trend",
     "baseline_of",
+    "linear_twin",
     "metrics_json",
     "summarize",
 ]
@@ -448,6 +449,16 @@ class ExperimentStats:
         }
 
 
+def linear_twin(mode: str) -> str:
+    """The linear mode a mode is measured against, without the mode's scan
+    rate (@P:MS) or fixed interleave (=H:L): a hinted mode's twin
+    (ksm++-nosmart: ksm-nosmart), an adaptive interleave's the same
+    (ksm++-adaptive: ksm, ksm++-advisor-adaptive: ksm-advisor), a linear
+    mode itself."""
+    head = mode.partition("@")[0].partition("=")[0]
+    return head.replace("ksm++", "ksm", 1).removesuffix("-adaptive")
+
+
 def baseline_of(mode: str, present: Collection[str]) -> str | None:
     """The linear mode whose repetitions ``mode``'s ratios divide by: its
     linear twin where the experiment ran it (ksm++-nosmart: ksm-nosmart,
@@ -456,10 +467,9 @@ def baseline_of(mode: str, present: Collection[str]) -> str | None:
     or when neither ran."""
     if mode == BASE:
         return None
-    head, at, rate = mode.partition("@")
-    if head.startswith("ksm++"):
-        twin = head.partition("=")[0].replace("ksm++", "ksm", 1).removesuffix("-adaptive")
-        twin += at + rate
+    _, at, rate = mode.partition("@")
+    if mode.startswith("ksm++"):
+        twin = linear_twin(mode) + at + rate
         if twin in present:
             return twin
     return BASE if BASE in present else None

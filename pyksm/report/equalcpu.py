@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pyksm.experiment.hostinfo import HostInfo
-from pyksm.report.aggregate import ExperimentStats, Stat
+from pyksm.report.aggregate import ExperimentStats, Stat, linear_twin
 
 __all__ = [
     "CAPTURED",
@@ -111,12 +111,9 @@ def _machine(host: HostInfo, kernel: object) -> tuple[str, ...]:
 
 def family(mode: str) -> str:
     """The linear mode family a mode belongs to or is compared with: its
-    name without a scan rate (@P:MS) or a fixed interleave (=H:L), hinted
-    modes by their linear twin (ksm++-nosmart: ksm-nosmart), an adaptive
-    interleave with the same (ksm++-adaptive: ksm, ksm++-advisor-adaptive:
-    ksm-advisor)."""
-    head = mode.partition("@")[0].partition("=")[0]
-    return head.replace("ksm++", "ksm", 1).removesuffix("-adaptive")
+    linear twin without scan rate or fixed interleave (aggregate.linear_twin),
+    so ksm++ and ksm++-adaptive compare with ksm at any scan rate."""
+    return linear_twin(mode)
 
 
 def points(stats: list[ExperimentStats]) -> list[ModePoint]:
