@@ -70,7 +70,11 @@ while read -r p <&3; do
 	case $p in '' | \#*) continue ;; esac
 	# Debian's python3 first: checkpatch's SPDX check runs scripts/spdxcheck.py,
 	# which needs python3-ply and python3-git; a crash of it is a failure too.
-	cp_out=$(PATH=/usr/bin:$PATH "$tree/scripts/checkpatch.pl" --strict -q "$here/$p" 2>&1 |
+	# The tree is Debian's tarball, without upstream history: checkpatch
+	# cannot look up the commit a Fixes: tag names (UNKNOWN_COMMIT_ID), so
+	# that one check is left to the reviewer.
+	cp_out=$(PATH=/usr/bin:$PATH "$tree/scripts/checkpatch.pl" --strict -q \
+		--ignore UNKNOWN_COMMIT_ID "$here/$p" 2>&1 |
 		grep -E '^total:|Traceback|Error' || true)
 	[ -z "$cp_out" ] && cp_res=clean || { cp_res=dirty; status=1; }
 	git -C "$tree" am -q "$here/$p"
