@@ -603,12 +603,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", type=Path, required=True, help="traces, logs, disk mounts")
     ap.add_argument("--cells", default="", help="AIO/CACHE/LAYER,... (default: the four)")
     ap.add_argument("--memory-mib", type=int, default=MEMORY_MIB)
+    ap.add_argument(
+        "--tar-timeout",
+        type=float,
+        default=TAR_TIMEOUT_S,
+        help=f"seconds a guest's tar may run (default {TAR_TIMEOUT_S:.0f}); "
+        "one still running then is measured to its last progress line",
+    )
     a = ap.parse_args(argv)
     try:
+        if not 0 < a.tar_timeout <= TAR_TIMEOUT_S:
+            raise PyksmError(f"--tar-timeout must be in (0, {TAR_TIMEOUT_S:.0f}] s")
         cells = parse_cells(a.cells)
         image = guest_image.GuestImage.load(a.guest_image)
         results = measure(
-            image, cells, a.workdir, memory_mib=a.memory_mib, say=lambda s: print(s, flush=True)
+            image,
+            cells,
+            a.workdir,
+            memory_mib=a.memory_mib,
+            tar_timeout=a.tar_timeout,
+            say=lambda s: print(s, flush=True),
         )
     except PyksmError as e:
         print(f"io-coverage: {e}", file=sys.stderr, flush=True)
@@ -640,6 +654,7 @@ def run_in_vm(
     cells: Sequence[Cell],
     disk_mib: int = DISK_MIB,
     memory_mib: int = MEMORY_MIB,
+    tar_timeout: float = TAR_TIMEOUT_S,
 ) -> Run:
     """Build (or take from the cache) the guest image here, boot the test
     kernel and measure ``cells`` inside it; the results, also in
@@ -659,6 +674,7 @@ def run_in_vm(
         "--workdir", str(outdir / "work"),
         "--cells", ",".join(c.name for c in cells),
         "--memory-mib", str(memory_mib),
+        "--tar-timeout", str(tar_timeout),
     ]  # fmt: skip
     res = vm.run(
         vm.VmRequest(

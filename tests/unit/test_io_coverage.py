@@ -57,6 +57,18 @@ def test_bad_cells_are_refused(text: str, match: str) -> None:
         io.parse_cells(text)
 
 
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "901"])
+def test_a_tar_timeout_out_of_range_is_one_line_and_exit_1(
+    value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--guest-image", str(tmp_path / "g.json"), "--out", str(tmp_path / "o.json")]
+    argv += ["--workdir", str(tmp_path / "w"), "--tar-timeout", value]
+    assert io.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--tar-timeout must be in (0, 900] s" in err
+    assert not (tmp_path / "w").exists()
+
+
 def ev(ts: int, tgid: int, start: int, length: int, probe: int = 4) -> ReadEvent:
     return ReadEvent(ts_ns=ts, tgid=tgid, probe=probe, start=start, length=length)
 
