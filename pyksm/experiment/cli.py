@@ -14,6 +14,7 @@ from pathlib import Path
 from pyksm import argtypes
 from pyksm.errors import PyksmError
 from pyksm.experiment import runner, scenarios
+from pyksm.experiment.qemu_scenarios import QemuSizes
 from pyksm.terminal import err, escape
 
 __all__ = ["modes", "register", "scenario_names"]
@@ -67,6 +68,7 @@ def cmd_experiment_run(args: argparse.Namespace) -> int:
         visit_cost=args.visit_cost,
         repeat=args.repeat,
         icount=args.clock == "icount",
+        sizes=QemuSizes(args.guest_memory, args.ballast_mib, args.disk_mib),
     )
     if args.show is not None:
         args.show(path)
@@ -226,6 +228,26 @@ def register(
     )
     er.add_argument("scenario", choices=scenarios.names())
     _common(er)
+    sizes = er.add_argument_group(
+        "sizes of a real-QEMU scenario (qemu-*; default: the scenario's)",
+        "Reads that outrun a guest's page cache, and a linear round as long as a big "
+        "host's, are the regime KSM++ is for: small guests, a big disk, a big ballast.",
+    )
+    sizes.add_argument(
+        "--guest-memory", type=argtypes.positive_int, default=None, help="MiB of RAM per guest"
+    )
+    sizes.add_argument(
+        "--ballast-mib",
+        type=argtypes.nonneg_int,
+        default=None,
+        help="MiB of unique mergeable memory beside the guests (the linear scan's burden)",
+    )
+    sizes.add_argument(
+        "--disk-mib",
+        type=argtypes.positive_int,
+        default=None,
+        help="MiB of the shared disk, 80 %% of it linux source files",
+    )
     er.set_defaults(func=cmd_experiment_run, show=show)
     em = ep.add_parser(
         "matrix",

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from pyksm.errors import PyksmError
 from pyksm.experiment import hostinfo, runner, scenarios
-from pyksm.experiment.qemu_scenarios import QemuScenario
+from pyksm.experiment.qemu_scenarios import QemuScenario, QemuSizes
 from pyksm.lab import build as kbuild
 from pyksm.lab import guest_image, vm
 from pyksm.terminal import escape
@@ -45,10 +45,13 @@ def run(
     repeat: int = 1,
     visit_cost: bool = False,
     icount: bool = False,
+    sizes: QemuSizes | None = None,
 ) -> Path:
     """``icount``: the test VM's clock counts guest instructions, on one vCPU
-    (vm.VmRequest.icount), so ksmd's CPU figures measure its work alone."""
-    sc = scenarios.lookup(scenario)
+    (vm.VmRequest.icount), so ksmd's CPU figures measure its work alone.
+    ``sizes``: a real-QEMU scenario's guest RAM, ballast and disk for this run."""
+    sizes = sizes or QemuSizes()
+    sc = runner.sized(scenarios.lookup(scenario), sizes)
     dur = scenarios.check_duration(sc.duration_s if duration is None else duration)
     plan = runner.schedule(modes, repeat)
     runner.parse_scan_rate(scan_rate)
@@ -90,6 +93,7 @@ def run(
         *(["--trace-hints"] if trace_hints else []),
         *(["--visit-cost"] if visit_cost else []),
         *(["--guest-image", str(real)] if real else []),
+        *sizes.args(),
     ]
     load_before = os.getloadavg()[0]
     res = vm.run(

@@ -14,15 +14,21 @@ them; the modes, samples and results are those of the ledger scenarios.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from pyksm.errors import PyksmError
 from pyksm.experiment import qemu_guest
 from pyksm.lab.guest_image import DEFAULT_SUBDIRS, DiskRecipe
 
-__all__ = ["QEMU_SCENARIOS", "QemuGuestSpec", "QemuScenario"]
+__all__ = ["QEMU_SCENARIOS", "QemuGuestSpec", "QemuScenario", "QemuSizes", "sized"]
 
 WORKLOADS = ("tar", "random")
+# The test VM has 4 GiB (pyksm.experiment.host): the guests and the ballast
+# may take 3 GiB of it, the runner, the oracle's snapshots and the kernel the rest.
+MAX_GUEST_MEMORY_MIB = 512
+MAX_BALLAST_MIB = 2048
+MAX_MEMORY_MIB = 3072
+MAX_DISK_MIB = 1024
 
 
 @dataclass(frozen=True)
@@ -38,8 +44,10 @@ class QemuGuestSpec:
     def __post_init__(self) -> None:
         if self.workload not in WORKLOADS:
             raise PyksmError(f"{self.name}: workload {self.workload!r}: one of {WORKLOADS}")
-        if not 128 <= self.memory_mib <= 512:
-            raise PyksmError(f"{self.name}: {self.memory_mib} MiB of RAM: 128 to 512 MiB")
+        if not 128 <= self.memory_mib <= MAX_GUEST_MEMORY_MIB:
+            raise PyksmError(
+                f"{self.name}: {self.memory_mib} MiB of RAM: 128 to {MAX_GUEST_MEMORY_MIB} MiB"
+            )
 
     def files_asked(self, duration: float) -> int:
         """Files a paced random reader reads in ``duration`` (0: unpaced, all)."""
@@ -77,6 +85,18 @@ class QemuScenario:
     def __post_init__(self) -> None:
         if len(self.guests) < 2:
             raise PyksmError(f"{self.name}: at least two guests (sharing is between guests)")
+        if not 0 <= self.ballast_mib <= MAX_BALLAST_MIB:
+            raise PyksmError(
+                f"{self.name}: ballast of {self.ballast_mib} MiB: 0 to {MAX_BALLAST_MIB} MiB"
+            )
+        memory = sum(g.memory_mib for g in self.guests) + self.ballast_mib
+        if memory > MAX_MEMORY_MIB:
+            raise PyksmError(
+                f"{self.name}: guests and ballast take {memory} MiB: at most {MAX_MEMORY_MIB} "
+                "MiB of the test VM's 4 GiB"
+            )
+        if not 32 <= self.disk_mib <= MAX_DISK_MIB:
+            raise PyksmError(f"{self.name}: disk of {self.disk_mib} MiB: 32 to {MAX_DISK_MIB} MiB")
         qemu_guest.DriveOptions(self.aio, self.cache, readonly=True)
 
     @property
@@ -93,6 +113,60 @@ class QemuScenario:
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class QemuSizes:
+    """Sizes a run sets for a real-QEMU scenario in place of its own (None:
+    the scenario's): every guest's RAM, the ballast of unique mergeable
+    memory (how long the linear scan's round is), the shared disk (how much
+    the guests can read). ``pyksm experiment run --guest-memory/--ballast-mib/
+    --disk-mib``; the runner in the test VM gets the same as ``args()``."""
+
+    guest_memory_mib: int | None = None
+    ballast_mib: int | None = None
+    disk_mib: int | None = None
+
+    def args(self) -> list[str]:
+        out: list[str] = []
+        for flag, v in (
+            ("--guest-memory", self.guest_memory_mib),
+            ("--ballast-mib", self.ballast_mib),
+            ("--disk-mib", self.disk_mib),
+        ):
+            if v is not None:
+                out += [flag, str(v)]
+        return out
+
+    @property
+    def given(self) -> bool:
+        return any(v is not None for v in asdict(self).values())
+
+
+def sized(sc: QemuScenario, sizes: QemuSizes) -> QemuScenario:
+    """``sc`` with ``sizes`` in place of its own (checked as the scenario's
+    own are); its description says what was changed."""
+    if not sizes.given:
+        return sc
+    guests = sc.guests
+    if sizes.guest_memory_mib is not None:
+        guests = tuple(replace(g, memory_mib=sizes.guest_memory_mib) for g in guests)
+    new = replace(
+        sc,
+        guests=guests,
+        ballast_mib=sc.ballast_mib if sizes.ballast_mib is None else sizes.ballast_mib,
+        disk_mib=sc.disk_mib if sizes.disk_mib is None else sizes.disk_mib,
+    )
+    changed = ", ".join(
+        f"{what} {new_v} MiB (not {old_v})"
+        for what, old_v, new_v in (
+            ("guest RAM", sc.guests[0].memory_mib, new.guests[0].memory_mib),
+            ("ballast", sc.ballast_mib, new.ballast_mib),
+            ("disk", sc.disk_mib, new.disk_mib),
+        )
+        if old_v != new_v
+    )
+    return replace(new, description=f"{sc.description} Sized for this run: {changed}.")
 
 
 # The apache guests' files: linux/kernel of the disk (593 files, 11 MiB read),

@@ -611,8 +611,13 @@ def main() -> int:
     p.add_argument(
         "--guest-image", type=Path, default=None, help="qemu-* scenarios: the saved guest image"
     )
+    for flag in ("--guest-memory", "--ballast-mib", "--disk-mib"):
+        p.add_argument(flag, type=argtypes.nonneg_int, default=None, help="qemu-* scenarios: MiB")
     a = p.parse_args()
-    sc = scenarios.lookup(a.scenario)
+    sc = sized(
+        scenarios.lookup(a.scenario),
+        qemu_scenarios.QemuSizes(a.guest_memory, a.ballast_mib, a.disk_mib),
+    )
     duration = sc.duration_s if a.duration is None else a.duration
     pages, ms = parse_scan_rate(a.scan_rate)
     modes = {m: mode_config(m) for m in a.modes.split(",")}
@@ -648,6 +653,19 @@ def main() -> int:
         run_step(modes[step.mode], rep_dir(base, step.mode, step.rep), step.rep)
     (base / "complete").write_text("ok\n")
     return 0
+
+
+def sized(
+    sc: scenarios.Scenario | qemu_scenarios.QemuScenario, sizes: qemu_scenarios.QemuSizes
+) -> scenarios.Scenario | qemu_scenarios.QemuScenario:
+    """A real-QEMU scenario with ``sizes`` in place of its own; the ledger
+    scenarios take none."""
+    if isinstance(sc, scenarios.Scenario):
+        if sizes.given:
+            flags = " ".join(sizes.args()[::2])
+            raise PyksmError(f"{flags}: for real-QEMU scenarios only, not {sc.name}")
+        return sc
+    return qemu_scenarios.sized(sc, sizes)
 
 
 def refuse_for_real_qemu(
