@@ -45,7 +45,7 @@ help:
 	@echo "make demo      KSM vs KSM++ on the kernel-build workload, report in ./pyksm-report/"
 	@echo "make test      setup, lint, unit tests, VM tests on the test kernel"
 	@echo "make vm-debug  VM tests on the debug (KASAN, lockdep, KFENCE) kernel"
-	@echo "make vm-qemu   the VM tests with real QEMU guests inside the test VM (~20 min)"
+	@echo "make vm-qemu   the slow VM tests with real QEMU guests inside the test VM (~10 min)"
 	@echo "make vm-io-coverage  guest aio/cache modes x probe layers: coverage of a real guest's reads"
 	@echo "make demo-qemu KSM vs KSM++ with two real QEMU guests (nested TCG), report in ./pyksm-report-qemu/"
 	@echo "make bench     benchmarks (JSON in bench-results/)"
@@ -101,7 +101,8 @@ vm: setup
 	$(PYKSM) kernel build
 	$(PYTEST) -q -m "vm and not vagrant and not nested_qemu" tests/vm
 
-# Real QEMU guests inside the test VM (nested TCG): ~20 minutes.
+# The slow VM tests with real QEMU guests inside the test VM (nested TCG; a
+# guest per I/O mode): ~10 minutes. make vm runs the short two-guest one.
 vm-qemu: setup
 	$(PYKSM) kernel build
 	$(PYTEST) -q -m nested_qemu tests/vm

@@ -9,7 +9,13 @@ import pytest
 
 from pyksm.errors import PyksmError
 from pyksm.experiment import qemu_runner, runner, scenarios
-from pyksm.experiment.qemu_scenarios import QEMU_SCENARIOS, QemuGuestSpec, QemuScenario
+from pyksm.experiment.qemu_scenarios import (
+    QEMU_SCENARIOS,
+    QemuGuestSpec,
+    QemuScenario,
+    QemuSizes,
+    sized,
+)
 from pyksm.lab import guest_image
 
 
@@ -54,6 +60,47 @@ def test_bad_specs_are_one_line_errors() -> None:
         QemuGuestSpec("g", "dd")
     with pytest.raises(PyksmError, match="at least two guests"):
         QemuScenario("x", "", (QemuGuestSpec("g", "tar"),))
+
+
+def test_sizes_replace_the_scenarios_own_and_say_so() -> None:
+    kb = QEMU_SCENARIOS["qemu-kernel-build"]
+    assert sized(kb, QemuSizes()) is kb and QemuSizes().args() == []
+    sizes = QemuSizes(guest_memory_mib=512, ballast_mib=2048, disk_mib=400)
+    big = sized(kb, sizes)
+    assert [g.memory_mib for g in big.guests] == [512, 512]
+    assert [g.start_delay_s for g in big.guests] == [g.start_delay_s for g in kb.guests]
+    assert (big.ballast_mib, big.disk_mib, big.disk.size_mib) == (2048, 400, 400)
+    assert big.description.startswith(kb.description)
+    assert "guest RAM 512 MiB (not 192), ballast 2048 MiB (not 768), disk 400 MiB (not 96)" in (
+        big.description
+    )
+    assert sizes.args() == [
+        "--guest-memory", "512", "--ballast-mib", "2048", "--disk-mib", "400",
+    ]  # fmt: skip
+    only_disk = sized(kb, QemuSizes(disk_mib=200))
+    assert only_disk.guests == kb.guests and only_disk.ballast_mib == kb.ballast_mib
+    assert "disk 200 MiB (not 96)." in only_disk.description and "ballast" not in (
+        only_disk.description.removeprefix(kb.description)
+    )
+    assert sized(kb, QemuSizes(ballast_mib=0)).ballast_mib == 0  # no ballast at all
+
+
+def test_sizes_beyond_the_test_vm_are_one_line_errors() -> None:
+    kb = QEMU_SCENARIOS["qemu-kernel-build"]
+    for sizes, msg in (
+        (QemuSizes(guest_memory_mib=100), "128 to 512 MiB"),
+        (QemuSizes(ballast_mib=2049), "0 to 2048 MiB"),
+        (QemuSizes(disk_mib=16), "32 to 1024 MiB"),
+        (QemuSizes(disk_mib=1025), "32 to 1024 MiB"),
+    ):
+        with pytest.raises(PyksmError, match=msg):
+            sized(kb, sizes)
+    three = QemuScenario("x", "", tuple(QemuGuestSpec(f"g{i}", "tar", 512) for i in range(3)))
+    with pytest.raises(PyksmError, match="take 3584 MiB: at most 3072"):
+        sized(three, QemuSizes(ballast_mib=2048))
+    with pytest.raises(PyksmError, match="for real-QEMU scenarios only, not apache"):
+        runner.sized(scenarios.lookup("apache"), QemuSizes(disk_mib=100))
+    assert runner.sized(scenarios.lookup("apache"), QemuSizes()) is scenarios.lookup("apache")
 
 
 def test_io_achieved_of_real_guests() -> None:

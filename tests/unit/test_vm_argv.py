@@ -59,7 +59,19 @@ def test_guest_imports_pyksm_from_this_checkout(tmp_path: Path) -> None:
     the code the venv's editable install points at); the request may override it."""
     req = vm.VmRequest(bzimage=tmp_path / "bzImage", command=["true"], outdir=tmp_path)
     script = vm.build_argv(req, kvm=False)
-    assert f"export PYTHONPATH={repo_root()} " in script[script.index("--exec") + 1]
+    assert f" PYTHONPATH={repo_root()} && " in script[script.index("--exec") + 1]
     req.env["PYTHONPATH"] = "/elsewhere"
     script = vm.build_argv(req, kvm=False)
-    assert "export PYTHONPATH=/elsewhere " in script[script.index("--exec") + 1]
+    assert " PYTHONPATH=/elsewhere && " in script[script.index("--exec") + 1]
+
+
+def test_under_tcg_numpy_keeps_off_the_masked_loads_tcg_faults_on(tmp_path: Path) -> None:
+    req = vm.VmRequest(bzimage=tmp_path / "bzImage", command=["true"], outdir=tmp_path)
+    tcg = vm.build_argv(req, kvm=False)
+    script = tcg[tcg.index("--exec") + 1]
+    assert "NPY_DISABLE_CPU_FEATURES='AVX2 FMA3 " in script and "X86_V3 X86_V4'" in script
+    kvm = vm.build_argv(req, kvm=True)
+    assert "NPY_DISABLE_CPU_FEATURES" not in kvm[kvm.index("--exec") + 1]
+    req.icount = True  # icount is TCG, whatever KVM could do
+    icount = vm.build_argv(req, kvm=True)
+    assert "NPY_DISABLE_CPU_FEATURES" in icount[icount.index("--exec") + 1]
