@@ -197,7 +197,10 @@ DIAGNOSIS = CounterGroup(
 DISK_BLOCKS = CounterGroup(
     "disk_blocks",
     "Disk blocks (snapshot oracle)",
-    "Pages holding a block of the guests' shared disk: what the reads created. captured: "
+    "Pages holding a block of the guests' shared disk: what the reads created. of whole "
+    "RAM: ∫ their opportunities dt / ∫ all opportunities dt; the rest is mostly the boot "
+    "content both guests share, which every mode merges in the warm-up, so the whole-RAM "
+    "ratio of two modes is at most 1 / (1 - of whole RAM). captured: "
     "∫ the guests' sharing among them dt / ∫ their opportunities dt. across guests: the share "
     "of those opportunities that a page of one guest can find only in another (per block, the "
     "guests holding it minus one); the rest are a guest's own copies of a block it holds "
@@ -205,6 +208,7 @@ DISK_BLOCKS = CounterGroup(
     "across guests: the same ratio for that part, what hints can reach. Median [95 % "
     "interval] over the repetitions; empty for runs from before the split.",
     (
+        ("of whole RAM", Quantity("of_whole_ram_fraction", lambda m: m.disk_share)),
         ("captured", Quantity("captured_fraction", lambda m: m.disk_captured)),
         ("across guests", Quantity("across_guests_fraction", lambda m: m.disk_cross_share)),
         (

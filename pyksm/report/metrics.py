@@ -100,6 +100,7 @@ class ModeMetrics:
     # The guests whose figure is partial (unfinished, read until the run's end).
     guest_read_partial: tuple[str, ...] = ()
     # Disk blocks (see the module docstring).
+    disk_share: float | None = None
     disk_captured: float | None = None
     disk_cross_share: float | None = None
     disk_cross_captured: float | None = None
@@ -204,6 +205,16 @@ def captured_file(run: ModeRun) -> float | None:
     return _ratio(_counter_integral(run, "guests_sharing_file"), _file_area(run))
 
 
+def disk_share(run: ModeRun) -> float | None:
+    """∫ disk-block opportunities dt / ∫ all opportunities dt (None: no
+    disk-block counters). The rest (boot content both guests share, merged
+    in the warm-up in every mode) bounds the whole-RAM ratio between modes:
+    a mode that holds all of it and no disk block captures 1 - this."""
+    if not run.rows or "guests_sharing_file" not in run.rows[0].counters:
+        return None
+    return _ratio(_file_area(run), _integral(run.oracle, run.t))
+
+
 def cross_share(run: ModeRun) -> float | None:
     """∫ disk-block opportunities across guests dt / ∫ all disk-block
     opportunities dt."""
@@ -305,6 +316,7 @@ def compute(run: ModeRun, steady_window_s: float | None = None) -> ModeMetrics:
         guest_read_mib_s=reads,
         guest_read_mib_s_by_guest=reads_by_guest,
         guest_read_partial=tuple(w.name for w in workloads if w.partial),
+        disk_share=disk_share(run),
         disk_captured=captured_file(run),
         disk_cross_share=cross_share(run),
         disk_cross_captured=captured_file_cross(run),

@@ -51,7 +51,8 @@ def write_qemu_rep(base: Path, mode: str, rep: int, workloads: list[WorkloadOutc
                 "guests_sharing_file_cross": 40 * t,
                 "oracle_file_cross": 300,
             }
-            row = Sample(float(t), 100 * t, 10 * t, 400, 400, counters={"cow_ksm": 7 * t, **disk})
+            # 500 opportunities, 400 of them disk blocks (the rest: boot content)
+            row = Sample(float(t), 100 * t, 10 * t, 500, 400, counters={"cow_ksm": 7 * t, **disk})
             fh.write(row.to_json() + "\n")
     plus = mode.startswith("ksm++")
     summary = Summary(
@@ -230,11 +231,13 @@ def test_the_qemu_report_shows_diagnosis_failures_and_throughput(
     assert ksm["diagnosis"]["cow_ksm_count"]["values"] == [5, 10, 15]
     # disk blocks: ∫ sharing 100 of ∫ 800; across guests ∫ 600 of 800, 80 of it shared
     disk = ksm["disk_blocks"]
+    assert disk["of_whole_ram_fraction"]["median"] == pytest.approx(400 / 500)
     assert disk["captured_fraction"]["median"] == pytest.approx(100 / 800)
     assert disk["across_guests_fraction"]["median"] == pytest.approx(0.75)
     assert disk["captured_across_guests_fraction"]["median"] == pytest.approx(80 / 600)
     rows = {r["mode"]: r for r in render.counter_rows(st, aggregate.DISK_BLOCKS)}
     assert rows["ksm++"]["across guests"] == "0.750"
+    assert rows["ksm"]["of whole RAM"] == "0.800"
     assert "qemu-kernel-build: disk blocks (snapshot oracle)" in shown
 
 
