@@ -86,3 +86,18 @@ def test_unsatisfiable_config_option_is_named(tmp_path: Path) -> None:
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("pyksm: error:")]
     assert len(errors) == 1, r.stderr
     assert "CONFIG_NUMA_EMU=y" in errors[0] and "dropped" in errors[0]
+
+
+def test_numpy_runs_on_array_tails_before_an_unmapped_page(
+    kernel: kbuild.KernelBuild, tmp_path: Path
+) -> None:
+    """Under TCG the lab keeps numpy off the AVX2 masked loads QEMU 7.2 faults
+    on (pyksm.lab.vm.TCG_NUMPY_ENV); without that, a float64 sum of 9 elements
+    that end a mapping killed Python with SIGSEGV in this VM."""
+    script = Path(__file__).parent / "guest" / "numpy_tails.py"
+    r = pyksm(
+        "vm", "run", "--kernel", str(kernel.bzimage), "-o", str(tmp_path), "--",
+        sys.executable, str(script),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == "OK"
