@@ -230,8 +230,9 @@ def register(
     _common(er)
     sizes = er.add_argument_group(
         "sizes of a real-QEMU scenario (qemu-*; default: the scenario's)",
-        "Reads that outrun a guest's page cache, and a linear round as long as a big "
-        "host's, are the regime KSM++ is for: small guests, a big disk, a big ballast.",
+        "KSM++'s regime: the guests read far more than the boot content they share, "
+        "and the linear round is long (e.g. --guest-memory 512 --ballast-mib 2048 "
+        "--disk-mib 400).",
     )
     sizes.add_argument(
         "--guest-memory", type=argtypes.positive_int, default=None, help="MiB of RAM per guest"
