@@ -148,25 +148,28 @@ def sized(sc: QemuScenario, sizes: QemuSizes) -> QemuScenario:
     own are); its description says what was changed."""
     if not sizes.given:
         return sc
-    guests = sc.guests
-    if sizes.guest_memory_mib is not None:
-        guests = tuple(replace(g, memory_mib=sizes.guest_memory_mib) for g in guests)
-    new = replace(
-        sc,
-        guests=guests,
-        ballast_mib=sc.ballast_mib if sizes.ballast_mib is None else sizes.ballast_mib,
-        disk_mib=sc.disk_mib if sizes.disk_mib is None else sizes.disk_mib,
-    )
+    memory = sc.guests[0].memory_mib if sizes.guest_memory_mib is None else sizes.guest_memory_mib
+    ballast = sc.ballast_mib if sizes.ballast_mib is None else sizes.ballast_mib
+    disk = sc.disk_mib if sizes.disk_mib is None else sizes.disk_mib
     changed = ", ".join(
         f"{what} {new_v} MiB (not {old_v})"
         for what, old_v, new_v in (
-            ("guest RAM", sc.guests[0].memory_mib, new.guests[0].memory_mib),
-            ("ballast", sc.ballast_mib, new.ballast_mib),
-            ("disk", sc.disk_mib, new.disk_mib),
+            ("guest RAM", sc.guests[0].memory_mib, memory),
+            ("ballast", sc.ballast_mib, ballast),
+            ("disk", sc.disk_mib, disk),
         )
         if old_v != new_v
     )
-    return replace(new, description=f"{sc.description} Sized for this run: {changed}.")
+    guests = sc.guests
+    if sizes.guest_memory_mib is not None:
+        guests = tuple(replace(g, memory_mib=memory) for g in guests)
+    return replace(
+        sc,
+        guests=guests,
+        ballast_mib=ballast,
+        disk_mib=disk,
+        description=f"{sc.description} Sized for this run: {changed}.",
+    )
 
 
 # The apache guests' files: linux/kernel of the disk (593 files, 11 MiB read),

@@ -99,11 +99,10 @@ TCG_NUMPY_ENV = {
 }
 
 
-def _guest_script(req: VmRequest, kvm: bool) -> str:
+def _guest_script(req: VmRequest, tcg: bool) -> str:
     # The guest imports pyksm from this checkout, not from wherever the venv's
     # editable install points (a git worktree's VM tests ran main's code).
-    tcg = {} if kvm and not req.icount else TCG_NUMPY_ENV
-    env = {"PYTHONPATH": str(repo_root())} | tcg | req.env
+    env = {"PYTHONPATH": str(repo_root())} | (TCG_NUMPY_ENV if tcg else {}) | req.env
     exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()))
     cwd = shlex.quote(str(req.cwd or repo_root()))
     cmd = shlex.join(req.command)
@@ -122,7 +121,8 @@ def build_argv(req: VmRequest, kvm: bool) -> list[str]:
         "--cpus",
         "1" if req.icount else str(req.cpus),
     ]
-    if not kvm or req.icount:
+    tcg = not kvm or req.icount
+    if tcg:
         argv.append("--disable-kvm")
     dirs = [repo_root(), req.outdir, *req.rwdirs]
     seen: set[Path] = set()
@@ -138,7 +138,7 @@ def build_argv(req: VmRequest, kvm: bool) -> list[str]:
     append.append("hung_task_timeout_secs=60")
     for a in append:
         argv += ["--append", a]
-    argv += ["--exec", _guest_script(req, kvm)]
+    argv += ["--exec", _guest_script(req, tcg)]
     opts = [*req.qemu_opts, *(ICOUNT_QEMU_OPTS if req.icount else [])]
     if opts:  # vng wants these last
         argv += ["--qemu-opts", shlex.join(opts)]
